@@ -1,0 +1,36 @@
+# `make demo` and `make test` work on a fresh machine with only Python 3.11 and pip.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.edgetl-installed
+DEMO_OUT ?= runs/demo
+
+.PHONY: setup demo test kernels bench lint clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -c constraints.txt -e '.[train,openvino,onnxruntime,bench,test]'
+	@touch $(STAMP)
+
+kernels: setup
+	$(PY) -m edgetl.ops.build
+
+demo: setup kernels
+	$(VENV)/bin/edgetl train --cache-features --quantize int8 --out $(DEMO_OUT)
+
+test: setup kernels
+	$(VENV)/bin/python -m pytest -q -ra tests
+
+bench: setup kernels
+	$(PY) benchmarks/run_all.py
+
+lint: setup
+	$(VENV)/bin/ruff check edgetl tests benchmarks
+	$(VENV)/bin/ruff format --check edgetl tests benchmarks
+
+clean:
+	rm -rf build runs .pytest_cache

@@ -1,0 +1,13 @@
+"""Frozen backbones: a registry of builders plus `timm:NAME` for any timm architecture.
+
+A Backbone is a torch.nn.Module with `forward_features(x) -> [N, D]` pooled features and a `cfg`
+(BackboneCfg). Builders never download: weights come from an installed package or a file the user names.
+"""
+
+from edgetl.backbones.base import Backbone, BackboneCfg, build_backbone, describe_backbone, registry
+
+# Importing the modules registers their backbones.
+from edgetl.backbones import lite0 as _lite0  # noqa: F401,E402
+from edgetl.backbones import tiny as _tiny  # noqa: F401,E402
+
+__all__ = ["Backbone", "BackboneCfg", "build_backbone", "describe_backbone", "registry"]

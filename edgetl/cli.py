@@ -1,0 +1,63 @@
+"""The `edgetl` command. Each command parses options, builds a config and calls ONE library function.
+
+Commands live in small modules (cli_train, cli_export, cli_deploy, cli_bench); this file only wires them up
+and turns user errors into one line and exit code 2.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from edgetl import __version__
+from edgetl.errors import UserError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(__version__, prog_name="edgetl")
+def cli() -> None:
+    """Transfer learning for the edge: frozen INT8 backbone, cached features, one fused ONNX graph,
+    compiled for OpenVINO, TensorRT or ONNX Runtime.
+
+    \b
+    edgetl train --cache-features                 # ImageNet EfficientNet-Lite0 on scikit-learn's digits
+    edgetl export runs/demo                       # one fused ONNX graph + parity ladder
+    edgetl compile runs/demo/model.onnx --target openvino --out build/ov
+    edgetl package build/ov --out demo-ov.tar.gz
+    edgetl predict demo-ov.tar.gz photo.jpg       # on the device: no torch needed
+    """
+
+
+def _register() -> None:
+    # Imported lazily per module so the device side (predict, bench, doctor) never imports torch.
+    from edgetl import cli_bench, cli_deploy, cli_export, cli_train
+
+    for module in (cli_train, cli_export, cli_deploy, cli_bench):
+        for command in module.COMMANDS:
+            cli.add_command(command)
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        cli.main(args=argv, prog_name="edgetl", standalone_mode=False)
+    except UserError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except SystemExit:
+        raise
+    sys.exit(0)

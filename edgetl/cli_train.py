@@ -1,0 +1,138 @@
+"""CLI: `edgetl train` and `edgetl cache ls|verify|prune`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+EXAMPLES_TRAIN = """
+\b
+Examples:
+  edgetl train --cache-features                        # ImageNet EfficientNet-Lite0 on scikit-learn's digits
+  edgetl train --data ~/photos/parts --epochs 30 --cache-features --out runs/parts
+  edgetl train --cache-features --img-size 224 --seed 3 --cache-dir /data/edgetl-cache
+  edgetl train --backbone timm:resnet18 --weights resnet18.safetensors --data ~/photos/parts
+  edgetl train --cache-features --quantize int8 --target openvino --calib-size 300
+"""
+
+
+@click.command("train", epilog=EXAMPLES_TRAIN)
+@click.option("--data", default="digits", show_default=True, help="'digits' (built in) or an ImageFolder tree.")
+@click.option("--backbone", default="efficientnet_lite0", show_default=True, help="Registered name or timm:NAME.")
+@click.option("--weights", type=click.Path(dir_okay=False), help="Weights file (.safetensors or .pth state dict).")
+@click.option("--img-size", type=int, help="Square input size [default: 64 for digits, else the backbone's].")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Run folder [default: runs/<time>].")
+@click.option("--cache-features/--no-cache-features", default=True, show_default=True,
+              help="Run the backbone once per image and keep features on disk (off: backbone in the loop).")
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), envvar="EDGETL_CACHE_DIR",
+              help="Feature cache folder [default: ~/.cache/edgetl/features, or $EDGETL_CACHE_DIR].")
+@click.option("--head", type=click.Choice(["linear", "mlp"]), default="linear", show_default=True)
+@click.option("--epochs", type=int, default=30, show_default=True)
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--lr", type=float, default=3e-3, show_default=True)
+@click.option("--patience", type=int, default=10, show_default=True, help="Early stopping on val accuracy; 0 = off.")
+@click.option("--balanced", is_flag=True, help="Class-balanced sampling of training images.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--threads", type=int, help="CPU threads for the backbone and training.")
+@click.option("--strict", is_flag=True, help="Stop (exit 2) at the first unusable image instead of skipping it.")
+@click.option("--overwrite", is_flag=True, help="Allow --out to name a folder that already holds a run.")
+@click.option("--quantize", type=click.Choice(["none", "int8"]), default="none", show_default=True,
+              help="INT8 backbone: the head is trained on the features of the backbone that ships.")
+@click.option("--target", type=click.Choice(["openvino", "onnxruntime", "tensorrt"]), default="openvino",
+              show_default=True, help="Runtime the INT8 backbone is laid out for (QDQ layout per target).")
+@click.option("--calib-size", type=int, default=300, show_default=True, help="Training images used to calibrate.")
+@click.option("--calib-method", type=click.Choice(["minmax", "percentile", "entropy"]), default="minmax",
+              show_default=True)
+@click.option("--quant-ignore", multiple=True, metavar="NAME", help="Keep this layer in floating point (repeatable).")
+@click.option("--quant-auto-fallback", is_flag=True, help="Find the layers that cause the INT8 drop; keep them FP.")
+@click.option("--compare-fp32", is_flag=True, help="Also time PyTorch eager FP32 extraction on the same images.")
+@click.option("--no-progress", is_flag=True, help="No progress bars.")
+def train_cmd(**o) -> None:
+    """Train a classification head on a frozen (optionally INT8) pretrained backbone."""
+    from edgetl.config import QuantizeCfg, TrainCfg
+    from edgetl.run import run_train
+    from edgetl.summary import print_train_summary
+
+    quant = None
+    if o["quantize"] == "int8":
+        quant = QuantizeCfg(
+            target=o["target"], calib_size=o["calib_size"], calib_method=o["calib_method"],
+            ignore=tuple(o["quant_ignore"]), auto_fallback=o["quant_auto_fallback"],
+        )
+    elif o["quant_ignore"] or o["quant_auto_fallback"]:
+        raise click.UsageError("--quant-ignore/--quant-auto-fallback need --quantize int8")
+    cfg = TrainCfg(
+        data=o["data"], backbone=o["backbone"], weights=o["weights"], img_size=o["img_size"], out=o["out"],
+        cache_features=o["cache_features"], cache_dir=o["cache_dir"], head=o["head"], epochs=o["epochs"],
+        batch_size=o["batch_size"], lr=o["lr"], patience=o["patience"], balanced=o["balanced"], seed=o["seed"],
+        threads=o["threads"], strict=o["strict"], overwrite=o["overwrite"], quantize=quant,
+        compare_fp32=o["compare_fp32"], progress=not o["no_progress"],
+    )
+    print_train_summary(run_train(cfg))
+
+
+@click.group("cache")
+def cache_group() -> None:
+    """Inspect and maintain the on-disk feature cache.
+
+    \b
+    edgetl cache ls
+    edgetl cache verify --cache-dir /data/edgetl-cache
+    edgetl cache prune --older-than 30
+    """
+
+
+cache_dir_option = click.option(
+    "--cache-dir", type=click.Path(file_okay=False, path_type=Path), envvar="EDGETL_CACHE_DIR",
+    help="Feature cache folder [default: ~/.cache/edgetl/features, or $EDGETL_CACHE_DIR].",
+)
+
+
+def _root(cache_dir: Path | None) -> Path:
+    from edgetl.cache import default_cache_dir
+
+    return Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+
+
+@cache_group.command("ls")
+@cache_dir_option
+def cache_ls(cache_dir: Path | None) -> None:
+    """List cached extraction contexts (backbone, precision, size)."""
+    from edgetl.cache import list_contexts
+    from edgetl.summary import print_cache_table
+
+    print_cache_table(_root(cache_dir), list_contexts(_root(cache_dir)))
+
+
+@cache_group.command("verify")
+@cache_dir_option
+def cache_verify(cache_dir: Path | None) -> None:
+    """Check every shard's checksum; exit 1 when any is corrupt (read-only)."""
+    from edgetl.cache import verify
+
+    checked, entries, bad = verify(_root(cache_dir))
+    for path in bad:
+        click.echo(f"corrupt: {path}")
+    click.echo(f"{checked} shards, {entries} entries checked in {_root(cache_dir)}: {len(bad)} corrupt")
+    if bad:
+        click.echo("fix: edgetl cache prune (corrupt shards are removed and recomputed on the next run)")
+        raise SystemExit(1)
+
+
+@cache_group.command("prune")
+@cache_dir_option
+@click.option("--older-than", type=float, metavar="DAYS", help="Also remove contexts unused for DAYS days.")
+@click.option("--all", "everything", is_flag=True, help="Remove every cached feature.")
+def cache_prune(cache_dir: Path | None, older_than: float | None, everything: bool) -> None:
+    """Remove corrupt shards and leftovers of killed runs (and old contexts with --older-than)."""
+    from edgetl.cache import prune
+
+    r = prune(_root(cache_dir), older_than, everything)
+    click.echo(
+        f"removed {r['contexts']} contexts, {r['corrupt_shards']} corrupt shards, {r['temp_files']} temp files "
+        f"({r['bytes'] / 1e6:.1f} MB)"
+    )
+
+
+COMMANDS = [train_cmd, cache_group]

@@ -1,0 +1,86 @@
+"""Frozen, validated configuration per stage. The CLI builds these; the library only reads them."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from edgetl.errors import UserError
+
+QUANTIZE_TARGETS = ("openvino", "onnxruntime", "tensorrt")
+CALIB_METHODS = ("minmax", "percentile", "entropy")
+
+
+@dataclass(frozen=True)
+class QuantizeCfg:
+    """INT8 post-training quantization of the backbone (None in TrainCfg.quantize means FP32)."""
+
+    target: str = "openvino"
+    calib_size: int = 300
+    calib_method: str = "minmax"
+    ignore: tuple[str, ...] = ()
+    auto_fallback: bool = False
+    max_drop: float = 0.01  # accuracy drop (absolute) that counts as "INT8 hurt": reported loudly
+
+    def __post_init__(self) -> None:
+        if self.target not in QUANTIZE_TARGETS:
+            raise UserError(f"--target: {self.target!r} unknown; choose one of {', '.join(QUANTIZE_TARGETS)}")
+        if self.calib_method not in CALIB_METHODS:
+            raise UserError(f"--calib-method: {self.calib_method!r} unknown; choose one of {', '.join(CALIB_METHODS)}")
+        if self.calib_size < 1:
+            raise UserError("--calib-size must be a positive number of training images")
+
+
+@dataclass(frozen=True)
+class TrainCfg:
+    data: str = "digits"
+    backbone: str = "efficientnet_lite0"
+    weights: str | None = None
+    img_size: int | None = None  # None: 64 for digits, else the backbone's own input size
+    out: Path | None = None
+    cache_features: bool = True
+    cache_dir: Path | None = None
+    head: str = "linear"
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    label_smoothing: float = 0.1
+    patience: int = 10  # early stopping on val accuracy; 0 disables it
+    balanced: bool = False
+    seed: int = 0
+    threads: int | None = None
+    strict: bool = False
+    overwrite: bool = False
+    extract_batch: int = 64
+    quantize: QuantizeCfg | None = None
+    compare_fp32: bool = False
+    progress: bool = True
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise UserError("--epochs must be at least 1")
+        if self.batch_size < 1 or self.extract_batch < 1:
+            raise UserError("--batch-size must be at least 1")
+        if self.lr <= 0:
+            raise UserError("--lr must be positive")
+        if self.patience < 0:
+            raise UserError("--patience must be 0 (off) or more epochs")
+        if self.head not in ("linear", "mlp"):
+            raise UserError(f"--head: {self.head!r} unknown; choose linear or mlp")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        for k in ("out", "cache_dir"):
+            d[k] = str(d[k]) if d[k] is not None else None
+        d.pop("extra")
+        return d
+
+    @classmethod
+    def from_mapping(cls, values: dict) -> TrainCfg:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise UserError(f"config: unknown option(s) {', '.join(unknown)}")
+        return cls(**values)

@@ -1,0 +1,202 @@
+"""`edgetl train`: images -> frozen backbone -> feature cache -> trained head -> run folder.
+
+The run folder holds `head.safetensors` and `run.json` (the contract later stages and users' scripts read:
+config, classes, preprocess, backbone, metrics, cache, data.skipped, timing).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import sklearn.datasets  # noqa: F401 - imported with the module so run timing excludes import time
+import timm
+import torch
+
+from edgetl import __version__
+from edgetl.backbones import build_backbone, describe_backbone
+from edgetl.cache import FeatureCache, atomic_write_bytes, default_cache_dir
+from edgetl.config import TrainCfg
+from edgetl.data import Dataset, Item, Skipper, load_dataset
+from edgetl.errors import UserError
+from edgetl.features import Extracted, Extractor, TorchExtractor, decode, extract
+from edgetl.heads import head_meta, save_head
+from edgetl.preprocess import Preprocess
+from edgetl.progress import info, warn
+from edgetl.train import HeadResult, accuracy, backbone_source, cached_source, fit_head
+
+DIGITS_IMG_SIZE = 64  # Lite0 on 8x8 digits: 64 px is both the most accurate and the quickest (PLATFORM.md)
+
+
+def resolve_out(cfg: TrainCfg, run_id: str) -> Path:
+    out = Path(cfg.out) if cfg.out else Path("runs") / run_id
+    if (out / "run.json").exists() and not cfg.overwrite:
+        raise UserError(f"--out {out}: already holds a run (run.json); choose another folder or pass --overwrite")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: exists and is not a folder; choose another path")
+    return out
+
+
+def run_preprocess(backbone_pre: Preprocess, cfg: TrainCfg) -> Preprocess:
+    size = cfg.img_size or (DIGITS_IMG_SIZE if cfg.data == "digits" else None)
+    if size is None:
+        return backbone_pre
+    return Preprocess.from_dict({**backbone_pre.to_dict(), "size": [size, size]})
+
+
+def cache_context(bcfg, pre: Preprocess, extractor: Extractor) -> dict:
+    return {
+        "backbone": bcfg.name,
+        "weights_sha256": bcfg.weights_sha256,
+        "preprocess": pre.to_dict(),
+        **extractor.context(),
+    }
+
+
+def rows(items: list[Item], features: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, list[Item]]:
+    kept = [it for it in items if it.key in features]
+    if not kept:
+        return np.zeros((0, 0), np.float32), np.zeros(0, np.int64), kept
+    return np.stack([features[it.key] for it in kept]), np.array([it.label for it in kept]), kept
+
+
+def check_usable(ds: Dataset, train: list[Item]) -> None:
+    labels = {it.label for it in train}
+    if len(labels) < 2:
+        raise UserError(
+            f"--data {ds.source}: only {len(labels)} class(es) have usable training images; need at least two"
+        )
+    for i, name in enumerate(ds.classes):
+        if i not in labels:
+            warn(f"class {name!r} has no usable training image; the head can never predict it")
+
+
+class Pipeline:
+    """One `edgetl train` run. Stages are methods so the INT8 path (edgetl.quantize) can reuse them."""
+
+    def __init__(self, cfg: TrainCfg) -> None:
+        self.cfg = cfg
+        self.t0 = time.perf_counter()
+        self.run_id = datetime.now().strftime("%Y%m%d-%H%M%S")
+        self.out = resolve_out(cfg, self.run_id)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.ds = load_dataset(cfg.data, cfg.seed, cfg.strict, warn)
+        self.skip = Skipper(cfg.strict, warn)
+        self.skip.skipped = list(self.ds.skipped)
+        self.bcfg = describe_backbone(cfg.backbone, cfg.weights)
+        self.pre = run_preprocess(self.bcfg.preprocess, cfg)
+        self._backbone = None
+        self.cache_dir = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else default_cache_dir()
+        self.caches: list[FeatureCache] = []
+        self.timing: dict[str, float] = {}
+
+    def backbone(self):
+        if self._backbone is None:
+            self._backbone = build_backbone(self.cfg.backbone, self.cfg.weights)
+        return self._backbone
+
+    def fp32_extractor(self) -> TorchExtractor:
+        return TorchExtractor(self.backbone)
+
+    def features(self, extractor: Extractor) -> Extracted:
+        """Cached features of train + val; timing.extract_s is the wall time of this whole stage."""
+        t = time.perf_counter()
+        cache = FeatureCache(self.cache_dir, cache_context(self.bcfg, self.pre, extractor), warn).open()
+        self.caches.append(cache)
+        items = self.ds.train + self.ds.val
+        got = extract(items, extractor, self.pre, self.skip, cache, self.cfg.extract_batch, self.cfg.progress)
+        self.timing["extract_s"] = self.timing.get("extract_s", 0.0) + time.perf_counter() - t
+        return got
+
+    def train_cached(self, extracted: Extracted) -> tuple[HeadResult, dict]:
+        xt, yt, kept = rows(self.ds.train, extracted.features)
+        xv, yv, _ = rows(self.ds.val, extracted.features)
+        check_usable(self.ds, kept)
+        t = time.perf_counter()
+        source = cached_source(torch.from_numpy(xt), torch.from_numpy(xv))
+        res = fit_head(source, yt, yv, self.bcfg.num_features, len(self.ds.classes), self.cfg, self.cfg.progress)
+        return res, {"train_s": time.perf_counter() - t, "xv": xv, "yv": yv}
+
+    def train_uncached(self, extractor: Extractor) -> tuple[HeadResult, dict]:
+        t = time.perf_counter()
+        kept_t, xt = decode(self.ds.train, self.pre, self.skip)
+        kept_v, xv = decode(self.ds.val, self.pre, self.skip)
+        check_usable(self.ds, kept_t)
+        yt = np.array([it.label for it in kept_t])
+        yv = np.array([it.label for it in kept_v])
+        source = backbone_source(extractor, xt, xv, self.cfg.extract_batch)
+        res = fit_head(source, yt, yv, self.bcfg.num_features, len(self.ds.classes), self.cfg, self.cfg.progress)
+        return res, {"train_s": time.perf_counter() - t}
+
+    def record(self, res: HeadResult, extras: dict) -> dict:
+        cfg = self.cfg
+        stats = [c.stats for c in self.caches]
+        return {
+            "run_id": self.run_id,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "edgetl_version": __version__,
+            "config": cfg.to_dict(),
+            "classes": self.ds.classes,
+            "preprocess": self.pre.to_dict(),
+            "backbone": {
+                "name": self.bcfg.name,
+                "weights_sha256": self.bcfg.weights_sha256,
+                "weights_source": self.bcfg.weights_source,
+                "num_features": self.bcfg.num_features,
+            },
+            "head": {"kind": cfg.head, "file": "head.safetensors", "best_epoch": res.best_epoch, "epochs_run": res.epochs_run},
+            "metrics": {"val_acc": res.val_acc, "history": res.history, **extras.get("metrics", {})},
+            "cache": {
+                "enabled": cfg.cache_features,
+                "dir": str(self.cache_dir) if cfg.cache_features else None,
+                "keys": [c.key for c in self.caches],
+                "hits": sum(s.hits for s in stats),
+                "misses": sum(s.misses for s in stats),
+                "corrupt_shards": [p for s in stats for p in s.corrupt],
+            },
+            "data": {**self.ds.summary(), "skipped": self.skip.skipped},
+            "timing": {**self.timing, "total_s": time.perf_counter() - self.t0},
+            "versions": versions(),
+            **{k: v for k, v in extras.items() if k != "metrics"},
+        }
+
+    def save(self, res: HeadResult, record: dict) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        save_head(res.head, head_meta(self.cfg.head, self.bcfg.num_features, len(self.ds.classes)), self.out / "head.safetensors")
+        record["timing"]["total_s"] = time.perf_counter() - self.t0
+        atomic_write_bytes(self.out / "run.json", (json.dumps(record, indent=1) + "\n").encode())
+
+
+def versions() -> dict:
+    return {"python": platform.python_version(), "torch": torch.__version__, "timm": timm.__version__, "numpy": np.__version__}
+
+
+def run_train(cfg: TrainCfg) -> dict:
+    """The whole `edgetl train` job; returns run.json's content (also written to the run folder)."""
+    if cfg.quantize is not None:
+        from edgetl.quantize import run_quantized
+
+        return run_quantized(Pipeline(cfg))
+    p = Pipeline(cfg)
+    extractor = p.fp32_extractor()
+    if cfg.cache_features:
+        extracted = p.features(extractor)
+        res, extra = p.train_cached(extracted)
+        p.timing["train_s"] = extra["train_s"]
+        if extracted.images_per_s:
+            p.timing["extract_images_per_s"] = extracted.images_per_s
+    else:
+        res, extra = p.train_uncached(extractor)
+        p.timing.update(extract_s=0.0, train_s=extra["train_s"])
+    record = p.record(res, {})
+    p.save(res, record)
+    info(f"wrote {p.out / 'run.json'}")
+    return record
+
+
+__all__ = ["run_train", "Pipeline", "accuracy"]

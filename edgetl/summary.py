@@ -1,0 +1,65 @@
+"""One-screen summaries printed at the end of a command (rich tables on stdout)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+out = Console(highlight=False)
+
+
+def _fmt_s(s: float | None) -> str:
+    return "-" if s is None else (f"{s * 1000:.0f} ms" if s < 1 else f"{s:.2f} s")
+
+
+def print_train_summary(r: dict) -> None:
+    t = Table(title=f"edgetl train  ·  run {r['run_id']}", show_header=False, title_justify="left")
+    t.add_column(style="bold")
+    t.add_column()
+    m, c, tm, d = r["metrics"], r["cache"], r["timing"], r["data"]
+    t.add_row("data", f"{d['source']}: {len(r['classes'])} classes, {d['train']} train / {d['val']} val ({d['split']})")
+    if d["skipped"]:
+        t.add_row("skipped", f"{len(d['skipped'])} files (listed in run.json data.skipped)")
+    t.add_row("backbone", f"{r['backbone']['name']}  (weights sha256 {r['backbone']['weights_sha256'][:12]}…)")
+    pre = r["preprocess"]
+    t.add_row("preprocess", f"{pre['size'][0]}x{pre['size'][1]} {pre['interpolation']}, mean {pre['mean']}, std {pre['std']}")
+    q = r.get("quantize")
+    if q:
+        t.add_row("quantize", f"INT8 for {q['target']} ({q['method']}, {q['calib_size']} calib images, "
+                              f"{len(q['ignored'])} layers kept FP), run by {q['engine']}")
+    t.add_row("head", f"{r['head']['kind']}, best epoch {r['head']['best_epoch']} of {r['head']['epochs_run']}")
+    acc = f"[bold green]{m['val_acc']:.4f}[/]"
+    if "val_acc_fp32" in m:
+        acc += f"  (FP32 recipe {m['val_acc_fp32']:.4f}, INT8 agreement {m['int8_agreement']:.4f})"
+    t.add_row("val accuracy", acc)
+    if c["enabled"]:
+        t.add_row("feature cache", f"{c['hits']} hits, {c['misses']} misses  ({c['dir']})")
+    else:
+        t.add_row("feature cache", "off (backbone in the loop every epoch)")
+    timing = f"extract {_fmt_s(tm.get('extract_s'))}, train {_fmt_s(tm.get('train_s'))}, total {_fmt_s(tm['total_s'])}"
+    if tm.get("extract_images_per_s"):
+        timing += f"  ·  {tm['extract_images_per_s']:.0f} img/s"
+    if tm.get("extract_images_per_s_fp32_eager"):
+        timing += f" vs PyTorch FP32 eager {tm['extract_images_per_s_fp32_eager']:.0f} img/s"
+    t.add_row("time", timing)
+    t.add_row("output", f"{r['config']['out'] or 'runs/' + r['run_id']}  (head.safetensors, run.json)")
+    out.print(t)
+    for line in r.get("warnings", []):
+        out.print(f"[bold red]![/] {line}")
+
+
+def print_cache_table(root: Path, contexts: list[dict]) -> None:
+    t = Table(title=f"feature cache: {root}", title_justify="left")
+    for col in ("key", "backbone", "input", "engine", "shards", "MB", "last used"):
+        t.add_column(col)
+    for c in contexts:
+        ctx = c["context"]
+        size = ctx.get("preprocess", {}).get("size", ["?", "?"])
+        engine = f"{ctx.get('engine', '?')} {ctx.get('precision', '')}".strip()
+        age = (time.time() - c["last_used"]) / 86400
+        t.add_row(c["key"][:12], str(ctx.get("backbone", "?")), f"{size[0]}x{size[1]}", engine, str(c["shards"]),
+                  f"{c['bytes'] / 1e6:.1f}", f"{age:.1f} d ago")
+    out.print(t if contexts else f"feature cache {root} is empty")
