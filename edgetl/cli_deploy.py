@@ -1,0 +1,171 @@
+"""CLI commands for the deploy stage: compile, package, predict, doctor, build-engine.
+
+This module is imported on the device, so it imports neither torch nor onnx; the library calls below
+import their runtime lazily.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from edgetl.errors import UserError
+
+TARGET_NAMES = ("openvino", "onnxruntime", "tensorrt")
+
+
+def _frame_size(ctx, param, value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    try:
+        h, w = (int(v) for v in value.lower().split("x"))
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: give HEIGHTxWIDTH, e.g. 480x640") from None
+    if not (8 <= h <= 8192 and 8 <= w <= 8192):
+        raise click.BadParameter(f"{value!r}: sides must be within 8..8192")
+    return h, w
+
+
+def _stderr(message: str) -> None:
+    click.echo(message, err=True)
+
+
+@click.command("compile")
+@click.argument("onnx", type=click.Path(path_type=Path))
+@click.option("--target", required=True, type=click.Choice(TARGET_NAMES), help="Runtime to compile for.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Output folder (replaced atomically).")
+@click.option("--device", default="", help="OpenVINO: CPU (default), GPU, NPU; ONNX Runtime: CPU, CUDA; TensorRT: GPU.")
+@click.option(
+    "--precision",
+    default="auto",
+    show_default=True,
+    type=click.Choice(("auto", "fp32", "fp16", "bf16", "int8")),
+    help="auto = the model's own (OpenVINO may run FP32 in bf16 on AMX CPUs; TensorRT builds FP16).",
+)
+@click.option("--max-batch", default=1, show_default=True, type=int, help="TensorRT profile: batch 1..N.")
+@click.option("--threads", default=0, show_default=True, type=int, help="ONNX Runtime intra-op threads (0 = default).")
+@click.option("--static", is_flag=True, help="OpenVINO: fixed input shape (always on for --device NPU).")
+@click.option("--frame-size", callback=_frame_size, help="HxW camera frame size for static shapes / TensorRT.")
+@click.option("--fused-kernels", is_flag=True, help="OpenVINO: load edgetl's native extension for ai.edgetl ops.")
+@click.option("--workspace-mb", default=1024, show_default=True, type=int, help="TensorRT builder workspace.")
+def compile_cmd(onnx: Path, target: str, out: Path, **options) -> None:
+    """Compile an exported model.onnx for one runtime into a folder with manifest.json.
+
+    \b
+    edgetl compile runs/parts/model.onnx --target openvino --out build/ov
+    edgetl compile runs/parts/model.onnx --target openvino --device NPU --frame-size 480x640 --out build/npu
+    edgetl compile runs/parts/model.onnx --target openvino --precision fp32 --out build/ov-f32
+    edgetl compile runs/parts/model.onnx --target onnxruntime --threads 2 --out build/ort
+    edgetl compile runs/parts/model.onnx --target tensorrt --precision int8 --max-batch 8 --out build/trt
+    """
+    from rich.console import Console
+
+    from edgetl.targets import CompileOptions, get_target
+
+    opts = CompileOptions(**options)
+    with Console(stderr=True).status(f"compiling {onnx} for {target}"):
+        artifact = get_target(target).compile(onnx, out, opts)
+    m = artifact.manifest
+    if target == "tensorrt" and not m.get("engine"):
+        click.echo(
+            f"tensorrt is not installed here: wrote the ONNX and build settings to {out}; on the device run "
+            f"`edgetl build-engine BUNDLE` or trtexec (see {out}/BUILD_ON_DEVICE.txt)"
+        )
+        return
+    runtime = m["precision"].get("runtime") or "decided on the device"
+    click.echo(
+        f"compiled {onnx} for {target} {m['device']} (model {m['precision']['model']}, runs {runtime}) "
+        f"-> {out} ({len(m['files'])} file(s)); next: edgetl package {out} --out {out.name}.tar.gz"
+    )
+
+
+@click.command("package")
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Bundle to write (.tar.gz).")
+def package_cmd(folder: Path, out: Path) -> None:
+    """Verify a compiled folder and write it as one bundle (tar.gz with manifest.json and sha256 hashes).
+
+    \b
+    edgetl package build/ov --out parts-ov.tar.gz
+    scp parts-ov.tar.gz nuc:   # then on the device: edgetl predict parts-ov.tar.gz photo.jpg
+    """
+    from edgetl.bundle import package
+
+    if not out.name.endswith((".tar.gz", ".tgz")):
+        raise UserError(f"--out {out}: name the bundle *.tar.gz")
+    manifest = package(folder, out)
+    click.echo(
+        f"wrote {out} ({manifest['target']} {manifest['device']}, {len(manifest['files'])} file(s), "
+        f"{out.stat().st_size / 1e6:.1f} MB)"
+    )
+
+
+@click.command("predict")
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--top-k", default=5, show_default=True, type=click.IntRange(1, 1000), help="Classes listed per image.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per image: path, label, class, prob, topk, ms.")
+@click.option("--strict", is_flag=True, help="Stop at the first unreadable image (exit 2) instead of skipping it.")
+@click.option("--device", default=None, help="Run on another device than the bundle's (e.g. GPU).")
+def predict_cmd(
+    bundle: Path, images: tuple[Path, ...], top_k: int, as_json: bool, strict: bool, device: str | None
+) -> None:
+    """Label images with a bundle. Needs only numpy, pillow and the bundle's runtime (no torch).
+
+    \b
+    edgetl predict parts-ov.tar.gz photo.jpg other.png --top-k 3
+    edgetl predict parts-ort.tar.gz shots/*.jpg --json > labels.jsonl
+    edgetl predict build/ov photo.jpg          # a compiled folder works too
+    ms is the model time per frame (input preparation + inference), not file decoding.
+    """
+    from edgetl.runtime import Predictor
+
+    with Predictor(bundle, device) as predictor:
+        info = predictor.info
+        _stderr(f"{bundle}: {info['target']} on {info.get('device')}, precision {info.get('precision')}")
+        for p in predictor.predict_files(images, top_k, strict, _stderr):
+            if as_json:
+                click.echo(json.dumps(p.to_json()))
+            else:
+                top = ", ".join(f"{name} {prob:.3f}" for name, prob in p.topk)
+                click.echo(f"{p.path}: {p.label} {p.class_name!r} {p.prob:.3f}  top-{top_k}: [{top}]  {p.ms:.2f} ms")
+
+
+@click.command("doctor")
+def doctor_cmd() -> None:
+    """List every target: available or missing (and how to fix it), and the devices each sees.
+
+    \b
+    edgetl doctor
+    """
+    from edgetl.targets import registry
+
+    for name in registry().names():
+        target = registry().get(name)
+        problem = target.available()
+        if problem:
+            click.echo(f"{name:12s} missing    {problem}")
+            continue
+        devices = target.devices()
+        click.echo(f"{name:12s} available  devices: {', '.join(devices) or 'none'}")
+
+
+@click.command("build-engine")
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), help="Write the new bundle here instead of replacing BUNDLE.")
+def build_engine_cmd(bundle: Path, out: Path | None) -> None:
+    """On the Jetson/GPU machine: build the TensorRT engine from the bundled ONNX and add it to the bundle.
+
+    \b
+    edgetl build-engine parts-trt.tar.gz                      # replaces the bundle atomically
+    edgetl build-engine parts-trt.tar.gz --out parts-orin.tar.gz
+    """
+    from edgetl.targets.tensorrt import build_engine_bundle
+
+    written = build_engine_bundle(bundle, out)
+    click.echo(f"built the TensorRT engine for this device into {written}")
+
+
+COMMANDS = [compile_cmd, package_cmd, predict_cmd, doctor_cmd, build_engine_cmd]

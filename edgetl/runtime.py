@@ -1,0 +1,132 @@
+"""The torch-free predictor used on the device by `edgetl predict` and `edgetl bench`.
+
+Imports only NumPy, Pillow (through edgetl.data) and, when a bundle is loaded, that bundle's runtime.
+It opens and verifies a bundle, loads the target's Runner and turns decoded frames into model inputs:
+uint8 NHWC frames go in as they are (preprocessing is in the graph); float-NCHW models get the NumPy
+`Preprocess` from the manifest, the same code training used. Static-shape builds (NPU, TensorRT) take one
+fixed frame size, so other frames are resized to it first, with the same bilinear resize.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgetl.bundle import open_bundle
+from edgetl.data import BadImage, Skipper, decode_image
+from edgetl.errors import RuntimeMissing, UserError
+from edgetl.preprocess import Preprocess, resize_bilinear
+from edgetl.targets import get_target
+from edgetl.targets.base import Runner
+
+
+@dataclass
+class Prediction:
+    path: str
+    label: int
+    class_name: str
+    prob: float
+    topk: list[tuple[str, float]] = field(default_factory=list)
+    ms: float = 0.0  # frame -> result: input preparation + Runner.infer (file reading and decoding excluded)
+
+    def to_json(self) -> dict:
+        return {
+            "path": self.path,
+            "label": self.label,
+            "class": self.class_name,
+            "prob": self.prob,
+            "topk": [[name, p] for name, p in self.topk],
+            "ms": self.ms,
+        }
+
+
+class Predictor:
+    """An opened, verified bundle with its runner loaded. Use as a context manager (it owns a temp folder)."""
+
+    def __init__(self, bundle: Path | str, device: str | None = None) -> None:
+        self._stack = contextlib.ExitStack()
+        try:
+            artifact = self._stack.enter_context(open_bundle(Path(bundle)))
+            target = get_target(artifact.target)
+            problem = target.available()
+            if problem:
+                raise RuntimeMissing(f"{bundle}: built for {artifact.target}; {problem}")
+            self.manifest = artifact.manifest
+            self.runner: Runner = self._stack.enter_context(target.load(artifact, device))
+        except BaseException:
+            self._stack.close()
+            raise
+        spec = self.manifest["input"]
+        self.classes: list[str] = list(self.manifest["classes"])
+        self.input_name: str = spec["name"]
+        self.input_format: str = spec["format"]
+        self.frame_size: tuple[int, int] | None = tuple(spec["frame_size"]) if spec.get("frame_size") else None
+        self.preprocess = Preprocess.from_dict(self.manifest["preprocess"])
+
+    def __enter__(self) -> Predictor:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._stack.close()
+
+    @property
+    def info(self) -> dict:
+        """What actually runs: target, device, runtime precision (as the runtime reports it here)."""
+        return {"target": self.manifest["target"], **self.runner.info}
+
+    def feeds(self, frame: np.ndarray) -> dict[str, np.ndarray]:
+        """One uint8 RGB frame [H, W, 3] -> the model's input dict (batch of one)."""
+        if self.input_format == "float-nchw":
+            return {self.input_name: self.preprocess(frame[None])}
+        batch = frame[None]
+        if self.frame_size and tuple(frame.shape[:2]) != self.frame_size:
+            resized = resize_bilinear(batch, self.frame_size)
+            batch = np.clip(np.rint(resized), 0, 255).astype(np.uint8)
+        return {self.input_name: np.ascontiguousarray(batch)}
+
+    def predict_frame(self, frame: np.ndarray, top_k: int = 5, path: str = "") -> Prediction:
+        start = time.perf_counter()
+        out = self.runner.infer(self.feeds(frame))
+        ms = (time.perf_counter() - start) * 1000.0
+        probs = np.asarray(out["probs"], np.float64)[0]
+        label = int(np.asarray(out["label"]).reshape(-1)[0])
+        order = np.argsort(-probs, kind="stable")[: max(1, top_k)]
+        return Prediction(
+            path=path,
+            label=label,
+            class_name=self.class_name(label),
+            prob=round(float(probs[label]), 6),
+            topk=[(self.class_name(int(i)), round(float(probs[i]), 6)) for i in order],
+            ms=round(ms, 3),
+        )
+
+    def class_name(self, label: int) -> str:
+        if not 0 <= label < len(self.classes):
+            raise UserError(
+                f"the model returned label {label} but the bundle lists {len(self.classes)} classes; rebuild it"
+            )
+        return self.classes[label]
+
+    def predict_files(
+        self, paths: Iterable[Path | str], top_k: int, strict: bool, warn: Callable[[str], None]
+    ) -> Iterator[Prediction]:
+        """Decode each file as training did; unusable files are skipped with one line (or stop with --strict)."""
+        skip = Skipper(strict, warn)
+        for path in paths:
+            try:
+                frame = decode_image(Path(path).read_bytes())
+            except BadImage as e:
+                skip(str(path), str(e))
+                continue
+            except OSError as e:
+                skip(str(path), f"unreadable ({e.strerror or e})")
+                continue
+            yield self.predict_frame(frame, top_k, str(path))

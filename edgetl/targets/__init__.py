@@ -1,0 +1,23 @@
+"""Compile targets, registered by name. Target modules are imported on first use, and none of them imports
+its runtime at module level, so listing targets works on a device with any subset of runtimes installed."""
+
+from __future__ import annotations
+
+import importlib
+
+from edgetl.registry import Registry
+from edgetl.targets.base import TARGETS, Artifact, CompileOptions, Runner, Target
+
+_MODULES = ("onnxruntime", "openvino", "tensorrt")
+
+__all__ = ["Artifact", "CompileOptions", "Runner", "Target", "get_target", "registry"]
+
+
+def registry() -> Registry[Target]:
+    for module in _MODULES:
+        importlib.import_module(f"edgetl.targets.{module}")
+    return TARGETS
+
+
+def get_target(name: str) -> Target:
+    return registry().get(name)

@@ -1,0 +1,123 @@
+"""The Target and Runner protocols every runtime backend implements, and the options they share.
+
+Polygraphy-style: one small module per runtime behind one interface. A target module imports its runtime
+only inside functions, so `import edgetl.targets` works on a device that has just one runtime (or none)
+and a missing runtime surfaces as one `RuntimeMissing` line that says how to install it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from edgetl.errors import RuntimeMissing, UserError
+from edgetl.registry import Registry
+
+PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8")
+
+
+@dataclass(frozen=True)
+class CompileOptions:
+    """What `edgetl compile` passes to a target. Each target validates the fields it uses."""
+
+    device: str = ""  # empty: the target's default (CPU for OpenVINO and ONNX Runtime, GPU 0 for TensorRT)
+    precision: str = "auto"  # auto = the model's precision, run the way the runtime prefers
+    max_batch: int = 1  # TensorRT optimization profile upper bound; NPU static shapes use batch 1
+    threads: int = 0  # 0 = the runtime's default
+    static: bool = False  # fixed input shape (always on for NPU)
+    frame_size: tuple[int, int] | None = None  # (H, W) of camera frames when shapes are static
+    fused_kernels: bool = False  # OpenVINO: load edgetl's native extension for ai.edgetl ops
+    workspace_mb: int = 1024  # TensorRT builder workspace
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise UserError(f"--precision: unknown {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
+        if not 1 <= self.max_batch <= 1024:
+            raise UserError(f"--max-batch: {self.max_batch} is out of range; use 1..1024")
+        if self.threads < 0:
+            raise UserError(f"--threads: {self.threads} is negative; use 0 for the runtime's default")
+
+
+@dataclass
+class Artifact:
+    """A compiled model folder: the model files plus manifest.json (see edgetl.bundle for the format)."""
+
+    root: Path
+    manifest: dict
+
+    @property
+    def target(self) -> str:
+        return self.manifest["target"]
+
+    @property
+    def device(self) -> str:
+        return self.manifest["device"]
+
+    @property
+    def model_path(self) -> Path:
+        return self.root / self.manifest["model"]
+
+    def path(self, name: str) -> Path:
+        return self.root / name
+
+
+@runtime_checkable
+class Runner(Protocol):
+    """A loaded model. `infer` is what benchmarks time; `info` says what actually runs (device, precision)."""
+
+    info: dict
+
+    def __enter__(self) -> Runner: ...
+
+    def __exit__(self, *exc) -> None: ...
+
+    def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+
+class Target(Protocol):
+    name: str
+    extra: str  # the pip extra that installs this runtime
+
+    def available(self) -> str | None:
+        """None when usable here, else a one-line how-to-fix message."""
+
+    def devices(self) -> list[str]:
+        """The devices this runtime sees here (empty when unavailable)."""
+
+    def compile(self, onnx: Path, out: Path, options: CompileOptions) -> Artifact: ...
+
+    def load(self, artifact: Artifact, device: str | None = None) -> Runner: ...
+
+
+TARGETS: Registry[Target] = Registry("target", "--target")
+
+
+def missing(module: str, extra: str, note: str = "") -> str:
+    """The one-line message for a runtime that cannot be imported."""
+    tail = f" ({note})" if note else ""
+    return f"the {module} Python package is not importable; install it with: pip install 'edgetl[{extra}]'{tail}"
+
+
+def require(target: Target) -> None:
+    """Raise RuntimeMissing with the target's how-to-fix line when its runtime is not usable here."""
+    problem = target.available()
+    if problem:
+        raise RuntimeMissing(f"--target {target.name}: {problem}")
+
+
+def require_output(outputs: list[str], model: Path) -> None:
+    for name in ("probs", "label"):
+        if name not in outputs:
+            raise UserError(f"{model}: output {name!r} missing (has {outputs}); re-export with `edgetl export`")
+
+
+def cache_root() -> Path:
+    """Where compiled-model caches live on this machine: $EDGETL_CACHE_DIR, else $XDG_CACHE_HOME/edgetl."""
+    import os
+
+    if os.environ.get("EDGETL_CACHE_DIR"):
+        return Path(os.environ["EDGETL_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edgetl"

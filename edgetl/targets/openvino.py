@@ -1,0 +1,222 @@
+"""OpenVINO target: IR (.xml/.bin) for Intel CPUs, iGPUs and NPUs.
+
+Preprocessing stays inside the model (the exported graph already holds Cast/Transpose/Resize/Mul/Add, which
+OpenVINO fuses; the float-nchw form gets NumPy preprocessing on the device). Compiled with a latency hint;
+the precision the plugin actually picks is recorded, because on AMX CPUs an FP32 model runs in bf16 unless
+`--precision fp32` forces f32. NPUs need static shapes, so for them the IR is reshaped to batch 1 and a
+fixed frame size. Compiled blobs are cached per OpenVINO version and device, keyed by model content.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from edgetl.errors import UserError
+from edgetl.targets.base import TARGETS, Artifact, CompileOptions, cache_root, missing, require, require_output
+
+HINTS = {"fp32": "f32", "fp16": "f16", "bf16": "bf16"}  # --precision -> INFERENCE_PRECISION_HINT
+
+
+def _version() -> str:
+    import openvino as ov
+
+    return ov.get_version().split("-")[0]
+
+
+def _has_device(core, device: str) -> bool:
+    family = device.split(".")[0].split(":")[0]
+    return family in {"AUTO", "HETERO", "MULTI"} or any(d.split(".")[0] == family for d in core.available_devices)
+
+
+def native_extension() -> Path:
+    """The built OpenVINO extension for ai.edgetl ops (edgetl.ops.native), or a UserError saying how to get it."""
+    try:
+        from edgetl.ops.native import openvino_extension_path
+    except ModuleNotFoundError as e:
+        if not (e.name or "").startswith("edgetl"):
+            raise
+        raise UserError(
+            "--fused-kernels: this edgetl install has no native kernels (edgetl.ops.native); "
+            "drop --fused-kernels to use the standard-op decomposition"
+        ) from None
+    path = openvino_extension_path()
+    if path is None:
+        raise UserError(
+            "--fused-kernels: the OpenVINO extension is not built; run `make kernels` or drop --fused-kernels"
+        )
+    return Path(path)
+
+
+def model_cache_dir(device: str) -> Path:
+    """One cache folder per OpenVINO version and device, so blobs from another version are never reused."""
+    return cache_root() / "openvino" / _version() / device.replace(":", "_").replace("/", "_")
+
+
+def _compile_config(settings: dict, device: str) -> dict:
+    config = {"PERFORMANCE_HINT": settings["performance_hint"]}
+    if settings.get("inference_precision_hint"):
+        config["INFERENCE_PRECISION_HINT"] = settings["inference_precision_hint"]
+    cache = model_cache_dir(device)
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        config["CACHE_DIR"] = str(cache)
+    except OSError:
+        pass  # a read-only home only costs the cache, never the run
+    return config
+
+
+def _runtime_info(compiled, device: str) -> dict:
+    info = {"device": device, "execution_devices": list(compiled.get_property("EXECUTION_DEVICES"))}
+    try:
+        hint = compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
+        info["precision"] = {"f32": "fp32", "f16": "fp16"}.get(hint, hint)
+    except RuntimeError:  # some plugins (NPU) do not report it
+        info["precision"] = None
+    return info
+
+
+class OpenVINORunner:
+    def __init__(self, compiled, info: dict) -> None:
+        self._compiled = compiled
+        self._request = compiled.create_infer_request()
+        self._outputs = [(port.get_any_name(), port) for port in compiled.outputs]
+        self.info = info
+
+    def __enter__(self) -> OpenVINORunner:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._request = None
+        self._compiled = None
+
+    def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        result = self._request.infer(feeds)
+        return {name: np.asarray(result[port]) for name, port in self._outputs}
+
+
+class OpenVINOTarget:
+    name = "openvino"
+    extra = "openvino"
+
+    def available(self) -> str | None:
+        try:
+            import openvino  # noqa: F401
+        except ImportError:
+            return missing("openvino", self.extra)
+        return None
+
+    def devices(self) -> list[str]:
+        if self.available():
+            return []
+        import openvino as ov
+
+        core = ov.Core()
+        return [f"{d} ({core.get_property(d, 'FULL_DEVICE_NAME')})" for d in core.available_devices]
+
+    def compile(self, onnx: Path, out: Path, options: CompileOptions) -> Artifact:
+        from edgetl.bundle import artifact_writer, write_manifest
+        from edgetl.targets.source import SourceModel
+
+        require(self)
+        import openvino as ov
+
+        src = SourceModel.open(onnx)
+        require_output(src.outputs, src.path)
+        device = options.device or "CPU"
+        src.precision_for(options.precision, ("fp32", "fp16", "bf16", "int8"), self.name)
+        extension = native_extension() if options.fused_kernels else None
+        static = options.static or device.startswith("NPU")
+        try:
+            model = ov.convert_model(str(src.path), extension=[str(extension)] if extension else None)
+        except Exception as e:  # OpenVINO raises plain RuntimeError/OpConversionFailure with long text
+            hint = " (the model uses ai.edgetl ops: try --fused-kernels)" if src.custom_ops and not extension else ""
+            raise UserError(f"{src.path}: OpenVINO cannot convert it{hint}: {str(e).splitlines()[0]}") from None
+        fields = src.manifest_fields()
+        if static:
+            frame = _static_shape(src, options)
+            model.reshape({src.input_name: frame})
+            fields["input"].update(shape=frame, frame_size=frame[1:3] if src.input_format == "uint8-nhwc" else None)
+        settings = {
+            "performance_hint": "LATENCY",
+            "inference_precision_hint": HINTS.get(options.precision),
+            "static": static,
+            "compress_to_fp16": False,
+            "extension": f"extensions/{extension.name}" if extension else None,
+        }
+        with artifact_writer(out) as stage:
+            ov.save_model(model, str(stage / "model.xml"), compress_to_fp16=False)
+            if extension:
+                (stage / "extensions").mkdir()
+                shutil.copy2(extension, stage / settings["extension"])
+            info = self._check_compiles(model, device, settings, fields["input"], extension)
+            manifest = write_manifest(
+                stage,
+                {
+                    **fields,
+                    "target": self.name,
+                    "device": device,
+                    "model": "model.xml",
+                    "precision": {
+                        "model": "int8" if src.has_qdq else "fp32",
+                        "requested": options.precision,
+                        "runtime": info.get("precision"),
+                    },
+                    "settings": settings,
+                    "runtime": {"openvino": _version()},
+                    "build": info,
+                },
+            )
+        return Artifact(Path(out), manifest)
+
+    def _check_compiles(self, model, device: str, settings: dict, input_spec: dict, extension: Path | None) -> dict:
+        """Compile and run one frame here when this machine has the device, to record what really runs."""
+        import openvino as ov
+
+        core = ov.Core()
+        if not _has_device(core, device):
+            return {"checked": False, "note": f"{device} is not present on the build machine; checked on first load"}
+        if extension:
+            core.add_extension(str(extension))
+        compiled = core.compile_model(model, device, _compile_config(settings, device))
+        request = compiled.create_infer_request()
+        request.infer({input_spec["name"]: example_input(input_spec)})
+        return {"checked": True, **_runtime_info(compiled, device)}
+
+    def load(self, artifact: Artifact, device: str | None = None) -> OpenVINORunner:
+        require(self)
+        import openvino as ov
+
+        device = device or artifact.device
+        settings = artifact.manifest["settings"]
+        core = ov.Core()
+        if settings.get("extension"):
+            core.add_extension(str(artifact.path(settings["extension"])))
+        model = core.read_model(str(artifact.model_path))  # compile from the object: cache keyed by content
+        try:
+            compiled = core.compile_model(model, device, _compile_config(settings, device))
+        except RuntimeError as e:
+            raise UserError(
+                f"--device {device}: OpenVINO cannot compile for it here ({str(e).splitlines()[0]}); "
+                f"devices here: {', '.join(core.available_devices)}"
+            ) from None
+        return OpenVINORunner(compiled, _runtime_info(compiled, device))
+
+
+def _static_shape(src, options: CompileOptions) -> list[int]:
+    h, w = options.frame_size or src.preprocess.size
+    return [1, h, w, 3] if src.input_format == "uint8-nhwc" else [1, 3, *src.preprocess.size]
+
+
+def example_input(input_spec: dict) -> np.ndarray:
+    """A zero batch of one frame matching the input spec (for build-time smoke runs)."""
+    if input_spec["format"] == "uint8-nhwc":
+        h, w = input_spec.get("frame_size") or (32, 32)
+        return np.zeros((1, h, w, 3), np.uint8)
+    shape = [1] + [int(d) for d in input_spec["shape"][1:]]
+    return np.zeros(shape, np.float32)
+
+
+TARGETS.add(OpenVINOTarget.name, OpenVINOTarget())
