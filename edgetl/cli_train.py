@@ -42,8 +42,9 @@ Examples:
 @click.option("--target", type=click.Choice(["openvino", "onnxruntime", "tensorrt"]), default="openvino",
               show_default=True, help="Runtime the INT8 backbone is laid out for (QDQ layout per target).")
 @click.option("--calib-size", type=int, default=300, show_default=True, help="Training images used to calibrate.")
-@click.option("--calib-method", type=click.Choice(["minmax", "percentile", "entropy"]), default="minmax",
-              show_default=True)
+@click.option("--calib-method", default="auto", show_default=True,
+              help="openvino (NNCF): mean_minmax|minmax|percentile|histogram; onnxruntime/tensorrt: "
+              "minmax|percentile|entropy|distribution; auto = the first of those.")
 @click.option("--quant-ignore", multiple=True, metavar="NAME", help="Keep this layer in floating point (repeatable).")
 @click.option("--quant-auto-fallback", is_flag=True, help="Find the layers that cause the INT8 drop; keep them FP.")
 @click.option("--compare-fp32", is_flag=True, help="Also time PyTorch eager FP32 extraction on the same images.")
@@ -69,7 +70,10 @@ def train_cmd(**o) -> None:
         threads=o["threads"], strict=o["strict"], overwrite=o["overwrite"], quantize=quant,
         compare_fp32=o["compare_fp32"], progress=not o["no_progress"],
     )
-    print_train_summary(run_train(cfg))
+    record = run_train(cfg)
+    print_train_summary(record)
+    if (record.get("quantize") or {}).get("status") == "collapsed":
+        raise SystemExit(1)  # the run is written for diagnosis, but a broken INT8 model must not pass silently
 
 
 @click.group("cache")

@@ -7,8 +7,14 @@ from pathlib import Path
 
 from edgetl.errors import UserError
 
+MIN_CALIB = 16  # fewer images give ranges that do not generalize; refuse rather than ship a bad model
 QUANTIZE_TARGETS = ("openvino", "onnxruntime", "tensorrt")
-CALIB_METHODS = ("minmax", "percentile", "entropy")
+# Calibration methods each quantizer really offers; the first is the target's default ("auto").
+CALIB_METHODS = {
+    "openvino": ("mean_minmax", "minmax", "percentile", "histogram"),  # NNCF range estimators
+    "onnxruntime": ("minmax", "percentile", "entropy", "distribution"),  # onnxruntime.quantization
+    "tensorrt": ("minmax", "percentile", "entropy", "distribution"),
+}
 
 
 @dataclass(frozen=True)
@@ -17,7 +23,7 @@ class QuantizeCfg:
 
     target: str = "openvino"
     calib_size: int = 300
-    calib_method: str = "minmax"
+    calib_method: str = "auto"
     ignore: tuple[str, ...] = ()
     auto_fallback: bool = False
     max_drop: float = 0.01  # accuracy drop (absolute) that counts as "INT8 hurt": reported loudly
@@ -25,10 +31,20 @@ class QuantizeCfg:
     def __post_init__(self) -> None:
         if self.target not in QUANTIZE_TARGETS:
             raise UserError(f"--target: {self.target!r} unknown; choose one of {', '.join(QUANTIZE_TARGETS)}")
-        if self.calib_method not in CALIB_METHODS:
-            raise UserError(f"--calib-method: {self.calib_method!r} unknown; choose one of {', '.join(CALIB_METHODS)}")
-        if self.calib_size < 1:
-            raise UserError("--calib-size must be a positive number of training images")
+        methods = CALIB_METHODS[self.target]
+        if self.calib_method == "auto":
+            object.__setattr__(self, "calib_method", methods[0])
+        elif self.calib_method not in methods:
+            raise UserError(
+                f"--calib-method {self.calib_method}: not offered for --target {self.target}; "
+                f"choose one of {', '.join(methods)}"
+            )
+        if self.calib_size < MIN_CALIB:
+            raise UserError(f"--calib-size {self.calib_size}: too small to calibrate INT8; use at least {MIN_CALIB}")
+
+    def key(self) -> dict:
+        """What changes the quantized numerics (goes into the feature-cache key)."""
+        return {"target": self.target, "method": self.calib_method, "ignore": sorted(self.ignore)}
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from edgetl.features import Extracted, Extractor, TorchExtractor, decode, extrac
 from edgetl.heads import head_meta, save_head
 from edgetl.preprocess import Preprocess
 from edgetl.progress import info, warn
-from edgetl.train import HeadResult, accuracy, backbone_source, cached_source, fit_head
+from edgetl.train import HeadResult, backbone_source, cached_source, fit_head
 
 DIGITS_IMG_SIZE = 64  # Lite0 on 8x8 digits: 64 px is both the most accurate and the quickest (PLATFORM.md)
 
@@ -179,7 +179,7 @@ def versions() -> dict:
 def run_train(cfg: TrainCfg) -> dict:
     """The whole `edgetl train` job; returns run.json's content (also written to the run folder)."""
     if cfg.quantize is not None:
-        from edgetl.quantize import run_quantized
+        from edgetl.run_int8 import run_quantized
 
         return run_quantized(Pipeline(cfg))
     p = Pipeline(cfg)
@@ -198,5 +198,3 @@ def run_train(cfg: TrainCfg) -> dict:
     info(f"wrote {p.out / 'run.json'}")
     return record
 
-
-__all__ = ["run_train", "Pipeline", "accuracy"]

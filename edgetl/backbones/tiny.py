@@ -57,3 +57,34 @@ def test_tiny(weights: str | None = None) -> Backbone:
     pre = Preprocess(size=(32, 32), mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
     cfg = BackboneCfg("test_tiny", net.num_features, pre, sha256_state_dict(net.state_dict()), source)
     return Backbone(net, cfg)
+
+
+class SensitiveNet(TinyNet):
+    """TinyNet whose `block.3` 1x1 conv has one output channel scaled 1000x (undone by the next layer's
+    weights): per-tensor INT8 ranges on that tensor crush every other channel. The fallback search must find it.
+    """
+
+    OUTLIER = 1000.0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tail = nn.Conv2d(self.num_features, self.num_features, 1, bias=False)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.tail(self.block(self.stem(x))))
+
+
+@registry.register("test_sensitive")
+def test_sensitive(weights: str | None = None) -> Backbone:
+    gen = torch.Generator().manual_seed(1)
+    net = SensitiveNet()
+    base = _seeded_tinynet(0)
+    net.load_state_dict(base.state_dict(), strict=False)
+    with torch.no_grad():
+        net.tail.weight.copy_(torch.randn(net.tail.weight.shape, generator=gen) * 0.3)
+        net.block[3].weight[0].mul_(SensitiveNet.OUTLIER)  # the outlier channel ...
+        net.tail.weight[:, 0].div_(SensitiveNet.OUTLIER)  # ... undone in FP32 by the consumer
+    net.eval()
+    pre = Preprocess(size=(32, 32), mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    cfg = BackboneCfg("test_sensitive", net.num_features, pre, sha256_state_dict(net.state_dict()), "random (seed 0/1)")
+    return Backbone(net, cfg)

@@ -130,10 +130,19 @@ class OpenVINOTarget:
         extension = native_extension() if options.fused_kernels else None
         static = options.static or device.startswith("NPU")
         try:
-            model = ov.convert_model(str(src.path), extension=[str(extension)] if extension else None)
+            if src.custom_ops:
+                # OpenVINO's ONNX frontend does not expand model-local functions: the fused ops come from the
+                # extension, or the edgetl nodes are inlined into their standard-op decomposition first.
+                from edgetl.ops.ov_reader import read_model
+
+                core = ov.Core()
+                if extension:
+                    core.add_extension(str(extension))
+                model = read_model(core, src.path, fused=extension is not None)
+            else:
+                model = ov.convert_model(str(src.path))
         except Exception as e:  # OpenVINO raises plain RuntimeError/OpConversionFailure with long text
-            hint = " (the model uses ai.edgetl ops: try --fused-kernels)" if src.custom_ops and not extension else ""
-            raise UserError(f"{src.path}: OpenVINO cannot convert it{hint}: {str(e).splitlines()[0]}") from None
+            raise UserError(f"{src.path}: OpenVINO cannot convert it: {str(e).splitlines()[0]}") from None
         fields = src.manifest_fields()
         if static:
             frame = _static_shape(src, options)

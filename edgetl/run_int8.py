@@ -1,0 +1,176 @@
+"""`edgetl train --quantize int8`: the head is trained on the features of the INT8 backbone that ships.
+
+Steps: FP32 features (cached) and the FP32 recipe's accuracy; calibration on training images only; the
+backbone quantized for the target (QDQ ONNX, cached by settings + calibration hash); INT8 features extracted
+by a real runtime (cached; the key covers quantization settings and the calibration hash); the deployed head
+trained on them; accuracy drop, top-1 agreement and speed reported; optionally the fallback search.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edgetl.features import decode
+from edgetl.progress import info, warn
+from edgetl.quantize import (
+    RuntimeExtractor,
+    calibration_hash,
+    check_calibration,
+    engine_for,
+    export_backbone_onnx,
+    quantize,
+    quantizer_version,
+    select_calibration,
+)
+from edgetl.run import Pipeline
+from edgetl.sensitivity import rank_layers
+
+COLLAPSE_DROP = 0.10  # a drop this large means the INT8 model is broken: the run fails, export refuses it
+MAX_FALLBACK_LAYERS = 8
+
+
+class Int8Run:
+    def __init__(self, p: Pipeline) -> None:
+        self.p = p
+        self.q = p.cfg.quantize
+        self.models = p.cache_dir / "models"
+        self.models.mkdir(parents=True, exist_ok=True)
+        self._calib_x: np.ndarray | None = None
+
+    # --- FP32 reference ---------------------------------------------------------------------------
+    def fp32_onnx(self) -> Path:
+        tag = hashlib.sha256(f"{self.p.bcfg.weights_sha256}|{self.p.pre.key()}".encode()).hexdigest()[:24]
+        path = self.models / f"{tag}.fp32.onnx"
+        if not path.exists():
+            tmp = path.with_name(f".{path.name}.{time.time_ns()}.tmp.onnx")
+            export_backbone_onnx(self.p.backbone(), self.p.pre.size, tmp)
+            tmp.replace(path)
+        return path
+
+    # --- calibration + quantization ---------------------------------------------------------------
+    def calibration(self):
+        items = select_calibration(self.p.ds.train, self.q.calib_size, self.p.cfg.seed)
+        return items, calibration_hash(items)
+
+    def calib_x(self, items) -> np.ndarray:
+        if self._calib_x is None:
+            _, x = decode(items, self.p.pre, self.p.skip)
+            check_calibration(x, self.q.calib_size)
+            self._calib_x = x
+        return self._calib_x
+
+    def int8_onnx(self, qcfg, items, calib_hash: str) -> Path:
+        blob = json.dumps([qcfg.key(), calib_hash, quantizer_version(qcfg.target), str(self.fp32_onnx().name)])
+        path = self.models / f"{hashlib.sha256(blob.encode()).hexdigest()[:24]}.int8.onnx"
+        if not path.exists():
+            t = time.perf_counter()
+            tmp = path.with_name(f".{path.name}.{time.time_ns()}.tmp.onnx")
+            quantize(self.fp32_onnx(), tmp, qcfg, self.calib_x(items))
+            tmp.replace(path)
+            self.p.timing["quantize_s"] = self.p.timing.get("quantize_s", 0.0) + time.perf_counter() - t
+        return path
+
+    def extractor(self, qcfg, items, calib_hash: str) -> RuntimeExtractor:
+        context = {"precision": "int8", "quantize": {**qcfg.key(), "calib_sha256": calib_hash,
+                                                      "quantizer": quantizer_version(qcfg.target)}}
+        return RuntimeExtractor(self.int8_onnx(qcfg, items, calib_hash), engine_for(qcfg.target), context,
+                                self.p.cfg.threads)
+
+    # --- one INT8 evaluation ----------------------------------------------------------------------
+    def evaluate(self, qcfg, items, calib_hash, fp32_val: np.ndarray):
+        ext = self.extractor(qcfg, items, calib_hash)
+        got = self.p.features(ext)
+        res, extra = self.p.train_cached(got)
+        self.p.timing["train_s"] = extra["train_s"]
+        with torch.inference_mode():
+            on_int8 = res.head(torch.from_numpy(extra["xv"])).argmax(1)
+            on_fp32 = res.head(torch.from_numpy(fp32_val)).argmax(1)
+        agreement = float((on_int8 == on_fp32).float().mean())
+        return ext, got, res, agreement
+
+
+def _throughput(extractor, x: np.ndarray, batch: int) -> float:
+    extractor(x[:batch])  # warm-up: compile / first-run allocations are not throughput
+    t = time.perf_counter()
+    for i in range(0, len(x), batch):
+        extractor(x[i : i + batch])
+    return len(x) / (time.perf_counter() - t)
+
+
+def run_quantized(p: Pipeline) -> dict:
+    r = Int8Run(p)
+    fp32 = p.fp32_extractor()
+    fp32_feats = p.features(fp32)
+    res32, extra32 = p.train_cached(fp32_feats)
+    fp32_val = extra32["xv"]
+    items, chash = r.calibration()
+    qcfg = r.q
+    ext, got, res, agreement = r.evaluate(qcfg, items, chash, fp32_val)
+    drop = res32.val_acc - res.val_acc
+    ranking: list[dict] = []
+    if qcfg.auto_fallback:
+        x = r.calib_x(items)[:64]
+        ranking = rank_layers(r.fp32_onnx(), ext.path, x)
+        k = 1
+        while drop > qcfg.max_drop and k <= min(MAX_FALLBACK_LAYERS, len(ranking)):
+            trial = dataclasses.replace(qcfg, ignore=tuple(dict.fromkeys(qcfg.ignore + tuple(x["layer"] for x in ranking[:k]))))
+            info(f"fallback: keeping {k} layer(s) in floating point: {', '.join(trial.ignore)}")
+            ext, got, res, agreement = r.evaluate(trial, items, chash, fp32_val)
+            qcfg, drop, k = trial, res32.val_acc - res.val_acc, k * 2
+    timing = _timing(p, r, ext, got, items)
+    status, warnings = _verdict(drop, res32.val_acc, qcfg)
+    shutil.copyfile(ext.path, _ensure(p.out) / "backbone.int8.onnx")
+    quant = {
+        "target": qcfg.target, "method": qcfg.calib_method, "calib_size": len(items), "calib_requested": r.q.calib_size,
+        "calib_sha256": chash, "calib_from": "train", "ignored": list(qcfg.ignore), "quantizer": quantizer_version(qcfg.target),
+        "engine": f"{ext.engine} {ext.context()['runtime']}", "precision_used": ext.precision_used,
+        "onnx": "backbone.int8.onnx", "status": status, "sensitivity": ranking, "auto_fallback": qcfg.auto_fallback,
+    }
+    metrics = {"val_acc_fp32": res32.val_acc, "int8_agreement": agreement, "int8_drop": drop}
+    record = p.record(res, {"metrics": metrics, "quantize": quant, "warnings": warnings})
+    record["timing"].update(timing)
+    p.save(res, record)
+    info(f"wrote {p.out / 'run.json'}")
+    return record
+
+
+def _ensure(out: Path) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _timing(p: Pipeline, r: Int8Run, ext, got, items) -> dict:
+    t: dict = {}
+    if got.images_per_s:
+        t["extract_images_per_s"] = got.images_per_s
+    if p.cfg.compare_fp32 or not got.images_per_s:
+        # Both extractors over the same preprocessed training images, in this run, same batch size.
+        x = r.calib_x(items)
+        t["extract_images_per_s"] = _throughput(ext, x, p.cfg.extract_batch)
+        if p.cfg.compare_fp32:
+            t["extract_images_per_s_fp32_eager"] = _throughput(p.fp32_extractor(), x, p.cfg.extract_batch)
+            t["extract_speedup_vs_fp32_eager"] = t["extract_images_per_s"] / t["extract_images_per_s_fp32_eager"]
+        t["extract_throughput_images"] = len(x)
+    return t
+
+
+def _verdict(drop: float, acc32: float, qcfg) -> tuple[str, list[str]]:
+    if drop > COLLAPSE_DROP:
+        return "collapsed", [
+            f"INT8 COLLAPSED: val accuracy fell {drop * 100:.1f} points below FP32 ({acc32:.4f}); this model must not "
+            "ship (export refuses it). Fix: --quant-auto-fallback, a larger --calib-size, or --calib-method percentile"
+        ]
+    if drop > qcfg.max_drop:
+        return "degraded", [
+            f"INT8 costs {drop * 100:.1f} points of val accuracy (more than {qcfg.max_drop * 100:.0f}). "
+            "Fix: --quant-auto-fallback keeps the few sensitive layers in FP; or raise --calib-size"
+        ]
+    return "ok", []
