@@ -41,7 +41,7 @@ Examples:
               help="INT8 backbone: the head is trained on the features of the backbone that ships.")
 @click.option("--target", type=click.Choice(["openvino", "onnxruntime", "tensorrt"]), default="openvino",
               show_default=True, help="Runtime the INT8 backbone is laid out for (QDQ layout per target).")
-@click.option("--calib-size", type=int, default=300, show_default=True, help="Training images used to calibrate.")
+@click.option("--calib-size", type=int, default=512, show_default=True, help="Training images used to calibrate.")
 @click.option("--calib-method", default="auto", show_default=True,
               help="openvino (NNCF): mean_minmax|minmax|percentile|histogram; onnxruntime/tensorrt: "
               "minmax|percentile|entropy|distribution; auto = the first of those.")

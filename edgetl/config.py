@@ -22,7 +22,7 @@ class QuantizeCfg:
     """INT8 post-training quantization of the backbone (None in TrainCfg.quantize means FP32)."""
 
     target: str = "openvino"
-    calib_size: int = 300
+    calib_size: int = 512
     calib_method: str = "auto"
     ignore: tuple[str, ...] = ()
     auto_fallback: bool = False

@@ -143,6 +143,7 @@ def _quantize_nncf(fp32: Path, out: Path, qcfg: QuantizeCfg, calib: np.ndarray) 
     model = nncf.quantize(
         onnx.load(str(fp32)), dataset, preset=nncf.QuantizationPreset.PERFORMANCE, subset_size=len(calib),
         ignored_scope=nncf.IgnoredScope(names=list(qcfg.ignore)), advanced_parameters=params,
+        fast_bias_correction=False,
     )
     onnx.save(model, str(out))
 

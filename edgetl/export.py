@@ -1,0 +1,256 @@
+"""`edgetl export`: a run folder -> one ONNX graph (preprocessing, backbone, head, softmax/argmax) + export.json.
+
+The graph is what ships: camera frames in (`image` uint8 [N, H, W, 3], any H and W), `probs` and `label` out,
+with the run's classes, preprocessing and provenance in `metadata_props['edgetl']`. The FP32 backbone is
+exported by PyTorch's maintained (dynamo) exporter at the run's fixed input size with a symbolic batch: the
+TF-"same" padding arithmetic then folds to constant pads and BatchNorm folds into the convolutions. A quantized
+run ships its INT8 QDQ backbone (`backbone.int8.onnx`) instead; the FP32 graph is still built, in memory, as
+the middle rung of the parity ladder that every export ends with (see `edgetl.parity`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+import onnx.version_converter
+import torch
+from torch import nn
+
+from edgetl import __version__, onnx_graph, parity
+from edgetl.backbones import Backbone, build_backbone
+from edgetl.cache import atomic_write_bytes
+from edgetl.errors import UserError
+from edgetl.heads import load_head
+from edgetl.onnx_safety import check_external_data
+from edgetl.preprocess import Preprocess
+
+OPSET = 18  # the fused ops' opset (Resize with `axes`); every op used here keeps its semantics from 18 on
+EXAMPLE_BATCH = 2  # torch.export specializes sizes 0 and 1, so the example batch is 2 to keep N symbolic
+
+
+@dataclass
+class RunParts:
+    """Everything of a run folder that goes into the graph."""
+
+    root: Path
+    record: dict
+    pre: Preprocess
+    backbone: Backbone
+    head: nn.Module
+    int8_onnx: Path | None  # the run's INT8 QDQ backbone, None for an FP32 run
+
+
+def load_run(run_dir: Path) -> RunParts:
+    run_dir = Path(run_dir)
+    path = run_dir / "run.json"
+    if not path.is_file():
+        raise UserError(f"{run_dir}: no run.json; give a run folder written by `edgetl train`")
+    try:
+        record = json.loads(path.read_text())
+        cfg, bb = record["config"], record["backbone"]
+        pre = Preprocess.from_dict(record["preprocess"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise UserError(f"{path}: unreadable run record ({e}); re-run `edgetl train`") from None
+    backbone = build_backbone(cfg["backbone"], cfg.get("weights"))
+    if backbone.cfg.weights_sha256 != bb["weights_sha256"]:
+        raise UserError(
+            f"{path}: backbone weights changed since training (sha256 {backbone.cfg.weights_sha256[:12]}… "
+            f"!= {bb['weights_sha256'][:12]}…); restore the weights file or re-run `edgetl train`"
+        )
+    head, _ = load_head(run_dir / record.get("head", {}).get("file", "head.safetensors"))
+    int8 = None
+    if record.get("quantize"):
+        int8 = run_dir / record["quantize"].get("onnx", "backbone.int8.onnx")
+        if not int8.is_file():
+            raise UserError(f"{path}: quantized run but {int8.name} is missing; re-run `edgetl train --quantize int8`")
+    return RunParts(run_dir, record, pre, backbone, head, int8)
+
+
+def check_eval(**modules: nn.Module) -> None:
+    """Refuse modules in training mode: BatchNorm would use batch statistics, Dropout would drop."""
+    for label, module in modules.items():
+        training = [name or type(module).__name__ for name, m in module.named_modules() if m.training]
+        if training:
+            raise UserError(
+                f"export: the {label} has {len(training)} module(s) in training mode (e.g. {training[0]!r}); "
+                "call .eval() before exporting"
+            )
+
+
+class FeatureMap(nn.Module):
+    """The exported backbone part: [N, 3, h, w] -> [N, D, h', w'] (pooling belongs to the head/PoolHead).
+
+    The attribute is named `backbone` so node name scopes read `backbone.<module path>` (parity.SCOPE).
+    """
+
+    def __init__(self, backbone: Backbone) -> None:
+        super().__init__()
+        self.backbone = backbone
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone.forward_feature_map(x)
+
+
+def export_backbone(backbone: Backbone, pre: Preprocess) -> onnx.ModelProto:
+    """FP32 backbone graph: input `input` [N, 3, h, w] (N symbolic, h and w fixed), output `fmap`."""
+    example = torch.zeros(EXAMPLE_BATCH, 3, *pre.size)
+    quiet = io.StringIO()  # the exporter narrates its steps on stdout
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(
+                FeatureMap(backbone),
+                (example,),
+                input_names=[onnx_graph.TENSOR],
+                output_names=["fmap"],
+                opset_version=OPSET,
+                dynamo=True,
+                dynamic_shapes={"x": {0: torch.export.Dim("N")}},
+                verbose=False,
+            )
+    except Exception as e:  # torch.export raises many types; the user needs the first line, not 200 frames
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        raise UserError(
+            f"export: PyTorch could not export backbone {backbone.cfg.name} ({type(e).__name__}: {first}); "
+            "pick another backbone or report it with the full log from torch.onnx.export"
+        ) from None
+    model = program.model_proto
+    _rename_dim(model.graph.input[0], "N")
+    _rename_dim(model.graph.output[0], "N")
+    return model
+
+
+def _rename_dim(value: onnx.ValueInfoProto, name: str) -> None:
+    value.type.tensor_type.shape.dim[0].dim_param = name
+
+
+def load_int8_backbone(path: Path) -> onnx.ModelProto:
+    """The run's QDQ backbone (`input` -> `features` [N, D]), its external data checked before loading."""
+    check_external_data(path)
+    model = onnx.load(str(path))
+    names = ([i.name for i in model.graph.input], [o.name for o in model.graph.output])
+    if names != ([onnx_graph.TENSOR], ["features"]):
+        raise UserError(f"{path}: expected input 'input' and output 'features', found {names}; re-run `edgetl train`")
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if opset < OPSET:
+        model = onnx.version_converter.convert_version(model, OPSET)
+    return model
+
+
+def build_graph(parts: RunParts, backbone: onnx.ModelProto, input_format: str, fused_ops: bool) -> onnx.ModelProto:
+    """Simplified backbone graph, preprocessing spliced in front, head behind; metadata is added by the caller.
+
+    onnxslim runs on the backbone alone, where the shape arithmetic lives: its shape inference does not know
+    Resize's `axes` (opset 18) and would corrupt the preprocessing, which is already minimal.
+    """
+    model = onnx_graph.slim(backbone)
+    features = model.graph.output[0].name
+    pooled = features == "features"
+    if input_format == "uint8-nhwc":
+        onnx_graph.add_preprocess(model, parts.pre, fused_ops)
+    onnx_graph.add_head(model, features, parts.head, pooled, fused_ops)
+    model.graph.name = "edgetl"
+    return model
+
+
+def metadata(parts: RunParts, input_format: str, precision: str) -> dict:
+    """The provenance contract read by compile/predict; keep these keys stable."""
+    rec = parts.record
+    return {
+        "version": __version__,
+        "run_id": rec.get("run_id"),
+        "classes": rec["classes"],
+        "preprocess": parts.pre.to_dict(),
+        "input_format": input_format,
+        "backbone": {"name": rec["backbone"]["name"], "weights_sha256": rec["backbone"]["weights_sha256"]},
+        "precision": precision,
+        "quantize": rec.get("quantize"),
+    }
+
+
+def finish(model: onnx.ModelProto, meta: dict) -> onnx.ModelProto:
+    model.producer_name, model.producer_version = "edgetl", __version__
+    onnx_graph.set_metadata(model, meta)
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def export_run(
+    run_dir: Path,
+    out: Path | None = None,
+    input_format: str = "uint8-nhwc",
+    fused_ops: bool = False,
+    debug_parity: bool = False,
+    max_images: int = parity.MAX_IMAGES,
+    echo=print,
+) -> dict:
+    """Write the fused graph and export.json; returns export.json's content.
+
+    The parity ladder runs after the files are written (so a failing model can be inspected) and raises
+    `parity.ParityFailed` (exit 1) when a stage is out of tolerance.
+    """
+    if input_format not in onnx_graph.INPUT_FORMATS:
+        raise UserError(f"--input: {input_format!r} unknown; choose one of {', '.join(onnx_graph.INPUT_FORMATS)}")
+    parts = load_run(run_dir)
+    check_eval(backbone=parts.backbone, head=parts.head)
+    out = Path(out) if out else parts.root / "model.onnx"
+    fp32 = build_graph(parts, export_backbone(parts.backbone, parts.pre), input_format, fused_ops)
+    fp32 = finish(fp32, metadata(parts, input_format, "fp32"))
+    shipped, int8 = fp32, None
+    if parts.int8_onnx is not None:
+        int8 = build_graph(parts, load_int8_backbone(parts.int8_onnx), input_format, fused_ops)
+        shipped = int8 = finish(int8, metadata(parts, input_format, "int8"))
+    data = shipped.SerializeToString()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out, data)
+
+    frames, labels = parity.val_frames(parts.record, max_images)
+    ref = parity.Reference(parts.backbone, parts.head, parts.pre)
+    stages = parity.ladder(ref, frames, labels, input_format, fp32, int8, _run_int8_agreement(parts.record))
+    inp, outputs = onnx_graph.io_description(shipped)
+    report = {
+        "model": out.name,
+        "onnx_sha256": hashlib.sha256(data).hexdigest(),
+        "opset": next(o.version for o in shipped.opset_import if o.domain in ("", "ai.onnx")),
+        "precision": "int8" if int8 is not None else "fp32",
+        "fused_ops": fused_ops,
+        "input": {"format": input_format, **inp},
+        "outputs": outputs,
+        "nodes": len(shipped.graph.node),
+        "images": len(frames),
+        "stages": stages,
+        "passed": all(s["passed"] for s in stages),
+    }
+    if debug_parity:
+        graphs = [("onnx-fp32", fp32)] + ([("onnx-int8", int8)] if int8 is not None else [])
+        report["debug_parity"] = {}
+        for name, graph in graphs:
+            rows = parity.debug_rows(graph, ref, frames, input_format, parity.DEBUG_TOL[name])
+            report["debug_parity"][name] = parity.first_divergence(graph, rows)
+            echo(f"\n{name}: intermediate tensors vs PyTorch FP32 (first diverging nodes)")
+            for line in parity.format_rows(graph, rows):
+                echo(line)
+    atomic_write_bytes(out.parent / "export.json", (json.dumps(report, indent=1) + "\n").encode())
+    echo(
+        f"wrote {out} ({report['precision']}, {report['nodes']} nodes, opset {report['opset']}) and "
+        f"{out.parent / 'export.json'}"
+    )
+    for line in parity.stage_lines(stages, len(frames)):
+        echo(line)
+    parity.raise_on_failure(stages, run_dir, debug_parity)
+    return report
+
+
+def _run_int8_agreement(record: dict) -> float | None:
+    value = record.get("metrics", {}).get("int8_agreement")
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+__all__ = ["export_run", "load_run", "build_graph", "export_backbone", "check_eval"]

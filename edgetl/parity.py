@@ -1,0 +1,322 @@
+"""The parity ladder (PyTorch FP32 -> ONNX FP32 -> ONNX INT8, all on real validation images) and --debug-parity.
+
+Every rung is compared with the rung before it and with PyTorch FP32, on probabilities (max_abs, worst-row
+cosine) and on labels (top-1 agreement); labels come from each graph's own `label` output, so a broken ArgMax
+is caught too. ONNX graphs run in ONNX Runtime (CPU, default optimizations: what a device runs).
+
+`--debug-parity` localizes a mismatch the Polygraphy way: mark every node output of the graph as an output,
+run it, and compare each tensor with the value it is supposed to have. The reference is PyTorch itself, not a
+second ONNX evaluator: what goes wrong in an export (a wrong pad, a perturbed weight, preprocessing constants,
+a quantized layer that lost too much) is wrong identically in every ONNX runtime, so runtime-vs-runtime would
+see nothing. Tensors are paired with PyTorch module outputs through the exporter's own provenance: the dynamo
+exporter stamps each node with the module scopes it came from (`pkg.torch.onnx.name_scopes`), so the last node
+inside module M produces M's output, captured on the PyTorch side by forward hooks. The pipeline boundaries
+are paired by name: `input` (NumPy `Preprocess`), `fmap`, `features`, `logits`, `probs`.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections import defaultdict
+
+import numpy as np
+import onnx
+import torch
+from torch import nn
+
+from edgetl.data import BadImage, load_dataset
+from edgetl.errors import UserError
+from edgetl.onnx_graph import mark_all_outputs
+from edgetl.preprocess import Preprocess
+
+MAX_IMAGES = 256
+BATCH = 32
+FP32_MAX_ABS = 1e-4
+INT8_MIN_AGREEMENT = 0.97
+INT8_RUN_TOLERANCE = 0.03  # run.json's agreement was measured in the target's runtime (e.g. OpenVINO)
+DEBUG_TOL = {"onnx-fp32": 1e-3, "onnx-int8": 0.1}  # relative error (max_abs / max |reference|) that counts
+DEBUG_IMAGES = 8
+SCOPE = "backbone"  # attribute name of the backbone in export.FeatureMap: node scopes start with it
+NAME_SCOPES = "pkg.torch.onnx.name_scopes"
+
+
+class ParityFailed(UserError):
+    """A ladder stage is out of tolerance: the model is written, but the export exits 1."""
+
+    exit_code = 1
+
+
+def val_frames(record: dict, limit: int) -> tuple[list[np.ndarray], np.ndarray]:
+    """Up to `limit` decoded validation frames of the run's own split, spread over all classes."""
+    cfg = record["config"]
+    ds = load_dataset(cfg["data"], int(cfg.get("seed", 0)), False, lambda message: None)
+    if not ds.val:
+        raise UserError(f"--data {cfg['data']}: no validation images to check the export on")
+    picks = np.unique(np.linspace(0, len(ds.val) - 1, min(limit, len(ds.val))).round().astype(int))
+    frames, labels = [], []
+    for i in picks:
+        try:
+            frames.append(ds.val[i].load())
+        except BadImage:
+            continue
+        labels.append(ds.val[i].label)
+    return frames, np.asarray(labels, np.int64)
+
+
+class Reference:
+    """PyTorch FP32 with the training-time preprocessing: the numbers every ONNX graph must reproduce."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Module, pre: Preprocess) -> None:
+        self.backbone, self.head, self.pre = backbone, head, pre
+
+    def run(self, frames: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """(probs, labels) through `forward_features` (the pooled path training used)."""
+        probs, labels = [], []
+        with torch.inference_mode():
+            for start in range(0, len(frames), BATCH):
+                x = torch.from_numpy(self.pre(frames[start : start + BATCH]))
+                logits = self.head(self.backbone.forward_features(x))
+                probs.append(torch.softmax(logits, 1).numpy())
+                labels.append(logits.argmax(1).numpy())
+        return np.concatenate(probs), np.concatenate(labels)
+
+    def tensors(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Every module output under `backbone.*` plus the boundary tensors, for one preprocessed batch."""
+        found: dict[str, np.ndarray] = {}
+        handles = []
+        for name, module in self.backbone.named_modules():
+            key = f"{SCOPE}.{name}" if name else SCOPE
+
+            def hook(_m, _inp, out, key=key) -> None:
+                if isinstance(out, torch.Tensor):
+                    found[key] = out.detach().numpy().copy()
+
+            handles.append(module.register_forward_hook(hook))
+        try:
+            with torch.inference_mode():
+                fmap = self.backbone.forward_feature_map(torch.from_numpy(x))
+        finally:
+            for h in handles:
+                h.remove()
+        with torch.inference_mode():
+            features = self.backbone.forward_features(torch.from_numpy(x))
+            logits = self.head(features)
+        boundaries = {
+            "input": x,
+            "fmap": fmap,
+            "features": features,
+            "logits": logits,
+            "probs": torch.softmax(logits, 1),
+        }
+        return {**found, **{k: np.asarray(v) for k, v in boundaries.items()}}
+
+
+def session(model: onnx.ModelProto):
+    import onnxruntime as ort
+
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+
+
+def feed(group: list[np.ndarray], pre: Preprocess, input_format: str) -> dict[str, np.ndarray]:
+    if input_format == "uint8-nhwc":
+        return {"image": np.stack(group)}
+    return {"input": pre(np.stack(group))}
+
+
+def onnx_run(model: onnx.ModelProto, frames: list[np.ndarray], pre: Preprocess, input_format: str):
+    """(probs, labels) from the graph; frames of one size are batched together, results in input order."""
+    sess = session(model)
+    by_shape: dict[tuple, list[int]] = defaultdict(list)
+    for i, f in enumerate(frames):
+        by_shape[f.shape].append(i)
+    probs = np.zeros((len(frames), 0), np.float32)
+    labels = np.zeros(len(frames), np.int64)
+    for idx in by_shape.values():
+        for start in range(0, len(idx), BATCH):
+            part = idx[start : start + BATCH]
+            p, lab = sess.run(["probs", "label"], feed([frames[i] for i in part], pre, input_format))
+            if probs.shape[1] == 0:
+                probs = np.zeros((len(frames), p.shape[1]), np.float32)
+            probs[part], labels[part] = p, lab
+    return probs, labels
+
+
+def compare(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> dict:
+    """max_abs and worst-row cosine of the probabilities, and the fraction of equal labels."""
+    pa, pb = a[0].astype(np.float64), b[0].astype(np.float64)
+    norms = np.linalg.norm(pa, axis=1) * np.linalg.norm(pb, axis=1)
+    cosine = (pa * pb).sum(1) / np.maximum(norms, 1e-30)
+    return {
+        "max_abs": float(np.abs(pa - pb).max()),
+        "cosine": float(cosine.min()),
+        "top1_agreement": float((a[1] == b[1]).mean()),
+    }
+
+
+def ladder(ref: Reference, frames, labels, input_format, fp32, int8, run_agreement: float | None) -> list[dict]:
+    """The stages as export.json records them; each says whether it passed its precision's tolerance."""
+    results = {"pytorch-fp32": ref.run(frames), "onnx-fp32": onnx_run(fp32, frames, ref.pre, input_format)}
+    if int8 is not None:
+        results["onnx-int8"] = onnx_run(int8, frames, ref.pre, input_format)
+    names = list(results)
+    stages = []
+    for i, name in enumerate(names):
+        prev = names[max(i - 1, 0)]
+        stage = {
+            "name": name,
+            "runtime": "torch" if i == 0 else "onnxruntime",
+            "vs": prev,
+            **compare(results[name], results[prev]),
+            "vs_pytorch": compare(results[name], results["pytorch-fp32"]),
+            "accuracy": float((results[name][1] == labels).mean()),
+        }
+        stage["passed"], stage["check"] = _judge(stage, run_agreement)
+        stages.append(stage)
+    return stages
+
+
+def _judge(stage: dict, run_agreement: float | None) -> tuple[bool, str]:
+    """(passed, one line naming the tolerance and where to look when it is missed)."""
+    name = stage["name"]
+    if name == "pytorch-fp32":
+        return True, "reference"
+    if name == "onnx-fp32":
+        vs = stage["vs_pytorch"]
+        ok = vs["max_abs"] <= FP32_MAX_ABS and vs["top1_agreement"] == 1.0
+        return ok, (
+            f"max_abs {vs['max_abs']:.2e} (<= {FP32_MAX_ABS:g}) and agreement {vs['top1_agreement']:.4f} (== 1) vs "
+            "pytorch-fp32; when off, look at preprocessing (try --input float-nchw) and the backbone export"
+        )
+    agree = stage["top1_agreement"]
+    ok = agree >= INT8_MIN_AGREEMENT
+    line = f"agreement {agree:.4f} with onnx-fp32 (>= {INT8_MIN_AGREEMENT})"
+    if run_agreement is not None:
+        stage["run_int8_agreement"] = run_agreement
+        ok = ok and abs(agree - run_agreement) <= INT8_RUN_TOLERANCE
+        line += f" and within {INT8_RUN_TOLERANCE} of run.json's int8_agreement {run_agreement:.4f}"
+    return ok, line + "; when off, look at the quantization (--quant-ignore / --quant-auto-fallback at train time)"
+
+
+def stage_lines(stages: list[dict], images: int) -> list[str]:
+    lines = [f"parity on {images} validation images:"]
+    for s in stages:
+        vs = s["vs_pytorch"]
+        lines.append(
+            f"  {s['name']:<13} max_abs {vs['max_abs']:.2e}  cosine {vs['cosine']:.6f}  "
+            f"agreement {vs['top1_agreement']:.4f} (vs pytorch-fp32)  accuracy {s['accuracy']:.4f}  "
+            f"{'ok' if s['passed'] else 'FAILED'}"
+        )
+    return lines
+
+
+def raise_on_failure(stages: list[dict], run_dir, debugged: bool) -> None:
+    failed = [s for s in stages if not s["passed"]]
+    if failed:
+        hint = "" if debugged else f"; run `edgetl export {run_dir} --debug-parity` to find the first diverging node"
+        raise ParityFailed(f"parity stage {failed[0]['name']} failed: {failed[0]['check']}{hint}")
+
+
+# --- --debug-parity -----------------------------------------------------------------------------------
+
+
+def _module_outputs(model: onnx.ModelProto) -> dict[str, str]:
+    """ONNX tensor -> the deepest PyTorch module whose output it is (the last node carrying that scope)."""
+    last: dict[str, str] = {}
+    for node in model.graph.node:
+        props = {p.key: p.value for p in node.metadata_props}
+        if NAME_SCOPES not in props or not node.output:
+            continue
+        for scope in ast.literal_eval(props[NAME_SCOPES]):
+            if scope == SCOPE or scope.startswith(SCOPE + "."):
+                last[scope] = node.output[0]
+    tensor_to_module: dict[str, str] = {}
+    for scope, tensor in last.items():
+        if len(scope) > len(tensor_to_module.get(tensor, "")):
+            tensor_to_module[tensor] = scope
+    return tensor_to_module
+
+
+def debug_rows(model: onnx.ModelProto, ref: Reference, frames, input_format: str, tol: float) -> list[dict]:
+    """One row per graph tensor that has a PyTorch counterpart, in graph order, with its error."""
+    shape = max({f.shape for f in frames}, key=lambda s: sum(f.shape == s for f in frames))
+    group = [f for f in frames if f.shape == shape][:DEBUG_IMAGES]
+    expected = ref.tensors(ref.pre(np.stack(group)))
+    marked, names = mark_all_outputs(model)
+    values = dict(zip(names, session(marked).run(names, feed(group, ref.pre, input_format)), strict=True))
+    modules = _module_outputs(model)
+    producer = {o: n for n in model.graph.node for o in n.output}
+    rows = []
+    for tensor in names:
+        source = modules.get(tensor, tensor if tensor in expected else None)
+        if source is None or tensor not in values or values[tensor].shape != expected[source].shape:
+            continue
+        got, want = values[tensor].astype(np.float64), expected[source].astype(np.float64)
+        max_abs = float(np.abs(got - want).max())
+        rel = max_abs / max(float(np.abs(want).max()), 1e-12)
+        cos = float((got * want).sum() / max(np.linalg.norm(got) * np.linalg.norm(want), 1e-30))
+        node = producer.get(tensor)
+        rows.append(
+            {
+                "node": node.name if node else tensor,
+                "op": node.op_type if node else "",
+                "tensor": tensor,
+                "pytorch": source,
+                "max_abs": max_abs,
+                "rel": rel,
+                "cosine": cos,
+                "diverged": rel > tol,
+            }
+        )
+    return rows
+
+
+def first_divergence(model: onnx.ModelProto, rows: list[dict]) -> dict | None:
+    """The first diverging compared tensor, and the nodes that may have caused it.
+
+    Not every node has a PyTorch counterpart (a node inserted by hand or by a tool carries no module scope), so
+    the culprit is searched backwards from the first diverging tensor: every node that feeds it without passing
+    through a tensor that matched. The earliest of these `suspects` is reported as the first diverging node.
+    """
+    first = next((r for r in rows if r["diverged"]), None)
+    if first is None:
+        return None
+    good = {r["tensor"] for r in rows if not r["diverged"]}
+    producer = {o: n for n in model.graph.node for o in n.output}
+    order = {id(n): i for i, n in enumerate(model.graph.node)}
+    seen: dict[int, onnx.NodeProto] = {}
+    stack = [first["tensor"]]
+    while stack:
+        node = producer.get(stack.pop())
+        if node is None or id(node) in seen:
+            continue
+        seen[id(node)] = node
+        stack += [t for t in node.input if t and t not in good]
+    suspects = sorted(seen.values(), key=lambda n: order[id(n)])
+    return {
+        **first,
+        "node": suspects[0].name,
+        "op": suspects[0].op_type,
+        "compared_node": first["node"],
+        "suspects": [f"{n.name} ({n.op_type})" for n in suspects],
+    }
+
+
+def format_rows(model: onnx.ModelProto, rows: list[dict], before: int = 2, limit: int = 8) -> list[str]:
+    """The last matching rows before the first divergence, the first `limit` diverging ones, and the culprit."""
+    culprit = first_divergence(model, rows)
+    if culprit is None:
+        return [f"all {len(rows)} compared tensors match PyTorch within tolerance"]
+    first = rows.index(next(r for r in rows if r["diverged"]))
+    shown = rows[max(first - before, 0) : first] + [r for r in rows[first:] if r["diverged"]][:limit]
+    lines = [f"{'':2}{'node':<40} {'op':<12} {'pytorch module / tensor':<44} {'max_abs':>10} {'rel':>9} {'cosine':>8}"]
+    for r in shown:
+        mark = "✗ " if r["diverged"] else "  "
+        lines.append(
+            f"{mark}{r['node'][:40]:<40} {r['op'][:12]:<12} {r['pytorch'][:44]:<44} "
+            f"{r['max_abs']:>10.3e} {r['rel']:>9.2e} {r['cosine']:>8.5f}"
+        )
+    lines.append(
+        f"first diverging node: {culprit['node']} ({culprit['op']}); nodes between the last match and "
+        f"the first mismatch ({culprit['tensor']}): {', '.join(culprit['suspects'])}"
+    )
+    return lines

@@ -1,0 +1,113 @@
+"""INT8: calibration on training images only, cache keys per setting, the sensitivity search, bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from edgetl.config import QuantizeCfg
+from edgetl.errors import UserError
+from edgetl.quantize import check_calibration, select_calibration
+from edgetl.run import Pipeline, run_train
+from edgetl.run_int8 import Int8Run
+from tests.core.conftest import make_folder, tiny_cfg
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    return make_folder(tmp_path_factory.mktemp("q") / "data", per_class=12)
+
+
+def _int8(data: Path, out: Path, **q):
+    return tiny_cfg(data, out, quantize=QuantizeCfg(**{"calib_size": 16, **q}))
+
+
+def test_calibration_uses_training_images_only(folder: Path, tmp_path: Path):
+    p = Pipeline(_int8(folder, tmp_path / "r", calib_size=1000))
+    items, _ = Int8Run(p).calibration()
+    train_keys = {it.key for it in p.ds.train}
+    val_keys = {it.key for it in p.ds.val} - train_keys
+    assert {it.key for it in items} <= train_keys and not ({it.key for it in items} & val_keys)
+    assert len(items) == len(train_keys)  # asked for more than there are: the whole train set, nothing else
+
+
+def test_run_reports_int8_metrics_and_writes_the_qdq_backbone(folder: Path, tmp_path: Path):
+    r = run_train(_int8(folder, tmp_path / "r", target="onnxruntime"))
+    q, m = r["quantize"], r["metrics"]
+    assert q["calib_from"] == "train" and q["calib_size"] == 16 and q["target"] == "onnxruntime"
+    assert 0.0 <= m["int8_agreement"] <= 1.0 and "val_acc_fp32" in m
+    model = onnx.load(str(tmp_path / "r" / "backbone.int8.onnx"))
+    assert any(n.op_type == "QuantizeLinear" for n in model.graph.node)
+    assert r["timing"]["extract_images_per_s"] > 0
+
+
+@pytest.mark.parametrize(
+    "change", [{"calib_size": 20}, {"calib_method": "percentile"}, {"target": "tensorrt"}, {"target": "openvino"}]
+)
+def test_changing_calibration_or_target_misses_the_cache(folder: Path, tmp_path: Path, change: dict):
+    base = run_train(_int8(folder, tmp_path / "a", target="onnxruntime"))
+    again = run_train(_int8(folder, tmp_path / "b", target="onnxruntime"))
+    assert again["cache"]["keys"] == base["cache"]["keys"]
+    other = run_train(_int8(folder, tmp_path / "c", **{"target": "onnxruntime", **change}))
+    assert other["cache"]["keys"][0] == base["cache"]["keys"][0]  # FP32 features: same context, all hits
+    assert other["cache"]["keys"][1] != base["cache"]["keys"][1]  # INT8 features: a new context, all misses
+    n = len({it for it in base["data"]["skipped"]}) + base["data"]["train"] + base["data"]["val"]
+    assert other["cache"]["misses"] == n
+
+
+@pytest.mark.parametrize("target", ["openvino", "onnxruntime", "tensorrt"])
+def test_fallback_search_finds_the_deliberately_sensitive_layer(folder: Path, tmp_path: Path, target: str):
+    """test_sensitive scales one channel 1000x before `tail` (undone by tail's weights): per-tensor INT8 ranges
+    at tail's input crush every other channel. The ranking must put that layer first on every target."""
+    cfg = tiny_cfg(folder, tmp_path / "r", backbone="test_sensitive",
+                   quantize=QuantizeCfg(calib_size=16, target=target, auto_fallback=True))
+    r = run_train(cfg)
+    ranking = r["quantize"]["sensitivity"]
+    assert ranking[0]["layer"] == "/tail/Conv", ranking[:3]
+    assert ranking[0]["injected"] > 2 * ranking[1]["injected"]
+
+
+def test_quant_ignore_keeps_the_layer_in_float(folder: Path, tmp_path: Path):
+    cfg = tiny_cfg(folder, tmp_path / "r", backbone="test_sensitive",
+                   quantize=QuantizeCfg(calib_size=16, target="tensorrt", ignore=("/tail/Conv",)))
+    r = run_train(cfg)
+    assert r["quantize"]["ignored"] == ["/tail/Conv"]
+    graph = onnx.load(str(tmp_path / "r" / "backbone.int8.onnx")).graph
+    producers = {o: n for n in graph.node for o in n.output}
+    tail = next(n for n in graph.node if n.name == "/tail/Conv")
+    assert all(producers.get(i) is None or producers[i].op_type != "DequantizeLinear" for i in tail.input)
+
+
+def test_unknown_ignored_layer_is_named_with_a_suggestion(folder: Path, tmp_path: Path):
+    with pytest.raises(UserError, match=r"--quant-ignore '/tail/Cnv'.*did you mean '/tail/Conv'"):
+        run_train(tiny_cfg(folder, tmp_path / "r", backbone="test_sensitive",
+                           quantize=QuantizeCfg(calib_size=16, ignore=("/tail/Cnv",))))
+
+
+def test_bad_calibration_input_is_one_clear_line(tmp_path: Path):
+    with pytest.raises(UserError, match="--calib-size 4: too small"):
+        QuantizeCfg(calib_size=4)
+    with pytest.raises(UserError, match="only 10 usable training images"):
+        check_calibration(np.random.default_rng(0).normal(size=(10, 3, 8, 8)).astype(np.float32), 300)
+    with pytest.raises(UserError, match="constant"):
+        check_calibration(np.zeros((32, 3, 8, 8), np.float32), 300)
+    with pytest.raises(UserError, match="--calib-method entropy: not offered for --target openvino"):
+        QuantizeCfg(target="openvino", calib_method="entropy")
+
+
+def test_too_few_training_images_to_calibrate(tmp_path: Path):
+    data = make_folder(tmp_path / "small", per_class=4)  # ~8 training images
+    with pytest.raises(UserError, match="usable training images to calibrate"):
+        run_train(_int8(data, tmp_path / "r"))
+
+
+def test_select_calibration_is_seeded(folder: Path):
+    from edgetl.data import load_image_folder
+
+    ds = load_image_folder(folder, 0, False, print)
+    a = [it.key for it in select_calibration(ds.train, 10, seed=1)]
+    assert a == [it.key for it in select_calibration(ds.train, 10, seed=1)]
+    assert a != [it.key for it in select_calibration(ds.train, 10, seed=2)]

@@ -1,0 +1,97 @@
+"""The parity ladder's verdicts and --debug-parity naming a node that was deliberately perturbed."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper, numpy_helper
+
+from edgetl import export, parity
+from edgetl.cli import main
+from edgetl.onnx_graph import read_metadata
+
+
+def _reference(run):
+    parts = export.load_run(run)
+    frames, _ = parity.val_frames(parts.record, 16)
+    return parity.Reference(parts.backbone, parts.head, parts.pre), frames
+
+
+def test_debug_parity_names_the_perturbed_initializer(exported, tiny_run):
+    ref, frames = _reference(tiny_run)
+    model = onnx.load(exported[0])
+    healthy = parity.debug_rows(model, ref, frames, "uint8-nhwc", parity.DEBUG_TOL["onnx-fp32"])
+    assert parity.first_divergence(model, healthy) is None
+    assert any(r["pytorch"].startswith("backbone.model.") for r in healthy)  # paired through module scopes
+
+    conv = [n for n in model.graph.node if n.op_type == "Conv"][1]
+    weights = next(t for t in model.graph.initializer if t.name == conv.input[1])
+    weights.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weights) * 1.5, weights.name))
+    rows = parity.debug_rows(model, ref, frames, "uint8-nhwc", parity.DEBUG_TOL["onnx-fp32"])
+    first = parity.first_divergence(model, rows)
+    assert first is not None and first["node"] == conv.name and first["compared_node"] == conv.name
+    assert f"first diverging node: {conv.name} (Conv)" in parity.format_rows(model, rows)[-1]
+
+
+def _scaled_backbone(real):
+    """export_backbone with a Mul(1.1) inserted after the first ReLU: the ladder must fail and point at it."""
+
+    def export_backbone(backbone, pre):
+        model = real(backbone, pre)
+        relu = next(n for n in model.graph.node if n.op_type == "Relu")
+        original = relu.output[0]
+        relu.output[0] = original + "_unscaled"
+        model.graph.initializer.append(numpy_helper.from_array(np.asarray(1.1, np.float32), "perturb_gain"))
+        mul = helper.make_node("Mul", [relu.output[0], "perturb_gain"], [original], name="perturb_mul")
+        model.graph.node.insert(list(model.graph.node).index(relu) + 1, mul)
+        return model
+
+    return export_backbone
+
+
+def test_failed_stage_exits_1_and_debug_parity_names_the_node(tmp_path, tiny_run, monkeypatch, capsys):
+    monkeypatch.setattr(export, "export_backbone", _scaled_backbone(export.export_backbone))
+    out = tmp_path / "bad.onnx"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["export", str(tiny_run), "--out", str(out), "--debug-parity"])
+    assert exit_info.value.code == 1
+    captured = capsys.readouterr()
+    assert "first diverging node: perturb_mul" in captured.out
+    assert "parity stage onnx-fp32 failed" in captured.err
+    report = json.loads((tmp_path / "export.json").read_text())  # written anyway, for inspection
+    assert not report["passed"] and report["debug_parity"]["onnx-fp32"]["node"] == "perturb_mul"
+
+
+def test_failed_stage_without_debug_says_what_to_run(tmp_path, tiny_run, monkeypatch, capsys):
+    monkeypatch.setattr(export, "export_backbone", _scaled_backbone(export.export_backbone))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["export", str(tiny_run), "--out", str(tmp_path / "bad.onnx")])
+    assert exit_info.value.code == 1
+    assert "--debug-parity" in capsys.readouterr().err
+
+
+def test_int8_run_ships_the_qdq_backbone(tmp_path, int8_run):
+    out = tmp_path / "model.onnx"
+    report = export.export_run(int8_run, out, echo=lambda line: None)
+    assert [s["name"] for s in report["stages"]] == ["pytorch-fp32", "onnx-fp32", "onnx-int8"]
+    int8 = report["stages"][2]
+    assert int8["vs"] == "onnx-fp32" and int8["passed"] and int8["run_int8_agreement"] == 1.0
+    assert int8["top1_agreement"] >= parity.INT8_MIN_AGREEMENT
+    model = onnx.load(out)
+    assert "QuantizeLinear" in {n.op_type for n in model.graph.node}
+    meta = read_metadata(model)
+    assert meta["precision"] == "int8" and meta["quantize"]["onnx"] == "backbone.int8.onnx"
+
+
+def test_int8_agreement_must_match_run_json(tmp_path, int8_run):
+    run = tmp_path / "run"
+    shutil.copytree(int8_run, run)
+    record = json.loads((run / "run.json").read_text())
+    record["metrics"]["int8_agreement"] = 0.5
+    (run / "run.json").write_text(json.dumps(record))
+    with pytest.raises(parity.ParityFailed, match="run.json's int8_agreement"):
+        export.export_run(run, echo=lambda line: None)

@@ -1,0 +1,30 @@
+"""The uint8 path of the graph equals training-time preprocessing on the same JPEG files."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+
+from edgetl import export
+from edgetl.data import decode_image
+from edgetl.onnx_graph import mark_all_outputs
+
+
+def test_same_jpeg_through_graph_and_training_pipeline(exported, tiny_run, image_dir):
+    parts = export.load_run(tiny_run)
+    model, names = mark_all_outputs(onnx.load(exported[0]))
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    files = sorted(image_dir.glob("*/*.jpg"))[:6]
+    assert len({decode_image(f.read_bytes()).shape for f in files}) > 1  # several frame sizes
+    for f in files:
+        frame = decode_image(f.read_bytes())
+        x = parts.pre(frame[None])
+        with torch.inference_mode():
+            logits = parts.head(parts.backbone.forward_features(torch.from_numpy(x)))
+        got = dict(zip(names, sess.run(names, {"image": frame[None]}), strict=True))
+        np.testing.assert_allclose(got["input"], x, atol=1e-4)  # normalized units: resize + scale/bias agree
+        np.testing.assert_allclose(got["logits"], logits.numpy(), atol=1e-4)
+        np.testing.assert_allclose(got["probs"], torch.softmax(logits, 1).numpy(), atol=1e-5)
+        assert got["label"][0] == int(logits.argmax())
