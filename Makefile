@@ -20,7 +20,7 @@ kernels: setup
 	$(PY) -m edgetl.ops.build
 
 demo: setup kernels
-	$(VENV)/bin/edgetl train --cache-features --quantize int8 --out $(DEMO_OUT)
+	$(VENV)/bin/edgetl demo --out $(DEMO_OUT)
 
 test: setup kernels
 	$(VENV)/bin/python -m pytest -q -ra tests

@@ -139,4 +139,18 @@ def cache_prune(cache_dir: Path | None, older_than: float | None, everything: bo
     )
 
 
-COMMANDS = [train_cmd, cache_group]
+@click.command("demo")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/demo"), show_default=True)
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), envvar="EDGETL_CACHE_DIR")
+def demo_cmd(out: Path, cache_dir: Path | None) -> None:
+    """The whole pipeline on the built-in digits: INT8 train, export, compile, package, predict from files.
+
+    \b
+    edgetl demo                 # what `make demo` runs; writes runs/demo/demo.json
+    """
+    from edgetl.demo import run_demo
+
+    run_demo(out, cache_dir)
+
+
+COMMANDS = [train_cmd, cache_group, demo_cmd]
