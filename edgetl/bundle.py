@@ -11,10 +11,8 @@ and the runtime versions it was built with. Standard library + NumPy-free: safe 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
-import os
 import shutil
 import tarfile
 import tempfile
@@ -24,36 +22,13 @@ from pathlib import Path, PurePosixPath
 
 from edgetl import __version__
 from edgetl.errors import UserError
+from edgetl.fileio import atomic_write_bytes, sha256_file
 from edgetl.targets.base import Artifact
 
 MANIFEST = "manifest.json"
 FORMAT = "edgetl-bundle/1"
 MAX_UNPACKED_BYTES = 16 << 30  # refuse tar bombs; a real model bundle is a few hundred MB at most
 REQUIRED = ("format", "target", "device", "model", "files", "classes", "preprocess", "input", "precision")
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Temp file in the same folder, fsync, rename: a crash never leaves a half-written file behind."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 # --- compiled folders ------------------------------------------------------------------------------

@@ -19,12 +19,13 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from edgetl.fileio import atomic_write_bytes
 
 FORMAT_VERSION = 1
 SHARD_GLOB = "shard-*.safetensors"
@@ -49,20 +50,6 @@ def shard_checksum(keys: list[str], features: np.ndarray) -> str:
     h.update(str(features.shape).encode())
     h.update(np.ascontiguousarray(features, dtype=np.float32).tobytes())
     return h.hexdigest()
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Temp file in the same folder, fsync, rename: readers see the old file or the new one, never half."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class CorruptShard(Exception):

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from edgetl.cache import atomic_write_bytes
 from edgetl.config import QuantizeCfg, TrainCfg
 from edgetl.data import load_dataset
+from edgetl.fileio import atomic_write_bytes
 from edgetl.progress import info, warn
 
 TARGETS = ("openvino", "onnxruntime")

@@ -25,8 +25,8 @@ from torch import nn
 
 from edgetl import __version__, onnx_graph, parity
 from edgetl.backbones import Backbone, build_backbone
-from edgetl.cache import atomic_write_bytes
 from edgetl.errors import UserError
+from edgetl.fileio import atomic_write_bytes
 from edgetl.heads import load_head
 from edgetl.onnx_safety import check_external_data
 from edgetl.preprocess import Preprocess

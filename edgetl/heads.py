@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from edgetl.errors import UserError
@@ -25,7 +24,7 @@ def head_meta(kind: str, num_features: int, num_classes: int) -> dict[str, str]:
 def save_head(head: nn.Module, meta: dict[str, str], path: Path) -> None:
     from safetensors.torch import save
 
-    from edgetl.cache import atomic_write_bytes
+    from edgetl.fileio import atomic_write_bytes
 
     tensors = {k: v.detach().contiguous() for k, v in head.state_dict().items()}
     atomic_write_bytes(Path(path), save(tensors, metadata=meta))

@@ -149,8 +149,13 @@ def _quantize_nncf(fp32: Path, out: Path, qcfg: QuantizeCfg, calib: np.ndarray) 
 
 
 def _quantize_ort(fp32: Path, out: Path, qcfg: QuantizeCfg, calib: np.ndarray) -> None:
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType
-    from onnxruntime.quantization import quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:

@@ -19,11 +19,12 @@ import torch
 
 from edgetl import __version__
 from edgetl.backbones import build_backbone, describe_backbone
-from edgetl.cache import FeatureCache, atomic_write_bytes, default_cache_dir
+from edgetl.cache import FeatureCache, default_cache_dir
 from edgetl.config import TrainCfg
 from edgetl.data import Dataset, Item, Skipper, load_dataset
 from edgetl.errors import UserError
 from edgetl.features import Extracted, Extractor, TorchExtractor, decode, extract
+from edgetl.fileio import atomic_write_bytes
 from edgetl.heads import head_meta, save_head
 from edgetl.preprocess import Preprocess
 from edgetl.progress import info, warn

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from edgetl.features import decode
-from edgetl.progress import info, warn
+from edgetl.progress import info
 from edgetl.quantize import (
     RuntimeExtractor,
     calibration_hash,

@@ -4,10 +4,9 @@ A Backbone is a torch.nn.Module with `forward_features(x) -> [N, D]` pooled feat
 (BackboneCfg). Builders never download: weights come from an installed package or a file the user names.
 """
 
-from edgetl.backbones.base import Backbone, BackboneCfg, build_backbone, describe_backbone, registry
-
 # Importing the modules registers their backbones.
 from edgetl.backbones import lite0 as _lite0  # noqa: F401,E402
 from edgetl.backbones import tiny as _tiny  # noqa: F401,E402
+from edgetl.backbones.base import Backbone, BackboneCfg, build_backbone, describe_backbone, registry
 
 __all__ = ["Backbone", "BackboneCfg", "build_backbone", "describe_backbone", "registry"]

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from edgetl.errors import UserError
+from edgetl.fileio import sha256_file
 from edgetl.preprocess import Preprocess
 from edgetl.registry import Registry
 
@@ -55,14 +56,6 @@ class Backbone(nn.Module):
 
 
 registry: Registry = Registry("backbone")
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def sha256_state_dict(sd: dict[str, torch.Tensor]) -> str:
@@ -127,7 +120,7 @@ def build_timm(name: str, weights: str | None) -> Backbone:
     model.load_state_dict(sd, strict=True)
     pcfg = model.pretrained_cfg
     pre = Preprocess(size=tuple(pcfg["input_size"][1:]), mean=tuple(pcfg["mean"]), std=tuple(pcfg["std"]))
-    cfg = BackboneCfg(f"timm:{name}", model.num_features, pre, sha256_file(Path(weights)), str(weights))
+    cfg = BackboneCfg(f"timm:{name}", model.num_features, pre, sha256_file(Path(weights).expanduser()), str(weights))
     return Backbone(model, cfg)
 
 

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import torch
 
-from edgetl.backbones.base import Backbone, BackboneCfg, describers, load_weights_file, registry, sha256_file
+from edgetl.backbones.base import Backbone, BackboneCfg, describers, load_weights_file, registry
 from edgetl.errors import UserError
+from edgetl.fileio import sha256_file
 from edgetl.preprocess import Preprocess
 
 ARCH = "tf_efficientnet_lite0"

@@ -10,8 +10,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgetl.bundle import sha256_file
 from edgetl.errors import UserError
+from edgetl.fileio import sha256_file
 from edgetl.onnx_safety import check_external_data
 from edgetl.preprocess import Preprocess
 

@@ -46,7 +46,7 @@ def build_engine(onnx: Path, settings: BuildSettings, engine_out: Path, timing_c
     """Parse the ONNX, build with one optimization profile and a timing cache, write the serialized engine."""
     import tensorrt as trt
 
-    from edgetl.bundle import atomic_write_bytes
+    from edgetl.fileio import atomic_write_bytes
 
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)

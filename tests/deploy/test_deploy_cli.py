@@ -10,7 +10,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import COLOURS
+from tests.deploy.conftest import COLOURS
 
 from edgetl.cli import main
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import CLASSES, COLOURS, reference_probs
+from tests.deploy.conftest import CLASSES, COLOURS, reference_probs
 
 from edgetl.bundle import package
 from edgetl.data import decode_image

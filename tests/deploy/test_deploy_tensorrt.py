@@ -13,7 +13,7 @@ import types
 
 import numpy as np
 import pytest
-from conftest import reference_probs
+from tests.deploy.conftest import reference_probs
 
 from edgetl.bundle import open_bundle, package
 from edgetl.errors import RuntimeMissing, UserError

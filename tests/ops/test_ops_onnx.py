@@ -8,7 +8,7 @@ import onnx
 import openvino as ov
 import pytest
 from onnx import TensorProto, helper, numpy_helper
-from ops_testing import (
+from tests.ops.ops_testing import (
     POOL_HEAD_CASES,
     PREPROCESS_CASES,
     assert_pool_head_matches,

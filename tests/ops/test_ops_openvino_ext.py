@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import openvino as ov
 import pytest
-from ops_testing import (
+from tests.ops.ops_testing import (
     POOL_HEAD_CASES,
     PREPROCESS_CASES,
     assert_pool_head_matches,
@@ -67,4 +67,6 @@ def test_fused_ops_survive_openvino_ir(core, rng, tmp_path):
     out = run_openvino(
         compile_openvino(reloaded, ov_model), {"frames": frames}, {"x": poisoned((7, 3, *pre.size), np.float32)}
     )
-    assert_preprocess_matches(out["x"], frames, pre, "fused")
+    # IR keeps float attributes (scale, bias) as decimal text with ~7 significant digits, so the reloaded op's
+    # constants differ from the spec's in the last float bit: the decomposed tolerance class applies here.
+    assert_preprocess_matches(out["x"], frames, pre, "decomposed")

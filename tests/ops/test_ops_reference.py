@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from ops_testing import POOL_HEAD_CASES, PREPROCESS_CASES
+from tests.ops.ops_testing import POOL_HEAD_CASES, PREPROCESS_CASES
 
 from edgetl.ops import reference
 
