@@ -33,8 +33,15 @@ def main() -> dict:
             "warm": train(tmp / "warm", tmp / "cache", "--cache-features"),
             "no_cache": train(tmp / "nocache", tmp / "cache-unused", "--no-cache-features"),
         }
-    row = {k: {"total_s": r["timing"]["total_s"], "val_acc": r["metrics"]["val_acc"], "cache_hits": r["cache"]["hits"],
-               "cache_misses": r["cache"]["misses"]} for k, r in runs.items()}
+    row = {
+        k: {
+            "total_s": r["timing"]["total_s"],
+            "val_acc": r["metrics"]["val_acc"],
+            "cache_hits": r["cache"]["hits"],
+            "cache_misses": r["cache"]["misses"],
+        }
+        for k, r in runs.items()
+    }
     base = row["no_cache"]["total_s"]
     result = {
         "claim": "--cache-features vs --no-cache-features, 30 epochs, default task",
@@ -47,8 +54,10 @@ def main() -> dict:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "cache_speedup.json").write_text(json.dumps(result, indent=1) + "\n")
     plot(row, result)
-    print(f"cache speed-up over --no-cache-features: cold {result['speedup_cold']:.1f}x, warm {result['speedup_warm']:.0f}x "
-          f"(accuracy {row['cold']['val_acc']:.4f} / {row['warm']['val_acc']:.4f} vs {row['no_cache']['val_acc']:.4f})")
+    print(
+        f"cache speed-up over --no-cache-features: cold {result['speedup_cold']:.1f}x, warm {result['speedup_warm']:.0f}x "
+        f"(accuracy {row['cold']['val_acc']:.4f} / {row['warm']['val_acc']:.4f} vs {row['no_cache']['val_acc']:.4f})"
+    )
     return result
 
 
@@ -65,10 +74,17 @@ def plot(row: dict, result: dict) -> None:
     bars = ax.bar(labels, values, color=["#999999", "#4c72b0", "#55a868"])
     ax.set_yscale("log")
     ax.set_ylabel("edgetl train total time, s (log)")
-    ax.set_title("30 epochs, Lite0 on digits 64x64: cold %.0fx, warm %.0fx faster" % (result["speedup_cold"], result["speedup_warm"]))
+    ax.set_title(
+        f"30 epochs, Lite0 on digits 64x64: cold {result['speedup_cold']:.0f}x, warm {result['speedup_warm']:.0f}x faster"
+    )
     for b, n in zip(bars, names, strict=True):
-        ax.annotate(f"{row[n]['total_s']:.2f} s\nacc {row[n]['val_acc']:.3f}", (b.get_x() + b.get_width() / 2, b.get_height()),
-                    ha="center", va="bottom", fontsize=8)
+        ax.annotate(
+            f"{row[n]['total_s']:.2f} s\nacc {row[n]['val_acc']:.3f}",
+            (b.get_x() + b.get_width() / 2, b.get_height()),
+            ha="center",
+            va="bottom",
+            fontsize=8,
+        )
     fig.tight_layout()
     fig.savefig(RESULTS / "cache_speedup.png", dpi=120)
 

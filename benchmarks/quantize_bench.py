@@ -22,8 +22,22 @@ TARGETS = ("openvino", "tensorrt", "onnxruntime")
 
 
 def train(out: Path, cache: Path, target: str) -> dict:
-    cmd = [sys.executable, "-m", "edgetl", "train", "--quantize", "int8", "--target", target, "--compare-fp32",
-           "--out", str(out), "--cache-dir", str(cache), "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "edgetl",
+        "train",
+        "--quantize",
+        "int8",
+        "--target",
+        target,
+        "--compare-fp32",
+        "--out",
+        str(out),
+        "--cache-dir",
+        str(cache),
+        "--no-progress",
+    ]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     return json.loads((out / "run.json").read_text())
 
@@ -35,17 +49,24 @@ def main() -> dict:
             r = train(Path(tmp) / target, Path(tmp) / "cache", target)
             m, t, q = r["metrics"], r["timing"], r["quantize"]
             rows[target] = {
-                "val_acc_int8": m["val_acc"], "val_acc_fp32": m["val_acc_fp32"], "drop_points": m["int8_drop"] * 100,
-                "int8_agreement": m["int8_agreement"], "engine": q["engine"], "precision_used": q["precision_used"],
-                "method": q["method"], "calib_size": q["calib_size"],
+                "val_acc_int8": m["val_acc"],
+                "val_acc_fp32": m["val_acc_fp32"],
+                "drop_points": m["int8_drop"] * 100,
+                "int8_agreement": m["int8_agreement"],
+                "engine": q["engine"],
+                "precision_used": q["precision_used"],
+                "method": q["method"],
+                "calib_size": q["calib_size"],
                 "extract_images_per_s_int8": t["extract_images_per_s"],
                 "extract_images_per_s_fp32_eager": t["extract_images_per_s_fp32_eager"],
                 "speedup_vs_fp32_eager": t["extract_speedup_vs_fp32_eager"],
                 "quantize_s": t.get("quantize_s"),
             }
-            print(f"{target:12s} INT8 {m['val_acc']:.4f} vs FP32 {m['val_acc_fp32']:.4f} "
-                  f"(drop {m['int8_drop'] * 100:+.2f} pt, agreement {m['int8_agreement']:.4f}); extraction "
-                  f"{t['extract_speedup_vs_fp32_eager']:.1f}x PyTorch FP32 eager ({q['engine']})")
+            print(
+                f"{target:12s} INT8 {m['val_acc']:.4f} vs FP32 {m['val_acc_fp32']:.4f} "
+                f"(drop {m['int8_drop'] * 100:+.2f} pt, agreement {m['int8_agreement']:.4f}); extraction "
+                f"{t['extract_speedup_vs_fp32_eager']:.1f}x PyTorch FP32 eager ({q['engine']})"
+            )
     result = {"task": "efficientnet_lite0 on digits, 64x64, calib from train", "targets": rows}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "quantize.json").write_text(json.dumps(result, indent=1) + "\n")

@@ -107,7 +107,9 @@ class FeatureCache:
         except OSError as e:
             from edgetl.errors import UserError
 
-            raise UserError(f"--cache-dir {self.root}: cannot write there ({e.strerror}); choose a writable folder") from None
+            raise UserError(
+                f"--cache-dir {self.root}: cannot write there ({e.strerror}); choose a writable folder"
+            ) from None
         return self
 
     def lookup(self, keys: set[str]) -> dict[str, np.ndarray]:

@@ -23,10 +23,18 @@ Examples:
 @click.option("--weights", type=click.Path(dir_okay=False), help="Weights file (.safetensors or .pth state dict).")
 @click.option("--img-size", type=int, help="Square input size [default: 64 for digits, else the backbone's].")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Run folder [default: runs/<time>].")
-@click.option("--cache-features/--no-cache-features", default=True, show_default=True,
-              help="Run the backbone once per image and keep features on disk (off: backbone in the loop).")
-@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), envvar="EDGETL_CACHE_DIR",
-              help="Feature cache folder [default: ~/.cache/edgetl/features, or $EDGETL_CACHE_DIR].")
+@click.option(
+    "--cache-features/--no-cache-features",
+    default=True,
+    show_default=True,
+    help="Run the backbone once per image and keep features on disk (off: backbone in the loop).",
+)
+@click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="EDGETL_CACHE_DIR",
+    help="Feature cache folder [default: ~/.cache/edgetl/features, or $EDGETL_CACHE_DIR].",
+)
 @click.option("--head", type=click.Choice(["linear", "mlp"]), default="linear", show_default=True)
 @click.option("--epochs", type=int, default=30, show_default=True)
 @click.option("--batch-size", type=int, default=64, show_default=True)
@@ -37,14 +45,28 @@ Examples:
 @click.option("--threads", type=int, help="CPU threads for the backbone and training.")
 @click.option("--strict", is_flag=True, help="Stop (exit 2) at the first unusable image instead of skipping it.")
 @click.option("--overwrite", is_flag=True, help="Allow --out to name a folder that already holds a run.")
-@click.option("--quantize", type=click.Choice(["none", "int8"]), default="none", show_default=True,
-              help="INT8 backbone: the head is trained on the features of the backbone that ships.")
-@click.option("--target", type=click.Choice(["openvino", "onnxruntime", "tensorrt"]), default="openvino",
-              show_default=True, help="Runtime the INT8 backbone is laid out for (QDQ layout per target).")
+@click.option(
+    "--quantize",
+    type=click.Choice(["none", "int8"]),
+    default="none",
+    show_default=True,
+    help="INT8 backbone: the head is trained on the features of the backbone that ships.",
+)
+@click.option(
+    "--target",
+    type=click.Choice(["openvino", "onnxruntime", "tensorrt"]),
+    default="openvino",
+    show_default=True,
+    help="Runtime the INT8 backbone is laid out for (QDQ layout per target).",
+)
 @click.option("--calib-size", type=int, default=512, show_default=True, help="Training images used to calibrate.")
-@click.option("--calib-method", default="auto", show_default=True,
-              help="openvino (NNCF): mean_minmax|minmax|percentile|histogram; onnxruntime/tensorrt: "
-              "minmax|percentile|entropy|distribution; auto = the first of those.")
+@click.option(
+    "--calib-method",
+    default="auto",
+    show_default=True,
+    help="openvino (NNCF): mean_minmax|minmax|percentile|histogram; onnxruntime/tensorrt: "
+    "minmax|percentile|entropy|distribution; auto = the first of those.",
+)
 @click.option("--quant-ignore", multiple=True, metavar="NAME", help="Keep this layer in floating point (repeatable).")
 @click.option("--quant-auto-fallback", is_flag=True, help="Find the layers that cause the INT8 drop; keep them FP.")
 @click.option("--compare-fp32", is_flag=True, help="Also time PyTorch eager FP32 extraction on the same images.")
@@ -58,17 +80,35 @@ def train_cmd(**o) -> None:
     quant = None
     if o["quantize"] == "int8":
         quant = QuantizeCfg(
-            target=o["target"], calib_size=o["calib_size"], calib_method=o["calib_method"],
-            ignore=tuple(o["quant_ignore"]), auto_fallback=o["quant_auto_fallback"],
+            target=o["target"],
+            calib_size=o["calib_size"],
+            calib_method=o["calib_method"],
+            ignore=tuple(o["quant_ignore"]),
+            auto_fallback=o["quant_auto_fallback"],
         )
     elif o["quant_ignore"] or o["quant_auto_fallback"]:
         raise click.UsageError("--quant-ignore/--quant-auto-fallback need --quantize int8")
     cfg = TrainCfg(
-        data=o["data"], backbone=o["backbone"], weights=o["weights"], img_size=o["img_size"], out=o["out"],
-        cache_features=o["cache_features"], cache_dir=o["cache_dir"], head=o["head"], epochs=o["epochs"],
-        batch_size=o["batch_size"], lr=o["lr"], patience=o["patience"], balanced=o["balanced"], seed=o["seed"],
-        threads=o["threads"], strict=o["strict"], overwrite=o["overwrite"], quantize=quant,
-        compare_fp32=o["compare_fp32"], progress=not o["no_progress"],
+        data=o["data"],
+        backbone=o["backbone"],
+        weights=o["weights"],
+        img_size=o["img_size"],
+        out=o["out"],
+        cache_features=o["cache_features"],
+        cache_dir=o["cache_dir"],
+        head=o["head"],
+        epochs=o["epochs"],
+        batch_size=o["batch_size"],
+        lr=o["lr"],
+        patience=o["patience"],
+        balanced=o["balanced"],
+        seed=o["seed"],
+        threads=o["threads"],
+        strict=o["strict"],
+        overwrite=o["overwrite"],
+        quantize=quant,
+        compare_fp32=o["compare_fp32"],
+        progress=not o["no_progress"],
     )
     record = run_train(cfg)
     print_train_summary(record)
@@ -88,7 +128,9 @@ def cache_group() -> None:
 
 
 cache_dir_option = click.option(
-    "--cache-dir", type=click.Path(file_okay=False, path_type=Path), envvar="EDGETL_CACHE_DIR",
+    "--cache-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="EDGETL_CACHE_DIR",
     help="Feature cache folder [default: ~/.cache/edgetl/features, or $EDGETL_CACHE_DIR].",
 )
 

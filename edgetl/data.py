@@ -145,7 +145,9 @@ def load_digits(seed: int, val_fraction: float = 0.2) -> Dataset:
         items.append(Item(path=f"digits[{i}]", label=int(label), key=key, pixels=rgb))
     train, val = stratified_split(items, val_fraction, seed)
     classes = [str(c) for c in d.target_names]
-    return Dataset("digits", classes, train, val, split=f"stratified {1 - val_fraction:.0%}/{val_fraction:.0%}, seed {seed}")
+    return Dataset(
+        "digits", classes, train, val, split=f"stratified {1 - val_fraction:.0%}/{val_fraction:.0%}, seed {seed}"
+    )
 
 
 def stratified_split(items: list[Item], val_fraction: float, seed: int) -> tuple[list[Item], list[Item]]:

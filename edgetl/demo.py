@@ -41,8 +41,13 @@ def bundle_accuracy(bundle: Path, images: list[tuple[Path, int]]) -> dict:
         preds = list(predictor.predict_files([p for p, _ in images], 1, True, warn))
         ms = [p.ms for p in preds]
         acc = float(np.mean([p.label == y for p, (_, y) in zip(preds, images, strict=True)]))
-        return {"bundle": str(bundle), "accuracy": acc, "images": len(preds), "precision": predictor.info.get("precision"),
-                "median_ms": float(np.median(ms))}
+        return {
+            "bundle": str(bundle),
+            "accuracy": acc,
+            "images": len(preds),
+            "precision": predictor.info.get("precision"),
+            "median_ms": float(np.median(ms)),
+        }
 
 
 def run_demo(out: Path, cache_dir: Path | None = None) -> dict:
@@ -83,14 +88,20 @@ def print_demo_summary(s: dict, out: Path) -> None:
 
     from edgetl.summary import out as console
 
-    t = Table(title="edgetl demo: deployed bundles on the digits validation images (from PNG files)",
-              title_justify="left")
+    t = Table(
+        title="edgetl demo: deployed bundles on the digits validation images (from PNG files)", title_justify="left"
+    )
     for col in ("bundle", "runtime precision", "accuracy", "vs run.json", "median ms / image"):
         t.add_column(col)
-    for target, d in s["deployed"].items():
+    for d in s["deployed"].values():
         delta = (d["accuracy"] - s["val_acc_run"]) * 100
-        t.add_row(Path(d["bundle"]).name, str(d["precision"]), f"{d['accuracy']:.4f}", f"{delta:+.1f} pt",
-                  f"{d['median_ms']:.2f}")
+        t.add_row(
+            Path(d["bundle"]).name,
+            str(d["precision"]),
+            f"{d['accuracy']:.4f}",
+            f"{delta:+.1f} pt",
+            f"{d['median_ms']:.2f}",
+        )
     console.print(t)
     stages = ", ".join(f"{st['name']} agreement {st['top1_agreement']:.3f}" for st in s["parity"])
     console.print(f"parity ladder: {stages}")

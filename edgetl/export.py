@@ -67,6 +67,12 @@ def load_run(run_dir: Path) -> RunParts:
     head, _ = load_head(run_dir / record.get("head", {}).get("file", "head.safetensors"))
     int8 = None
     if record.get("quantize"):
+        if record["quantize"].get("status") == "collapsed":
+            raise UserError(
+                f"{path}: the INT8 backbone of this run collapsed (val accuracy {record['metrics']['val_acc']:.3f} vs "
+                f"FP32 {record['metrics'].get('val_acc_fp32', float('nan')):.3f}) and must not ship; re-run "
+                "`edgetl train --quantize int8 --quant-auto-fallback` or train without --quantize"
+            )
         int8 = run_dir / record["quantize"].get("onnx", "backbone.int8.onnx")
         if not int8.is_file():
             raise UserError(f"{path}: quantized run but {int8.name} is missing; re-run `edgetl train --quantize int8`")

@@ -13,7 +13,9 @@ def build_head(kind: str, num_features: int, num_classes: int, hidden: int = 256
     if kind == "linear":
         return nn.Linear(num_features, num_classes)
     if kind == "mlp":
-        return nn.Sequential(nn.Linear(num_features, hidden), nn.GELU(), nn.Dropout(0.2), nn.Linear(hidden, num_classes))
+        return nn.Sequential(
+            nn.Linear(num_features, hidden), nn.GELU(), nn.Dropout(0.2), nn.Linear(hidden, num_classes)
+        )
     raise UserError(f"--head: {kind!r} unknown; choose linear or mlp")
 
 

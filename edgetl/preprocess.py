@@ -41,7 +41,9 @@ class Preprocess:
         if h < 8 or w < 8 or h > 4096 or w > 4096:
             raise UserError(f"--img-size: {h}x{w} is out of range; use a size between 8 and 4096")
         if self.interpolation not in INTERPOLATIONS:
-            raise UserError(f"preprocess: interpolation {self.interpolation!r} unsupported; use one of {INTERPOLATIONS}")
+            raise UserError(
+                f"preprocess: interpolation {self.interpolation!r} unsupported; use one of {INTERPOLATIONS}"
+            )
         if self.channel_order not in ("RGB", "BGR") or self.layout != "NCHW" or self.resize != "stretch":
             raise UserError("preprocess: only RGB/BGR channel order, NCHW layout and 'stretch' resize are supported")
         if any(s <= 0 for s in self.std):

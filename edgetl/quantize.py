@@ -48,12 +48,20 @@ def export_backbone_onnx(backbone, size: tuple[int, int], path: Path) -> Path:
     tmp = path.with_suffix(".raw.onnx")
     try:
         torch.onnx.export(
-            Features(backbone).eval(), torch.zeros(1, 3, *size), str(tmp), input_names=[INPUT], output_names=[OUTPUT],
-            dynamic_axes={INPUT: {0: "N"}, OUTPUT: {0: "N"}}, opset_version=OPSET, dynamo=False,
+            Features(backbone).eval(),
+            torch.zeros(1, 3, *size),
+            str(tmp),
+            input_names=[INPUT],
+            output_names=[OUTPUT],
+            dynamic_axes={INPUT: {0: "N"}, OUTPUT: {0: "N"}},
+            opset_version=OPSET,
+            dynamo=False,
         )
         model = onnxslim.slim(onnx.load(str(tmp)))
     except Exception as e:  # noqa: BLE001 - any exporter failure is "this backbone cannot be quantized"
-        raise UserError(f"--quantize int8: backbone {backbone.cfg.name} does not export to ONNX ({str(e)[:160]})") from None
+        raise UserError(
+            f"--quantize int8: backbone {backbone.cfg.name} does not export to ONNX ({str(e)[:160]})"
+        ) from None
     finally:
         tmp.unlink(missing_ok=True)
     onnx.save(model, str(path))
@@ -141,8 +149,12 @@ def _quantize_nncf(fp32: Path, out: Path, qcfg: QuantizeCfg, calib: np.ndarray) 
         params.activations_range_estimator_params = estimators[qcfg.calib_method]
     dataset = nncf.Dataset([{INPUT: calib[i : i + 1]} for i in range(len(calib))])
     model = nncf.quantize(
-        onnx.load(str(fp32)), dataset, preset=nncf.QuantizationPreset.PERFORMANCE, subset_size=len(calib),
-        ignored_scope=nncf.IgnoredScope(names=list(qcfg.ignore)), advanced_parameters=params,
+        onnx.load(str(fp32)),
+        dataset,
+        preset=nncf.QuantizationPreset.PERFORMANCE,
+        subset_size=len(calib),
+        ignored_scope=nncf.IgnoredScope(names=list(qcfg.ignore)),
+        advanced_parameters=params,
         fast_bias_correction=False,
     )
     onnx.save(model, str(out))
@@ -184,8 +196,15 @@ def _quantize_ort(fp32: Path, out: Path, qcfg: QuantizeCfg, calib: np.ndarray) -
     else:
         layout = {"activation_type": QuantType.QUInt8, "extra_options": {"WeightSymmetric": True}}
     quantize_static(
-        str(fp32), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True, weight_type=QuantType.QInt8,
-        calibrate_method=methods[qcfg.calib_method], nodes_to_exclude=list(qcfg.ignore), **layout,
+        str(fp32),
+        str(out),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        weight_type=QuantType.QInt8,
+        calibrate_method=methods[qcfg.calib_method],
+        nodes_to_exclude=list(qcfg.ignore),
+        **layout,
     )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import platform
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -139,7 +139,7 @@ class Pipeline:
         stats = [c.stats for c in self.caches]
         return {
             "run_id": self.run_id,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "edgetl_version": __version__,
             "config": cfg.to_dict(),
             "classes": self.ds.classes,
@@ -150,7 +150,12 @@ class Pipeline:
                 "weights_source": self.bcfg.weights_source,
                 "num_features": self.bcfg.num_features,
             },
-            "head": {"kind": cfg.head, "file": "head.safetensors", "best_epoch": res.best_epoch, "epochs_run": res.epochs_run},
+            "head": {
+                "kind": cfg.head,
+                "file": "head.safetensors",
+                "best_epoch": res.best_epoch,
+                "epochs_run": res.epochs_run,
+            },
             "metrics": {"val_acc": res.val_acc, "history": res.history, **extras.get("metrics", {})},
             "cache": {
                 "enabled": cfg.cache_features,
@@ -168,13 +173,22 @@ class Pipeline:
 
     def save(self, res: HeadResult, record: dict) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
-        save_head(res.head, head_meta(self.cfg.head, self.bcfg.num_features, len(self.ds.classes)), self.out / "head.safetensors")
+        save_head(
+            res.head,
+            head_meta(self.cfg.head, self.bcfg.num_features, len(self.ds.classes)),
+            self.out / "head.safetensors",
+        )
         record["timing"]["total_s"] = time.perf_counter() - self.t0
         atomic_write_bytes(self.out / "run.json", (json.dumps(record, indent=1) + "\n").encode())
 
 
 def versions() -> dict:
-    return {"python": platform.python_version(), "torch": torch.__version__, "timm": timm.__version__, "numpy": np.__version__}
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+        "numpy": np.__version__,
+    }
 
 
 def run_train(cfg: TrainCfg) -> dict:
@@ -198,4 +212,3 @@ def run_train(cfg: TrainCfg) -> dict:
     p.save(res, record)
     info(f"wrote {p.out / 'run.json'}")
     return record
-

@@ -79,10 +79,13 @@ class Int8Run:
         return path
 
     def extractor(self, qcfg, items, calib_hash: str) -> RuntimeExtractor:
-        context = {"precision": "int8", "quantize": {**qcfg.key(), "calib_sha256": calib_hash,
-                                                      "quantizer": quantizer_version(qcfg.target)}}
-        return RuntimeExtractor(self.int8_onnx(qcfg, items, calib_hash), engine_for(qcfg.target), context,
-                                self.p.cfg.threads)
+        context = {
+            "precision": "int8",
+            "quantize": {**qcfg.key(), "calib_sha256": calib_hash, "quantizer": quantizer_version(qcfg.target)},
+        }
+        return RuntimeExtractor(
+            self.int8_onnx(qcfg, items, calib_hash), engine_for(qcfg.target), context, self.p.cfg.threads
+        )
 
     # --- one INT8 evaluation ----------------------------------------------------------------------
     def evaluate(self, qcfg, items, calib_hash, fp32_val: np.ndarray):
@@ -121,7 +124,9 @@ def run_quantized(p: Pipeline) -> dict:
         ranking = rank_layers(r.fp32_onnx(), ext.path, x)
         k = 1
         while drop > qcfg.max_drop and k <= min(MAX_FALLBACK_LAYERS, len(ranking)):
-            trial = dataclasses.replace(qcfg, ignore=tuple(dict.fromkeys(qcfg.ignore + tuple(x["layer"] for x in ranking[:k]))))
+            trial = dataclasses.replace(
+                qcfg, ignore=tuple(dict.fromkeys(qcfg.ignore + tuple(x["layer"] for x in ranking[:k])))
+            )
             info(f"fallback: keeping {k} layer(s) in floating point: {', '.join(trial.ignore)}")
             ext, got, res, agreement = r.evaluate(trial, items, chash, fp32_val)
             qcfg, drop, k = trial, res32.val_acc - res.val_acc, k * 2
@@ -129,10 +134,20 @@ def run_quantized(p: Pipeline) -> dict:
     status, warnings = _verdict(drop, res32.val_acc, qcfg)
     shutil.copyfile(ext.path, _ensure(p.out) / "backbone.int8.onnx")
     quant = {
-        "target": qcfg.target, "method": qcfg.calib_method, "calib_size": len(items), "calib_requested": r.q.calib_size,
-        "calib_sha256": chash, "calib_from": "train", "ignored": list(qcfg.ignore), "quantizer": quantizer_version(qcfg.target),
-        "engine": f"{ext.engine} {ext.context()['runtime']}", "precision_used": ext.precision_used,
-        "onnx": "backbone.int8.onnx", "status": status, "sensitivity": ranking, "auto_fallback": qcfg.auto_fallback,
+        "target": qcfg.target,
+        "method": qcfg.calib_method,
+        "calib_size": len(items),
+        "calib_requested": r.q.calib_size,
+        "calib_sha256": chash,
+        "calib_from": "train",
+        "ignored": list(qcfg.ignore),
+        "quantizer": quantizer_version(qcfg.target),
+        "engine": f"{ext.engine} {ext.context()['runtime']}",
+        "precision_used": ext.precision_used,
+        "onnx": "backbone.int8.onnx",
+        "status": status,
+        "sensitivity": ranking,
+        "auto_fallback": qcfg.auto_fallback,
     }
     metrics = {"val_acc_fp32": res32.val_acc, "int8_agreement": agreement, "int8_drop": drop}
     record = p.record(res, {"metrics": metrics, "quantize": quant, "warnings": warnings})

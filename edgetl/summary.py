@@ -25,11 +25,16 @@ def print_train_summary(r: dict) -> None:
         t.add_row("skipped", f"{len(d['skipped'])} files (listed in run.json data.skipped)")
     t.add_row("backbone", f"{r['backbone']['name']}  (weights sha256 {r['backbone']['weights_sha256'][:12]}…)")
     pre = r["preprocess"]
-    t.add_row("preprocess", f"{pre['size'][0]}x{pre['size'][1]} {pre['interpolation']}, mean {pre['mean']}, std {pre['std']}")
+    t.add_row(
+        "preprocess", f"{pre['size'][0]}x{pre['size'][1]} {pre['interpolation']}, mean {pre['mean']}, std {pre['std']}"
+    )
     q = r.get("quantize")
     if q:
-        t.add_row("quantize", f"INT8 for {q['target']} ({q['method']}, {q['calib_size']} calib images, "
-                              f"{len(q['ignored'])} layers kept FP), run by {q['engine']}")
+        t.add_row(
+            "quantize",
+            f"INT8 for {q['target']} ({q['method']}, {q['calib_size']} calib images, "
+            f"{len(q['ignored'])} layers kept FP), run by {q['engine']}",
+        )
     t.add_row("head", f"{r['head']['kind']}, best epoch {r['head']['best_epoch']} of {r['head']['epochs_run']}")
     acc = f"[bold green]{m['val_acc']:.4f}[/]"
     if "val_acc_fp32" in m:
@@ -60,6 +65,13 @@ def print_cache_table(root: Path, contexts: list[dict]) -> None:
         size = ctx.get("preprocess", {}).get("size", ["?", "?"])
         engine = f"{ctx.get('engine', '?')} {ctx.get('precision', '')}".strip()
         age = (time.time() - c["last_used"]) / 86400
-        t.add_row(c["key"][:12], str(ctx.get("backbone", "?")), f"{size[0]}x{size[1]}", engine, str(c["shards"]),
-                  f"{c['bytes'] / 1e6:.1f}", f"{age:.1f} d ago")
+        t.add_row(
+            c["key"][:12],
+            str(ctx.get("backbone", "?")),
+            f"{size[0]}x{size[1]}",
+            engine,
+            str(c["shards"]),
+            f"{c['bytes'] / 1e6:.1f}",
+            f"{age:.1f} d ago",
+        )
     out.print(t if contexts else f"feature cache {root} is empty")

@@ -154,6 +154,7 @@ class OpenVINOTarget:
             "static": static,
             "compress_to_fp16": False,
             "extension": f"extensions/{extension.name}" if extension else None,
+            "fused_ops": _fused_ops(model),  # which edgetl ops run as native kernels (empty: decomposition)
         }
         with artifact_writer(out) as stage:
             ov.save_model(model, str(stage / "model.xml"), compress_to_fp16=False)
@@ -212,6 +213,12 @@ class OpenVINOTarget:
                 f"devices here: {', '.join(core.available_devices)}"
             ) from None
         return OpenVINORunner(compiled, _runtime_info(compiled, device))
+
+
+def _fused_ops(model) -> list[str]:
+    from edgetl.ops.ov_reader import fused_ops  # compile side only: it imports onnx
+
+    return fused_ops(model)
 
 
 def _static_shape(src, options: CompileOptions) -> list[int]:

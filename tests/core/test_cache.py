@@ -73,8 +73,12 @@ def test_flipped_byte_in_a_shard_is_detected_and_recomputed(image_folder: Path, 
     shard.write_bytes(bytes(data))
     checked, _, bad = verify(isolated_cache)
     assert bad == [str(shard)] and checked >= 1
-    out = subprocess.run([sys.executable, "-m", "edgetl", "cache", "verify"], capture_output=True, text=True,
-                         env={**os.environ, "EDGETL_CACHE_DIR": str(isolated_cache)})
+    out = subprocess.run(
+        [sys.executable, "-m", "edgetl", "cache", "verify"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "EDGETL_CACHE_DIR": str(isolated_cache)},
+    )
     assert out.returncode == 1 and "1 corrupt" in out.stdout
     p, after = _features(tiny_cfg(image_folder, tmp_path / "r2"))
     assert p.caches[0].stats.corrupt == [str(shard)] and p.caches[0].stats.misses > 0
@@ -116,8 +120,14 @@ print(json.dumps(p.caches[0].stats.to_dict()))
 def _worker(data: Path, out: Path, cache: Path, delay: float) -> subprocess.Popen:
     out.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "EDGETL_CACHE_DIR": str(cache), "PYTHONPATH": str(REPO)}
-    return subprocess.Popen([sys.executable, "-c", WORKER, str(data), str(out), str(delay)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    return subprocess.Popen(
+        [sys.executable, "-c", WORKER, str(data), str(out), str(delay)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
 
 
 def _load(out: Path) -> dict[str, np.ndarray]:
@@ -170,6 +180,9 @@ def test_two_concurrent_runs_share_a_cache_dir(tmp_path: Path):
 
 @pytest.mark.parametrize("cmd", [["ls"], ["prune"], ["verify"]])
 def test_cache_commands_run_on_an_empty_cache(cmd, tmp_path: Path):
-    out = subprocess.run([sys.executable, "-m", "edgetl", "cache", *cmd, "--cache-dir", str(tmp_path / "c")],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "edgetl", "cache", *cmd, "--cache-dir", str(tmp_path / "c")],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stderr

@@ -18,8 +18,19 @@ def edgetl(*args: str, cache: Path) -> subprocess.CompletedProcess:
 
 def test_train_writes_the_run_json_contract(image_folder: Path, tmp_path: Path, isolated_cache: Path):
     out = tmp_path / "run"
-    r = edgetl("train", "--data", str(image_folder), "--backbone", "test_tiny", "--epochs", "3", "--out", str(out),
-               "--cache-features", cache=isolated_cache)
+    r = edgetl(
+        "train",
+        "--data",
+        str(image_folder),
+        "--backbone",
+        "test_tiny",
+        "--epochs",
+        "3",
+        "--out",
+        str(out),
+        "--cache-features",
+        cache=isolated_cache,
+    )
     assert r.returncode == 0, r.stderr
     run = json.loads((out / "run.json").read_text())
     for key in ("config", "classes", "preprocess", "backbone", "metrics", "cache", "data", "timing"):
@@ -41,8 +52,9 @@ def test_existing_run_is_not_overwritten(image_folder: Path, tmp_path: Path, iso
     (out / "run.json").write_text("{}")
     r = edgetl("train", "--data", str(image_folder), "--backbone", "test_tiny", "--out", str(out), cache=isolated_cache)
     assert r.returncode == 2
-    assert r.stderr.strip().splitlines() == [f"error: --out {out}: already holds a run (run.json); choose another "
-                                             "folder or pass --overwrite"]
+    assert r.stderr.strip().splitlines() == [
+        f"error: --out {out}: already holds a run (run.json); choose another folder or pass --overwrite"
+    ]
     assert (out / "run.json").read_text() == "{}"
 
 
@@ -64,8 +76,10 @@ def test_bad_usage_is_one_line_and_exit_2(args: list[str], message: str, isolate
     assert "Traceback" not in r.stderr
 
 
-@pytest.mark.parametrize("command", [["train"], ["cache"], ["cache", "prune"], ["export"], ["compile"], ["predict"],
-                                     ["bench"], ["doctor"], ["demo"]])
+@pytest.mark.parametrize(
+    "command",
+    [["train"], ["cache"], ["cache", "prune"], ["export"], ["compile"], ["predict"], ["bench"], ["doctor"], ["demo"]],
+)
 def test_every_command_has_help(command: list[str], isolated_cache: Path):
     r = edgetl(*command, "--help", cache=isolated_cache)
     assert r.returncode == 0 and "edgetl" in r.stdout

@@ -62,8 +62,12 @@ def test_changing_calibration_or_target_misses_the_cache(folder: Path, tmp_path:
 def test_fallback_search_finds_the_deliberately_sensitive_layer(folder: Path, tmp_path: Path, target: str):
     """test_sensitive scales one channel 1000x before `tail` (undone by tail's weights): per-tensor INT8 ranges
     at tail's input crush every other channel. The ranking must put that layer first on every target."""
-    cfg = tiny_cfg(folder, tmp_path / "r", backbone="test_sensitive",
-                   quantize=QuantizeCfg(calib_size=16, target=target, auto_fallback=True))
+    cfg = tiny_cfg(
+        folder,
+        tmp_path / "r",
+        backbone="test_sensitive",
+        quantize=QuantizeCfg(calib_size=16, target=target, auto_fallback=True),
+    )
     r = run_train(cfg)
     ranking = r["quantize"]["sensitivity"]
     assert ranking[0]["layer"] == "/tail/Conv", ranking[:3]
@@ -71,8 +75,12 @@ def test_fallback_search_finds_the_deliberately_sensitive_layer(folder: Path, tm
 
 
 def test_quant_ignore_keeps_the_layer_in_float(folder: Path, tmp_path: Path):
-    cfg = tiny_cfg(folder, tmp_path / "r", backbone="test_sensitive",
-                   quantize=QuantizeCfg(calib_size=16, target="tensorrt", ignore=("/tail/Conv",)))
+    cfg = tiny_cfg(
+        folder,
+        tmp_path / "r",
+        backbone="test_sensitive",
+        quantize=QuantizeCfg(calib_size=16, target="tensorrt", ignore=("/tail/Conv",)),
+    )
     r = run_train(cfg)
     assert r["quantize"]["ignored"] == ["/tail/Conv"]
     graph = onnx.load(str(tmp_path / "r" / "backbone.int8.onnx")).graph
@@ -83,8 +91,14 @@ def test_quant_ignore_keeps_the_layer_in_float(folder: Path, tmp_path: Path):
 
 def test_unknown_ignored_layer_is_named_with_a_suggestion(folder: Path, tmp_path: Path):
     with pytest.raises(UserError, match=r"--quant-ignore '/tail/Cnv'.*did you mean '/tail/Conv'"):
-        run_train(tiny_cfg(folder, tmp_path / "r", backbone="test_sensitive",
-                           quantize=QuantizeCfg(calib_size=16, ignore=("/tail/Cnv",))))
+        run_train(
+            tiny_cfg(
+                folder,
+                tmp_path / "r",
+                backbone="test_sensitive",
+                quantize=QuantizeCfg(calib_size=16, ignore=("/tail/Cnv",)),
+            )
+        )
 
 
 def test_bad_calibration_input_is_one_clear_line(tmp_path: Path):
@@ -111,3 +125,28 @@ def test_select_calibration_is_seeded(folder: Path):
     a = [it.key for it in select_calibration(ds.train, 10, seed=1)]
     assert a == [it.key for it in select_calibration(ds.train, 10, seed=1)]
     assert a != [it.key for it in select_calibration(ds.train, 10, seed=2)]
+
+
+def test_a_collapsed_int8_run_is_never_exported(folder: Path, tmp_path: Path):
+    import json
+
+    from edgetl.export import export_run
+
+    out = tmp_path / "r"
+    run_train(_int8(folder, out, target="onnxruntime"))
+    record = json.loads((out / "run.json").read_text())
+    record["quantize"]["status"] = "collapsed"  # what run_int8 writes when INT8 loses > 10 points
+    (out / "run.json").write_text(json.dumps(record))
+    with pytest.raises(UserError, match="collapsed .* must not ship"):
+        export_run(out)
+    assert not (out / "model.onnx").exists()
+
+
+def test_verdict_names_the_fix():
+    from edgetl.run_int8 import _verdict
+
+    assert _verdict(0.004, 0.96, QuantizeCfg()) == ("ok", [])
+    status, lines = _verdict(0.02, 0.96, QuantizeCfg())
+    assert status == "degraded" and "--quant-auto-fallback" in lines[0]
+    status, lines = _verdict(0.3, 0.96, QuantizeCfg())
+    assert status == "collapsed" and "must not ship" in lines[0]

@@ -10,9 +10,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from tests.deploy.conftest import COLOURS
 
 from edgetl.cli import main
+from tests.deploy.conftest import COLOURS
 
 REPO = Path(__file__).resolve().parents[2]
 BLOCKED = ("torch", "timm", "onnx")  # onnx only: onnxruntime is a different top-level package

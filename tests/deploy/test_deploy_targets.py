@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from tests.deploy.conftest import CLASSES, COLOURS, reference_probs
 
 from edgetl.bundle import package
 from edgetl.data import decode_image
 from edgetl.errors import UserError
 from edgetl.runtime import Predictor
 from edgetl.targets import CompileOptions, Runner, get_target, registry
+from tests.deploy.conftest import CLASSES, COLOURS, reference_probs
 
 
 def _frames() -> list[np.ndarray]:

@@ -13,12 +13,12 @@ import types
 
 import numpy as np
 import pytest
-from tests.deploy.conftest import reference_probs
 
 from edgetl.bundle import open_bundle, package
 from edgetl.errors import RuntimeMissing, UserError
 from edgetl.targets import CompileOptions, get_target
 from edgetl.targets.tensorrt_plan import BuildSettings, engine_mismatch, on_device_steps
+from tests.deploy.conftest import reference_probs
 
 TRT_MISSING = get_target("tensorrt").available()
 

@@ -8,6 +8,9 @@ import onnx
 import openvino as ov
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+
+from edgetl.ops import onnx_functions, ov_reader, reference
+from edgetl.preprocess import Preprocess
 from tests.ops.ops_testing import (
     POOL_HEAD_CASES,
     PREPROCESS_CASES,
@@ -18,9 +21,6 @@ from tests.ops.ops_testing import (
     run_onnxruntime,
     run_openvino,
 )
-
-from edgetl.ops import onnx_functions, ov_reader, reference
-from edgetl.preprocess import Preprocess
 
 
 def _preprocess_outputs(frames: np.ndarray, pre: Preprocess) -> dict[str, np.ndarray]:

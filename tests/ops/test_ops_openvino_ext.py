@@ -8,6 +8,8 @@ from __future__ import annotations
 import numpy as np
 import openvino as ov
 import pytest
+
+from edgetl.ops import native, onnx_functions, ov_reader
 from tests.ops.ops_testing import (
     POOL_HEAD_CASES,
     PREPROCESS_CASES,
@@ -17,8 +19,6 @@ from tests.ops.ops_testing import (
     poisoned,
     run_openvino,
 )
-
-from edgetl.ops import native, onnx_functions, ov_reader
 
 
 @pytest.fixture

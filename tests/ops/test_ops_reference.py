@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from tests.ops.ops_testing import POOL_HEAD_CASES, PREPROCESS_CASES
 
 from edgetl.ops import reference
+from tests.ops.ops_testing import POOL_HEAD_CASES, PREPROCESS_CASES
 
 torch = pytest.importorskip("torch")
 
