@@ -170,8 +170,9 @@ def extract(bundle: Path, dest: Path) -> dict:
                 raise UserError(f"{bundle}: no {MANIFEST} inside; build bundles with `edgetl package`")
             tar.extractall(dest, members=members, filter="data")
     except (tarfile.TarError, EOFError, OSError) as e:
+        why = " ".join(str(e).split())  # tarfile's messages span several lines; the user gets one
         raise UserError(
-            f"{bundle}: not a readable bundle ({e}); re-copy it or rebuild it with `edgetl package`"
+            f"{bundle}: not a readable bundle ({why}); re-copy it or rebuild it with `edgetl package`"
         ) from None
     manifest = read_manifest(dest, bundle)
     unlisted = {m.name for m in members} - set(manifest["files"]) - {MANIFEST}

@@ -1,5 +1,318 @@
-"""CLI commands for the bench stage (thin: parse options, call one library function)."""
+"""`edgetl bench`: latency of a bundle, its by-hand peers, and the CI regression gate (compare / A/B).
+
+Imported on the device: no torch at import time (only `--peers` needs the training stack, lazily).
+Exit codes: 0 ok / within bounds, 1 regression, 2 bad usage or incomparable, 130 interrupted (partial
+results are still printed and written).
+"""
 
 from __future__ import annotations
 
-COMMANDS: list = []
+import contextlib
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import click
+
+from edgetl.errors import UserError
+
+EXAMPLES = """
+\b
+edgetl bench parts-ov.tar.gz                       # model-only and end-to-end latency, one table
+edgetl bench parts-ov.tar.gz --batch 1,8 --threads 2 --duration 10 --json bench.json --plot bench.png
+edgetl bench --peers runs/parts/model.onnx --bundle parts-ov.tar.gz   # vs the pipelines written by hand
+edgetl bench --compare baseline.json bench.json --max-regression 10%  # CI gate: exit 1 on a regression
+edgetl bench --ab old.tar.gz new.tar.gz --rounds 7 --max-regression 10%   # A/B in one job (recommended)
+"""
+
+
+def _ints(text: str, option: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UserError(f"{option} {text!r}: give comma-separated integers, e.g. 1,8") from None
+    if not values or any(not 1 <= v <= 1024 for v in values):
+        raise UserError(f"{option} {text!r}: each value must be within 1..1024")
+    return values
+
+
+def _modes(text: str) -> list[str]:
+    from edgetl.bench import MODES
+
+    modes = [m.strip() for m in text.split(",") if m.strip()]
+    if not modes or any(m not in MODES for m in modes):
+        raise UserError(f"--mode {text!r}: choose from {', '.join(MODES)} (comma-separated)")
+    return modes
+
+
+def _frame_size(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise UserError(f"--frame-size {text!r}: give HEIGHTxWIDTH, e.g. 480x640") from None
+    if not (8 <= h <= 8192 and 8 <= w <= 8192):
+        raise UserError(f"--frame-size {text!r}: sides must be within 8..8192")
+    return h, w
+
+
+@contextlib.contextmanager
+def _progress(label: str, total: float, unit: str = "it") -> Iterator[Callable[[float, int], None]]:
+    """A rich progress line (stderr, terminals only); tick(done, count) with `done` in the units of `total`."""
+    from edgetl.progress import bar
+
+    with bar(label, total=max(int(total * 10), 1)) as b:
+        yield lambda done, n: b.update(completed=min(int(done * 10), int(total * 10)), status=f"{n} {unit}")
+
+
+def _print_table(results: list[dict], title: str, footer: list[str] = ()) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from edgetl.bench import table_rows
+
+    header, *rows = table_rows(results)
+    table = Table(title=title, title_justify="left")
+    for i, name in enumerate(header):
+        table.add_column(name, justify="left" if i < 4 else "right")
+    for row in rows:
+        table.add_row(*row)
+    console = Console(width=max(Console().width, 120))
+    console.print(table)
+    for line in footer:
+        console.print(line, soft_wrap=True)
+
+
+def _finish(
+    results: list[dict],
+    interrupted: bool,
+    json_path: Path | None,
+    plot_path: Path | None,
+    title: str,
+    footer: list[str] = (),
+    **extra,
+) -> None:
+    from edgetl.bench import plot, report, write_json
+
+    if not results:
+        raise UserError("nothing was measured (interrupted before the first result)")
+    _print_table(results, title + (" (interrupted: partial results)" if interrupted else ""), footer)
+    if json_path:
+        write_json(json_path, report(results, interrupted=interrupted, **extra))
+        click.echo(f"wrote {json_path}", err=True)
+    if plot_path:
+        plot(results, plot_path, title)
+        click.echo(f"wrote {plot_path}", err=True)
+    if interrupted:
+        sys.exit(130)
+
+
+def bench_bundle(bundle: Path, opts: dict) -> None:
+    from edgetl import bench
+    from edgetl.runtime import Predictor
+
+    threads = bench.use_threads(opts["threads"])
+    settings = bench.Settings(opts["warmup"], opts["duration"], opts["min_iters"])
+    with Predictor(bundle) as predictor:
+        frame = predictor.frame_size or opts["frame_size"] or bench.CAMERA_FRAME
+        jpegs = bench.load_jpegs(opts["images"], frame)
+        cases = [
+            case
+            for batch in _ints(opts["batch"], "--batch")
+            for case in bench.bundle_cases(predictor, Path(bundle).name, jpegs, batch, _modes(opts["mode"]), threads)
+        ]
+        info = predictor.info
+        click.echo(
+            f"{bundle}: {info['target']} on {info.get('device')}, precision {info.get('precision')}, "
+            f"{threads} thread(s), {len(jpegs)} images at {frame[0]}x{frame[1]}",
+            err=True,
+        )
+        results, interrupted = bench.run_cases(cases, settings, _progress)
+    _finish(results, interrupted, opts["json_path"], opts["plot"], f"edgetl bench {Path(bundle).name}")
+
+
+def bench_peers(model: Path, opts: dict) -> None:
+    from edgetl import bench, bench_peers
+    from edgetl.runtime import Predictor
+
+    threads = bench.use_threads(opts["threads"])
+    batch = _ints(opts["batch"], "--batch")
+    if len(batch) != 1:
+        raise UserError("--peers: give one --batch (the peers are compared at one batch size)")
+    jpegs = bench.load_jpegs(opts["images"], opts["frame_size"] or bench.CAMERA_FRAME)
+    frames = [bench.decode_image(j) for j in jpegs]
+    say = lambda m: click.echo(m, err=True)  # noqa: E731
+    with contextlib.ExitStack() as stack:
+        src = stack.enter_context(bench_peers.open_source(model))
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="edgetl-peers-")))
+        cases, skipped = bench_peers.peer_cases(src, frames, batch[0], threads, workdir, say)
+        for path in opts["bundles"]:
+            predictor = stack.enter_context(Predictor(path))
+            for case in bench.bundle_cases(predictor, f"edgetl {Path(path).name}", jpegs, batch[0], ["model"], threads):
+                case.fields["pipeline"] = "edgetl"
+                cases.append(case)
+        with _progress(
+            f"{len(cases)} pipelines, {opts['rounds']} interleaved rounds", opts["rounds"] * len(cases), "blocks"
+        ) as t:
+            results, interrupted = bench_peers.run_interleaved(
+                cases, opts["rounds"], opts["duration"], opts["warmup"], lambda n, total: t(n, n)
+            )
+    footer = [f"skipped {name}: {why}" for name, why in skipped]
+    _finish(
+        results,
+        interrupted,
+        opts["json_path"],
+        opts["plot"],
+        f"edgetl bench --peers {model}",
+        footer,
+        skipped=[{"name": n, "reason": r} for n, r in skipped],
+    )
+
+
+def gate_compare(files: tuple[Path, Path], opts: dict) -> None:
+    from edgetl.bench import load_results, write_json
+    from edgetl.bench_gate import compare_records, parse_threshold
+
+    threshold = parse_threshold(opts["max_regression"])
+    base, cand = (load_results(f) for f in files)
+    verdicts = compare_records(base, cand, threshold, opts["force"], lambda m: click.echo(f"warning: {m}", err=True))
+    for v in verdicts:
+        click.echo(v.line())
+    if opts["json_path"]:
+        write_json(opts["json_path"], {"format": "edgetl-gate/1", "verdicts": [v.to_json() for v in verdicts]})
+    sys.exit(1 if any(v.regressed for v in verdicts) else 0)
+
+
+def gate_ab(bundles: tuple[Path, Path], opts: dict) -> None:
+    from edgetl import bench
+    from edgetl.bench_gate import ab_test, parse_threshold
+    from edgetl.runtime import Predictor
+
+    threshold = parse_threshold(opts["max_regression"])
+    threads = bench.use_threads(opts["threads"])
+    batch = _ints(opts["batch"], "--batch")
+    modes = _modes(opts["mode"] if opts["mode_given"] else "model")
+    outcome = []
+    with Predictor(bundles[0]) as a, Predictor(bundles[1]) as b:
+        jpegs = bench.load_jpegs(opts["images"], a.frame_size or opts["frame_size"] or bench.CAMERA_FRAME)
+        for size in batch:
+            pairs = zip(
+                bench.bundle_cases(a, "baseline", jpegs, size, modes, threads),
+                bench.bundle_cases(b, "candidate", jpegs, size, modes, threads),
+                strict=True,
+            )
+            for base, cand in pairs:
+                key = f"{cand.fields['mode']} b{size}"
+                result = ab_test(base, cand, opts["rounds"], threshold, key=key)
+                click.echo(result.verdict.line())
+                outcome.append(result)
+                if result.interrupted:
+                    break
+    if opts["json_path"]:
+        bench.write_json(
+            opts["json_path"],
+            {
+                "format": "edgetl-gate/1",
+                "baseline": str(bundles[0]),
+                "candidate": str(bundles[1]),
+                "threads": threads,
+                "cpu": bench.cpu_info(),
+                "ab": [r.to_json() for r in outcome],
+            },
+        )
+    if any(r.interrupted for r in outcome):
+        sys.exit(130)
+    sys.exit(1 if any(r.verdict.regressed for r in outcome) else 0)
+
+
+@click.command("bench", epilog=EXAMPLES)
+@click.argument("bundle", required=False, type=click.Path(path_type=Path))
+@click.option("--batch", default="1", show_default=True, help="Batch sizes, comma-separated (e.g. 1,8).")
+@click.option(
+    "--mode",
+    default="model,end_to_end",
+    show_default=True,
+    help="model (Runner.infer) and/or end_to_end (JPEG -> label).",
+)
+@click.option("--threads", default=0, show_default=True, type=int, help="Pin to N CPUs (0 = all this process may use).")
+@click.option("--duration", default=5.0, show_default=True, type=float, help="Minimum seconds timed per measurement.")
+@click.option("--warmup", default=1.0, show_default=True, type=float, help="Seconds of untimed warm-up first.")
+@click.option("--min-iters", default=50, show_default=True, type=int, help="Minimum timed iterations per measurement.")
+@click.option(
+    "--images",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Real photos (files/folders) to rotate; default: scikit-image's sample photos.",
+)
+@click.option(
+    "--frame-size", default=None, help="HxW the images are brought to [default: 480x640, or the bundle's static size]."
+)
+@click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write all results as JSON.")
+@click.option("--plot", type=click.Path(path_type=Path), help="Write a PNG plot of the results.")
+@click.option(
+    "--peers",
+    type=click.Path(path_type=Path),
+    metavar="MODEL.onnx",
+    help="Time the model through every installed by-hand pipeline.",
+)
+@click.option(
+    "--bundle",
+    "bundles",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="With --peers: edgetl bundles to time alongside (repeatable).",
+)
+@click.option(
+    "--compare",
+    nargs=2,
+    type=click.Path(path_type=Path),
+    metavar="BASE.json NEW.json",
+    help="CI gate on two saved --json files.",
+)
+@click.option(
+    "--ab",
+    nargs=2,
+    type=click.Path(path_type=Path),
+    metavar="BASE NEW",
+    help="CI gate: time two bundles interleaved in this job.",
+)
+@click.option("--rounds", default=7, show_default=True, type=int, help="--ab/--peers: interleaved rounds.")
+@click.option("--max-regression", default="10%", show_default=True, help="--compare/--ab: allowed slowdown of p50.")
+@click.option("--force", is_flag=True, help="--compare: compare even when hardware or settings differ.")
+@click.pass_context
+def bench_cmd(ctx: click.Context, bundle: Path | None, **opts) -> None:
+    """Latency you can trust: warm-up, then at least --duration seconds and --min-iters iterations over
+    several real images; p50/p90/p95/p99, throughput, and what actually ran (precision, threads, CPU)."""
+    chosen = [
+        name
+        for name, value in (
+            ("BUNDLE", bundle),
+            ("--peers", opts["peers"]),
+            ("--compare", opts["compare"]),
+            ("--ab", opts["ab"]),
+        )
+        if value
+    ]
+    if len(chosen) != 1:
+        raise UserError(
+            f"bench: give exactly one of BUNDLE, --peers, --compare, --ab (got {', '.join(chosen) or 'none'})"
+        )
+    if opts["bundles"] and not opts["peers"]:
+        raise UserError("--bundle: only used with --peers; to time one bundle give it as the argument")
+    if opts["rounds"] < 1:
+        raise UserError(f"--rounds {opts['rounds']}: give at least 1")
+    opts["frame_size"] = _frame_size(opts["frame_size"])
+    opts["mode_given"] = ctx.get_parameter_source("mode") != click.core.ParameterSource.DEFAULT
+    if bundle:
+        bench_bundle(bundle, opts)
+    elif opts["peers"]:
+        bench_peers(opts["peers"], opts)
+    elif opts["compare"]:
+        gate_compare(opts["compare"], opts)
+    else:
+        gate_ab(opts["ab"], opts)
+
+
+COMMANDS = [bench_cmd]

@@ -29,8 +29,12 @@ class BadImage(Exception):
     """A file that is not a usable image; the message is the reason shown to the user."""
 
 
-def decode_image(data: bytes) -> np.ndarray:
-    """Bytes -> uint8 RGB [H, W, 3], EXIF orientation applied, 16-bit scaled (not clipped to white)."""
+def decode_image(data: bytes, min_size: tuple[int, int] | None = None) -> np.ndarray:
+    """Bytes -> uint8 RGB [H, W, 3], EXIF orientation applied, 16-bit scaled (not clipped to white).
+
+    `min_size` (h, w): a JPEG is decoded at the smallest DCT scale (1/1..1/8) that keeps it at least that big
+    (`Preprocess.decode_min_size`; training and the device pass the same value, so they see the same pixels).
+    """
     if not data:
         raise BadImage("empty file (0 bytes)")
     try:
@@ -40,8 +44,13 @@ def decode_image(data: bytes) -> np.ndarray:
                 w, h = im.size
                 if w * h > MAX_PIXELS:
                     raise BadImage(f"{w}x{h} pixels exceeds the {MAX_PIXELS:,}-pixel limit (decompression bomb?)")
+                orientation = im.getexif().get(0x0112, 1)
+                if min_size is not None and im.format == "JPEG":
+                    h, w = min_size if orientation < 5 else min_size[::-1]  # 5..8 swap width and height
+                    im.draft(None, (w, h))
                 im.load()
-                im = ImageOps.exif_transpose(im)
+                if orientation != 1:  # transpose (a full copy) only when EXIF asks for it
+                    im = ImageOps.exif_transpose(im)
                 return _to_rgb(im)
     except BadImage:
         raise
@@ -54,6 +63,8 @@ def decode_image(data: bytes) -> np.ndarray:
 
 
 def _to_rgb(im: Image.Image) -> np.ndarray:
+    if im.mode == "RGB":  # the common case (JPEG photos): one copy out of Pillow, no conversion
+        return np.asarray(im, dtype=np.uint8)
     if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         a = np.asarray(im, dtype=np.float64)
         top = 65535.0 if im.mode.startswith("I;16") or a.max() > 255 else 255.0
@@ -86,10 +97,10 @@ class Item:
     key: str = ""
     pixels: np.ndarray | None = None  # built-in data carries its pixels; files are read on demand
 
-    def load(self) -> np.ndarray:
+    def load(self, min_size: tuple[int, int] | None = None) -> np.ndarray:
         if self.pixels is not None:
             return self.pixels
-        return decode_image(Path(self.path).read_bytes())
+        return decode_image(Path(self.path).read_bytes(), min_size)
 
 
 @dataclass

@@ -192,7 +192,7 @@ def export_run(
     run_dir: Path,
     out: Path | None = None,
     input_format: str = "uint8-nhwc",
-    fused_ops: bool = False,
+    fused_ops: bool = True,
     debug_parity: bool = False,
     max_images: int = parity.MAX_IMAGES,
     echo=print,

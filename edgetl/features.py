@@ -113,7 +113,7 @@ def decode(items: list[Item], pre: Preprocess, skip: Skipper) -> tuple[list[Item
     kept, xs = [], []
     for it in items:
         try:
-            xs.append(pre(it.load()[None]))
+            xs.append(pre(it.load(pre.decode_min_size)[None]))
         except BadImage as e:
             skip(it.path, str(e))
             continue

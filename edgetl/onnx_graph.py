@@ -40,7 +40,7 @@ def add_head(model: onnx.ModelProto, features: str, head: nn.Module, pooled: boo
     The label is the ArgMax of the logits (not of the probabilities, whose rounding can create ties), like
     `edgetl.ops.reference.pool_head` and the training-time accuracy.
     """
-    if fused_ops:
+    if fused_ops and isinstance(head, nn.Linear):  # PoolHead holds a linear head; an MLP head stays standard ops
         add_fused_head(model, features, head, pooled)
         return
     graph = model.graph
@@ -69,9 +69,7 @@ def add_head(model: onnx.ModelProto, features: str, head: nn.Module, pooled: boo
 def add_fused_head(model: onnx.ModelProto, features: str, head: nn.Module, pooled: bool) -> None:
     """`ai.edgetl::PoolHead` (linear heads only); pooled INT8 features become a 1x1 map, whose mean is itself."""
     if not isinstance(head, nn.Linear):
-        raise UserError(
-            "--fused-ops: the fused PoolHead holds a linear head; this run has an MLP head (use --no-fused-ops)"
-        )
+        raise ValueError("the fused PoolHead holds a linear head only")
     fmap = features
     if pooled:
         fmap = "head/features_1x1"

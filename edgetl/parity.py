@@ -54,9 +54,10 @@ def val_frames(record: dict, limit: int) -> tuple[list[np.ndarray], np.ndarray]:
         raise UserError(f"--data {cfg['data']}: no validation images to check the export on")
     picks = np.unique(np.linspace(0, len(ds.val) - 1, min(limit, len(ds.val))).round().astype(int))
     frames, labels = [], []
+    min_size = Preprocess.from_dict(record["preprocess"]).decode_min_size
     for i in picks:
         try:
-            frames.append(ds.val[i].load())
+            frames.append(ds.val[i].load(min_size))
         except BadImage:
             continue
         labels.append(ds.val[i].label)

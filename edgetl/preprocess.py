@@ -2,7 +2,9 @@
 
 Semantics (identical in NumPy, torch, the ONNX graph and the fused `Preprocess` kernel):
 
-1. a uint8 RGB frame [H, W, 3] of any size,
+1. a uint8 RGB frame [H, W, 3] of any size (a JPEG file is decoded with libjpeg's DCT scaling straight to the
+   smallest 1/2, 1/4 or 1/8 scale still at least `size` when `jpeg_draft` is on: the same in training and on
+   the device, and much cheaper than decoding every pixel of a large photo to throw most of them away),
 2. resized straight to `size` (no crop) with bilinear interpolation, half-pixel centres, source
    coordinates clamped at the border, no antialiasing (= ONNX `Resize(mode=linear,
    coordinate_transformation_mode=half_pixel)` = `torch.nn.functional.interpolate(bilinear,
@@ -35,6 +37,7 @@ class Preprocess:
     resize: str = "stretch"  # the whole frame is resized to `size`; no crop
     channel_order: str = "RGB"
     layout: str = "NCHW"
+    jpeg_draft: bool = True  # JPEG files: decode at a reduced DCT scale, never below `size` (see module doc)
 
     def __post_init__(self) -> None:
         h, w = self.size
@@ -67,11 +70,17 @@ class Preprocess:
             resize=d.get("resize", "stretch"),
             channel_order=d.get("channel_order", "RGB"),
             layout=d.get("layout", "NCHW"),
+            jpeg_draft=bool(d.get("jpeg_draft", False)),
         )
 
     def key(self) -> str:
         """Canonical JSON: part of every feature-cache key."""
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+    @property
+    def decode_min_size(self) -> tuple[int, int] | None:
+        """What `edgetl.data.decode_image(data, min_size)` needs for files decoded for this spec."""
+        return self.size if self.jpeg_draft else None
 
     # --- derived constants used by every implementation ----------------------------------------
     def scale_bias(self) -> tuple[np.ndarray, np.ndarray]:

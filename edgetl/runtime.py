@@ -122,7 +122,7 @@ class Predictor:
         skip = Skipper(strict, warn)
         for path in paths:
             try:
-                frame = decode_image(Path(path).read_bytes())
+                frame = decode_image(Path(path).read_bytes(), self.preprocess.decode_min_size)
             except BadImage as e:
                 skip(str(path), str(e))
                 continue

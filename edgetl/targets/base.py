@@ -29,7 +29,9 @@ class CompileOptions:
     threads: int = 0  # 0 = the runtime's default
     static: bool = False  # fixed input shape (always on for NPU)
     frame_size: tuple[int, int] | None = None  # (H, W) of camera frames when shapes are static
-    fused_kernels: bool = False  # OpenVINO: load edgetl's native extension for ai.edgetl ops
+    # Native kernels for ai.edgetl ops: None = where built and measured faster (OpenVINO CPU), True = required,
+    # False = run their standard-op decomposition.
+    fused_kernels: bool | None = None
     workspace_mb: int = 1024  # TensorRT builder workspace
 
     def __post_init__(self) -> None:

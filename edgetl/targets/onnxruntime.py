@@ -8,6 +8,7 @@ they change latency more than anything else on small CPUs.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -99,8 +100,15 @@ class ORTTarget:
         device = (options.device or "CPU").upper()
         provider = _provider(device)
         src.precision_for(options.precision, ("fp32", "int8"), self.name)
-        if options.static or options.fused_kernels:
+        if options.static or options.fused_kernels:  # ORT inlines the ai.edgetl function bodies itself
             raise UserError("--static/--fused-kernels: not used by --target onnxruntime; drop them")
+        layout = (src.meta.get("quantize") or {}).get("target")
+        if layout and layout != "onnxruntime":
+            print(
+                f"warning: {src.path} holds an INT8 backbone laid out for {layout}; ONNX Runtime runs that layout on "
+                "a slow path: for an ONNX Runtime bundle train with --quantize int8 --target onnxruntime",
+                file=sys.stderr,
+            )
         with artifact_writer(out) as stage:
             _session(src.path, options.threads, "ORT_ENABLE_EXTENDED", provider, optimized_to=stage / "model.onnx")
             session = _session(stage / "model.onnx", options.threads, "ORT_ENABLE_ALL", provider)

@@ -50,6 +50,19 @@ def native_extension() -> Path:
     return Path(path)
 
 
+def _extension_for(src, fused_kernels: bool | None) -> Path | None:
+    """The native extension to use: required with --fused-kernels; by default wherever the model has ai.edgetl
+    ops and the extension is built (measured faster on OpenVINO CPU: benchmarks/results/kernels.json)."""
+    if fused_kernels:
+        return native_extension()
+    if fused_kernels is None and src.custom_ops:
+        from edgetl.ops.native import openvino_extension_path
+
+        path = openvino_extension_path()
+        return Path(path) if path else None
+    return None
+
+
 def model_cache_dir(device: str) -> Path:
     """One cache folder per OpenVINO version and device, so blobs from another version are never reused."""
     return cache_root() / "openvino" / _version() / device.replace(":", "_").replace("/", "_")
@@ -127,7 +140,7 @@ class OpenVINOTarget:
         require_output(src.outputs, src.path)
         device = options.device or "CPU"
         src.precision_for(options.precision, ("fp32", "fp16", "bf16", "int8"), self.name)
-        extension = native_extension() if options.fused_kernels else None
+        extension = _extension_for(src, options.fused_kernels)
         static = options.static or device.startswith("NPU")
         try:
             if src.custom_ops:

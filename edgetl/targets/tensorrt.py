@@ -42,6 +42,16 @@ def device_identity() -> dict:
     return {"tensorrt": trt.__version__, "gpu": name, "compute_capability": f"{props.major}.{props.minor}"}
 
 
+def load_plugins(trt) -> None:
+    """Register edgetl's fused-op plugins (IPluginV3) before parsing or deserializing a graph that uses them."""
+    from edgetl.ops.native import tensorrt_plugin_path
+
+    path = tensorrt_plugin_path()
+    if path is None:
+        raise UserError("this engine uses edgetl's fused kernels: build the TensorRT plugin here first (make kernels)")
+    trt.get_plugin_registry().load_library(str(path))
+
+
 def build_engine(onnx: Path, settings: BuildSettings, engine_out: Path, timing_cache: Path) -> dict:
     """Parse the ONNX, build with one optimization profile and a timing cache, write the serialized engine."""
     import tensorrt as trt
@@ -49,6 +59,8 @@ def build_engine(onnx: Path, settings: BuildSettings, engine_out: Path, timing_c
     from edgetl.fileio import atomic_write_bytes
 
     logger = trt.Logger(trt.Logger.WARNING)
+    if settings.plugins:
+        load_plugins(trt)
     builder = trt.Builder(logger)
     network = builder.create_network(0)  # TensorRT 10: explicit batch is the only mode
     parser = trt.OnnxParser(network, logger)
@@ -170,7 +182,15 @@ class TensorRTTarget:
         )
         buildable = self.available() is None
         with artifact_writer(out) as stage:
-            shutil.copy2(src.path, stage / "model.onnx")
+            if src.custom_ops and not options.fused_kernels:
+                # Without edgetl's plugin on the device the ai.edgetl nodes become their standard-op decomposition.
+                import onnx
+
+                from edgetl.ops.onnx_functions import decompose
+
+                onnx.save(decompose(onnx.load(str(src.path))), str(stage / "model.onnx"))
+            else:
+                shutil.copy2(src.path, stage / "model.onnx")
             for data in src.external_files:  # external weights keep their names next to the model
                 target = stage / data.relative_to(src.path.resolve().parent)
                 target.parent.mkdir(parents=True, exist_ok=True)
@@ -218,6 +238,8 @@ class TensorRTTarget:
                 settings = BuildSettings.from_dict(artifact.manifest["settings"])
                 engine_path.parent.mkdir(parents=True, exist_ok=True)
                 build_engine(artifact.path("model.onnx"), settings, engine_path, timing_cache_path())
+        if artifact.manifest["settings"].get("plugins"):
+            load_plugins(trt)
         runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         engine = runtime.deserialize_cuda_engine(engine_path.read_bytes())
         if engine is None:
@@ -232,7 +254,13 @@ def build_settings(src, options: CompileOptions, precision: str) -> BuildSetting
     else:
         frame = src.preprocess.size
     return BuildSettings(
-        src.input_name, src.input_format, tuple(frame), precision, options.max_batch, workspace_mb=options.workspace_mb
+        src.input_name,
+        src.input_format,
+        tuple(frame),
+        precision,
+        options.max_batch,
+        workspace_mb=options.workspace_mb,
+        plugins=bool(src.custom_ops and options.fused_kernels),
     )
 
 

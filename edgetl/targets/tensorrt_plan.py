@@ -17,6 +17,10 @@ from edgetl.errors import UserError
 PRECISIONS = ("fp32", "fp16", "int8")
 
 
+# Built on the device by `make kernels` (TensorRT headers are needed); edgetl.ops.native finds it there.
+PLUGIN_LIBRARY = "libedgetl_tensorrt.so"
+
+
 @dataclass(frozen=True)
 class BuildSettings:
     input_name: str
@@ -26,6 +30,7 @@ class BuildSettings:
     max_batch: int = 1
     opt_batch: int = 1  # the profile is tuned for single-frame latency, valid up to max_batch
     workspace_mb: int = 1024
+    plugins: bool = False  # the graph keeps ai.edgetl nodes: edgetl's TensorRT plugin library must be loaded
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -71,6 +76,7 @@ class BuildSettings:
             *[f"--{flag.lower()}" for flag in self.flags()],
             f"--memPoolSize=workspace:{self.workspace_mb}M",
             f"--timingCacheFile={cache}",
+            *([f"--dynamicPlugins={PLUGIN_LIBRARY}"] if self.plugins else []),
         ]
         return shlex.join(args)
 

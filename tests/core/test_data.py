@@ -157,3 +157,32 @@ def test_stratified_split_is_seeded_and_keeps_every_class(image_folder: Path):
     b, _ = _scan(image_folder)
     assert [i.path for i in a.val] == [i.path for i in b.val]
     assert {i.label for i in a.val} == {0, 1, 2}
+
+
+def test_jpeg_draft_decodes_at_a_reduced_scale_never_below_the_input_size():
+    rng = np.random.default_rng(0)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)).save(buf, "JPEG")
+    full = decode_image(buf.getvalue())
+    small = decode_image(buf.getvalue(), min_size=(64, 64))
+    assert full.shape == (480, 640, 3)
+    assert small.shape == (120, 160, 3)  # 1/4 scale: 1/8 would be 60 rows, below 64
+    assert decode_image(buf.getvalue(), min_size=(300, 300)).shape == (480, 640, 3)  # 1/2 would be too small
+    png = _png(np.zeros((480, 640, 3), np.uint8))
+    assert decode_image(png, min_size=(64, 64)).shape == (480, 640, 3)  # only JPEG has DCT scaling
+
+
+def test_training_and_predict_decode_files_the_same_way(tmp_path: Path):
+    from edgetl.features import decode
+    from edgetl.preprocess import Preprocess
+
+    path = tmp_path / "photo.jpg"
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (400, 300, 3), dtype=np.uint8)).save(path)
+    from edgetl.data import Item, Skipper
+
+    pre = Preprocess(size=(48, 48))
+    _, x = decode([Item(str(path), 0)], pre, Skipper(False, print))
+    expected = pre(decode_image(path.read_bytes(), pre.decode_min_size)[None])
+    np.testing.assert_array_equal(x, expected)
+    assert pre.decode_min_size == (48, 48)
+    assert Preprocess.from_dict(pre.to_dict()) == pre

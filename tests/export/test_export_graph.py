@@ -48,13 +48,21 @@ def test_metadata_round_trip(exported, tiny_run):
     }
 
 
-def test_graph_is_folded_checked_and_standard(exported):
+def test_graph_is_folded_and_checked_with_fused_ops_by_default(exported):
     model = onnx.load(exported[0])
     onnx.checker.check_model(model, full_check=True)
-    ops = {n.op_type for n in model.graph.node}
-    assert "BatchNormalization" not in ops
-    assert {"Resize", "Conv", "Softmax", "ArgMax"} <= ops
-    assert {n.domain for n in model.graph.node} <= {""} and not model.functions  # default: standard ops only
+    ops = {(n.domain, n.op_type) for n in model.graph.node}
+    assert ("", "BatchNormalization") not in ops and ("", "Conv") in ops
+    assert {("ai.edgetl", "Preprocess"), ("ai.edgetl", "PoolHead")} <= ops  # default: fused ops with bodies
+    assert {f.name for f in model.functions} == {"Preprocess", "PoolHead"}
+
+
+def test_no_fused_ops_gives_standard_ops_only(tmp_path, tiny_run):
+    out = tmp_path / "std.onnx"
+    export.export_run(tiny_run, out, fused_ops=False, echo=lambda line: None)
+    model = onnx.load(out)
+    assert {"Resize", "Conv", "Softmax", "ArgMax"} <= {n.op_type for n in model.graph.node}
+    assert {n.domain for n in model.graph.node} <= {""} and not model.functions
 
 
 def test_dynamic_batch_gives_identical_results(exported):
@@ -115,8 +123,8 @@ def test_mlp_head_matches_pytorch():
         logits = head(torch.from_numpy(x).mean((2, 3)))
     np.testing.assert_allclose(probs, torch.softmax(logits, 1).numpy(), atol=1e-6)
     np.testing.assert_array_equal(labels, logits.argmax(1).numpy())
-    with pytest.raises(UserError, match="MLP head"):
-        _head_only_graph(head, True)
+    fused = _head_only_graph(head, True)  # fused ops where they fit: an MLP head stays in standard ops
+    assert not any(n.domain == "ai.edgetl" for n in fused.graph.node)
 
 
 def test_int8_run_with_fused_ops(tmp_path, int8_run):

@@ -1,0 +1,412 @@
+"""Latency measurement users can trust: the timing harness, statistics, JSON records and plots.
+
+Timed like trtexec/benchmark_app: warm-up by time, then at least a minimum duration AND a minimum number of
+iterations, and inputs rotate among several distinct real images (a single cached input flatters caches and
+branch predictors). Two figures per bundle: `model` (Runner.infer on prepared inputs) and `end_to_end`
+(JPEG bytes -> label: decode, input preparation, model; what an application sees). Every record carries what
+is needed to judge whether two numbers are comparable: versions, CPU model and flags, target, device, the
+precision the runtime actually ran, threads, streams, batch, input shape and date. Imports no torch: this runs
+on the device.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import platform
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from importlib import metadata
+from importlib.util import find_spec
+from pathlib import Path
+
+import numpy as np
+
+from edgetl import __version__
+from edgetl.data import IMAGE_EXTENSIONS, BadImage, decode_image
+from edgetl.errors import UserError
+from edgetl.fileio import atomic_write_bytes
+
+FORMAT = "edgetl-bench/1"
+MODES = ("model", "end_to_end")
+CAMERA_FRAME = (480, 640)  # (H, W): a VGA camera frame, the default size the images are brought to
+CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile")
+SAMPLE_PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png", "retina.jpg")
+MAX_SAVED_SAMPLES = 20_000  # per record; enough for --compare to re-derive any percentile
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How long and how often to time (defaults close to benchmark_app's short runs)."""
+
+    warmup_s: float = 1.0
+    duration_s: float = 5.0
+    min_iters: int = 50
+
+    def __post_init__(self) -> None:
+        if self.warmup_s < 0 or self.duration_s <= 0 or self.min_iters < 1:
+            raise UserError("--warmup/--duration/--min-iters: give warmup >= 0, duration > 0, min-iters >= 1")
+
+
+@dataclass
+class Case:
+    """One thing to time: `call` runs one batch; it gets inputs[i % len(inputs)] at iteration i."""
+
+    name: str
+    call: Callable[[object], object]
+    inputs: Sequence[object]
+    fields: dict = field(default_factory=dict)  # the record's descriptive fields (target, precision, ...)
+
+
+@dataclass
+class Measured:
+    samples_ms: list[float]
+    wall_s: float
+    interrupted: bool = False
+
+
+# --- machine description ----------------------------------------------------------------------------
+
+
+def cpu_info() -> dict:
+    """CPU model and the flags that change which kernels run (AVX-512, VNNI, AMX), from /proc/cpuinfo."""
+    model, flags = platform.processor() or platform.machine(), set()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and model in ("", platform.machine(), platform.processor()):
+                model = value.strip()
+            elif key.strip() == "flags" and not flags:
+                flags = set(value.split())
+    return {
+        "model": model,
+        "flags": [f for f in CPU_FLAGS if f in flags],
+        "logical_cpus": os.cpu_count(),
+        "machine": platform.machine(),
+    }
+
+
+def package_versions(*names: str) -> dict:
+    """edgetl, Python, NumPy and the given packages (only those installed)."""
+    out = {"edgetl": __version__, "python": platform.python_version(), "numpy": np.__version__}
+    for name in names:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            out[name] = metadata.version(name)
+    return out
+
+
+def use_threads(threads: int) -> int:
+    """Pin this process to `threads` CPUs (0 = leave as is); runtimes size their thread pools from the affinity.
+
+    Pinning works the same for every runtime, including by-hand pipelines, so all of them get the same cores.
+    """
+    available = sorted(os.sched_getaffinity(0))
+    if threads < 0 or threads > len(available):
+        raise UserError(f"--threads {threads}: this process may use {len(available)} CPU(s); give 1..{len(available)}")
+    if threads:
+        os.sched_setaffinity(0, available[:threads])
+    return len(os.sched_getaffinity(0))
+
+
+# --- inputs -----------------------------------------------------------------------------------------
+
+
+def default_image_paths() -> list[Path]:
+    """A few real colour photos shipped inside scikit-image (found without importing it), if installed."""
+    spec = find_spec("skimage")
+    if spec is None or not spec.submodule_search_locations:
+        return []
+    folder = Path(next(iter(spec.submodule_search_locations))) / "data"
+    return [folder / name for name in SAMPLE_PHOTOS if (folder / name).is_file()]
+
+
+def image_files(paths: Sequence[Path]) -> list[Path]:
+    files: list[Path] = []
+    for path in paths:
+        path = Path(path)
+        if path.is_dir():
+            files += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise UserError(f"--images {path}: no such file or folder")
+    return files
+
+
+def load_jpegs(paths: Sequence[Path], frame_size: tuple[int, int], limit: int = 8) -> list[bytes]:
+    """Real images brought to one frame size (so batches stack) and re-encoded as JPEG, as a camera sends them."""
+    from PIL import Image
+
+    files = image_files(paths) if paths else default_image_paths()
+    if len(files) < 2:
+        raise UserError("--images: give at least 2 real photos (files or a folder); timing one image flatters caches")
+    out = []
+    for path in files[:limit]:
+        try:
+            frame = decode_image(path.read_bytes())
+        except (BadImage, OSError) as e:
+            raise UserError(f"--images {path}: unusable ({e})") from None
+        image = Image.fromarray(frame).resize((frame_size[1], frame_size[0]), Image.Resampling.BILINEAR)
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", quality=90)
+        out.append(buffer.getvalue())
+    return out
+
+
+def batches(items: Sequence, batch: int) -> list[list]:
+    """len(items) distinct batches, each starting at another item, so consecutive iterations never repeat."""
+    return [[items[(start + j) % len(items)] for j in range(batch)] for start in range(len(items))]
+
+
+# --- timing -----------------------------------------------------------------------------------------
+
+
+def measure(case: Case, settings: Settings, tick: Callable[[float, int], None] | None = None) -> Measured:
+    """Warm up for settings.warmup_s, then time until both the duration and the iteration count are reached.
+
+    Ctrl-C during timing ends the loop and returns what was measured (marked interrupted).
+    """
+    inputs, call = case.inputs, case.call
+    i, start = 0, time.perf_counter()
+    while True:
+        call(inputs[i % len(inputs)])
+        i += 1
+        if time.perf_counter() - start >= settings.warmup_s:
+            break
+    samples: list[float] = []
+    t0 = last_tick = time.perf_counter()
+    interrupted = False
+    try:
+        while len(samples) < settings.min_iters or time.perf_counter() - t0 < settings.duration_s:
+            x = inputs[i % len(inputs)]
+            i += 1
+            a = time.perf_counter()
+            call(x)
+            b = time.perf_counter()
+            samples.append((b - a) * 1e3)
+            if tick and b - last_tick > 0.1:
+                tick(b - t0, len(samples))
+                last_tick = b
+    except KeyboardInterrupt:
+        interrupted = True
+    return Measured(samples, time.perf_counter() - t0, interrupted)
+
+
+def interleave(
+    cases: Sequence[Case], rounds: int, block_s: float, min_block_iters: int, warmup_s: float
+) -> Iterator[tuple[int, Case, list[float]]]:
+    """Time cases in alternating blocks (A B, then B A, ...) so machine noise hits all of them alike.
+
+    Yields (round, case, block samples in ms). With warmup_s > 0 each case is warmed up before the first round.
+    """
+    for case in cases if warmup_s > 0 else ():
+        measure(case, Settings(warmup_s=warmup_s, duration_s=1e-3, min_iters=1))
+    counters = [0] * len(cases)
+    for r in range(rounds):
+        order = list(range(len(cases)))
+        order = order if r % 2 == 0 else order[::-1]
+        for k in order:
+            case, samples = cases[k], []
+            t0 = time.perf_counter()
+            while len(samples) < min_block_iters or time.perf_counter() - t0 < block_s:
+                x = case.inputs[counters[k] % len(case.inputs)]
+                counters[k] += 1
+                a = time.perf_counter()
+                case.call(x)
+                samples.append((time.perf_counter() - a) * 1e3)
+            yield r, case, samples
+
+
+# --- bundles ----------------------------------------------------------------------------------------
+
+
+def bundle_fields(predictor, threads: int) -> dict:
+    """What ran, as the loaded runtime reports it (not what was requested at compile time)."""
+    m, info = predictor.manifest, predictor.info
+    runtimes = list(m.get("runtime", {}))
+    return {
+        "target": m["target"],
+        "device": info.get("device") or m["device"],
+        "precision": info.get("precision") or m["precision"].get("runtime"),
+        "model_precision": m["precision"].get("model"),
+        "threads": threads,
+        "streams": 1,  # one synchronous infer request at a time: latency, not throughput, mode
+        "settings": m.get("settings", {}),
+        "input_format": predictor.input_format,
+        "model_sha256": m["files"][m["model"]],
+        "versions": {**package_versions(*runtimes), "built_with": m.get("runtime", {})},
+        "cpu": cpu_info(),
+    }
+
+
+def batch_feeds(predictor, frames: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+    """Frames -> one batch of model inputs, prepared exactly as `edgetl predict` prepares a single frame."""
+    if len(frames) == 1:
+        return predictor.feeds(frames[0])
+    name = predictor.input_name
+    return {name: np.concatenate([predictor.feeds(f)[name] for f in frames])}
+
+
+def bundle_cases(
+    predictor, name: str, jpegs: list[bytes], batch: int, modes: Sequence[str], threads: int
+) -> list[Case]:
+    """`model`: Runner.infer on prepared batches; `end_to_end`: JPEG bytes -> decode -> inputs -> infer -> labels."""
+    fields = bundle_fields(predictor, threads)
+    frames = [decode_image(j) for j in jpegs]
+    feeds = [batch_feeds(predictor, group) for group in batches(frames, batch)]
+    shape = list(next(iter(feeds[0].values())).shape)
+    runner = predictor.runner
+
+    min_size = predictor.preprocess.decode_min_size  # JPEG files decode as in training (DCT-scaled when declared)
+
+    def end_to_end(group: list[bytes]) -> list[str]:
+        out = runner.infer(batch_feeds(predictor, [decode_image(j, min_size) for j in group]))
+        return [predictor.class_name(int(label)) for label in np.asarray(out["label"]).reshape(-1)]
+
+    calls = {"model": (runner.infer, feeds), "end_to_end": (end_to_end, batches(jpegs, batch))}
+    return [
+        Case(name, calls[mode][0], calls[mode][1], {**fields, "mode": mode, "batch": batch, "input_shape": shape})
+        for mode in modes
+    ]
+
+
+def run_cases(cases: Sequence[Case], settings: Settings, progress) -> tuple[list[dict], bool]:
+    """Measure cases one after another (benchmark_app style); stops at Ctrl-C with the partial records."""
+    results: list[dict] = []
+    for case in cases:
+        label = f"{case.name} {case.fields['mode']} b{case.fields['batch']}"
+        with progress(label, settings.duration_s) as tick:
+            measured = measure(case, settings, tick)
+        if measured.samples_ms:
+            results.append(record(case, measured))
+        if measured.interrupted:
+            return results, True
+    return results, False
+
+
+# --- statistics and records -------------------------------------------------------------------------
+
+
+def latency_stats(samples_ms: Sequence[float]) -> dict:
+    """min, mean, p50, p90, p95, p99, max in ms (linear-interpolated percentiles, like numpy's default)."""
+    if not samples_ms:
+        raise ValueError("no samples")
+    a = np.asarray(samples_ms, np.float64)
+    p50, p90, p95, p99 = np.percentile(a, [50, 90, 95, 99])
+    values = {"min": a.min(), "mean": a.mean(), "p50": p50, "p90": p90, "p95": p95, "p99": p99, "max": a.max()}
+    return {k: round(float(v), 4) for k, v in values.items()}
+
+
+def record(case: Case, measured: Measured) -> dict:
+    """One result in the `bench --json` contract shape, plus the samples --compare re-analyses.
+
+    case.fields must hold mode and batch and should hold target, device, precision, threads, versions, cpu.
+    """
+    samples = measured.samples_ms
+    if len(samples) > MAX_SAVED_SAMPLES:  # keep time order, thin evenly
+        samples = [samples[i] for i in np.linspace(0, len(samples) - 1, MAX_SAVED_SAMPLES).astype(int)]
+    busy_s = sum(measured.samples_ms) / 1e3
+    return {
+        "name": case.name,
+        **case.fields,
+        "latency_ms": latency_stats(measured.samples_ms),
+        "throughput_ips": round(case.fields["batch"] * len(measured.samples_ms) / max(busy_s, 1e-9), 3),
+        "iterations": len(measured.samples_ms),
+        "duration_s": round(measured.wall_s, 3),
+        "interrupted": measured.interrupted,
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "samples_ms": [round(s, 4) for s in samples],
+    }
+
+
+def report(results: list[dict], **extra) -> dict:
+    return {"format": FORMAT, "results": results, **extra}
+
+
+def write_json(path: Path, doc: dict) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, (json.dumps(doc, indent=1) + "\n").encode())
+    path.chmod(0o644)  # results are for sharing (CI artifacts), not private like mkstemp's default
+
+
+def load_results(path: Path) -> list[dict]:
+    """The records of a `bench --json` file (a report, a list of records, or one record)."""
+    try:
+        doc = json.loads(Path(path).read_text())
+    except OSError as e:
+        raise UserError(f"{path}: cannot read it ({e.strerror or e})") from None
+    except ValueError as e:
+        raise UserError(f"{path}: not JSON ({e}); give a file written by `edgetl bench --json`") from None
+    results = doc.get("results") if isinstance(doc, dict) and "results" in doc else doc
+    results = [results] if isinstance(results, dict) else results
+    if not isinstance(results, list) or not results or not all(_is_record(r) for r in results):
+        raise UserError(f"{path}: not an `edgetl bench --json` file (no results with latency_ms); re-run the bench")
+    return results
+
+
+def _is_record(r) -> bool:
+    return isinstance(r, dict) and isinstance(r.get("latency_ms"), dict) and "p50" in r["latency_ms"]
+
+
+def table_rows(results: list[dict]) -> list[list[str]]:
+    """Header + one row per record, with each p50 relative to the fastest of the same mode and batch."""
+    fastest: dict[tuple, float] = {}
+    for r in results:
+        key = (r["mode"], r["batch"])
+        fastest[key] = min(fastest.get(key, float("inf")), r["latency_ms"]["p50"])
+    rows = [["name", "mode", "batch", "precision", "p50 ms", "p90", "p99", "mean", "img/s", "iters", "vs fastest"]]
+    for r in results:
+        lat = r["latency_ms"]
+        rows.append(
+            [
+                r["name"] + (" (interrupted)" if r.get("interrupted") else ""),
+                r["mode"],
+                str(r["batch"]),
+                _precision(r),
+                f"{lat['p50']:.3f}",
+                f"{lat['p90']:.3f}",
+                f"{lat['p99']:.3f}",
+                f"{lat['mean']:.3f}",
+                f"{r['throughput_ips']:.1f}",
+                str(r["iterations"]),
+                f"{lat['p50'] / fastest[(r['mode'], r['batch'])]:.2f}x",
+            ]
+        )
+    return rows
+
+
+def _precision(r: dict) -> str:
+    """'int8/bf16' when an INT8 model runs its non-quantized parts at another precision than it was written in."""
+    model, ran = r.get("model_precision"), r.get("precision")
+    return str(ran) if model in (None, ran) else f"{model}/{ran}"
+
+
+def plot(results: list[dict], path: Path, title: str) -> None:
+    """Horizontal bars of p50 with p90..p99 whiskers, one bar per record; readable without the JSON."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise UserError("--plot needs matplotlib: pip install 'edgetl[bench]'") from None
+    labels = [f"{r['name']} · {r['mode']} · b{r['batch']}" for r in results]
+    p50 = np.array([r["latency_ms"]["p50"] for r in results])
+    high = (np.array([r["latency_ms"]["p99"] for r in results]) - p50).clip(min=0)
+    fig, ax = plt.subplots(figsize=(9, 0.45 * len(results) + 1.6))
+    y = np.arange(len(results))[::-1]
+    ax.barh(y, p50, color="#4c72b0")
+    ax.errorbar(p50, y, xerr=[np.zeros_like(high), high], fmt="none", ecolor="black", capsize=3)
+    for yi, v in zip(y, p50, strict=True):
+        ax.text(v, yi, f" {v:.2f} ms", va="center", fontsize=8)
+    ax.set_yticks(y, labels, fontsize=8)
+    ax.set_xlabel("latency per batch, ms (bar: p50, whisker: to p99; lower is better)")
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

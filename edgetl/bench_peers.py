@@ -1,0 +1,259 @@
+"""`bench --peers`: the same model through the pipelines a user would otherwise write by hand, in one run.
+
+Peers: PyTorch eager FP32 (rebuilt from the run folder next to the ONNX), ONNX Runtime FP32, ONNX Runtime
+quantize_static INT8, OpenVINO from the ONNX at its default precision (bf16 on AMX CPUs) and with an f32 hint,
+OpenVINO on the given INT8 model, NNCF INT8 (nncf.quantize on the OpenVINO model, a few real images to
+calibrate), next to edgetl bundles. Each takes the same uint8 camera frames (preprocessing inside the model,
+as in edgetl's graph) and is written the way the runtime's documentation shows, with the thread count
+matched. They are timed in interleaved rounds so machine noise hits all alike. A pipeline whose package
+is missing is skipped with the reason, never silently.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgetl.bench import Case, Measured, batches, cpu_info, interleave, package_versions, record
+from edgetl.errors import UserError
+
+
+class Skip(Exception):
+    """A peer that cannot run here; the message says why (shown in the table's footer)."""
+
+
+@dataclass
+class Source:
+    """The model under test in the forms the peers need."""
+
+    given: Path  # the ONNX the user named (may be INT8 QDQ, may hold ai.edgetl nodes)
+    fp32: Path | None  # the FP32 standard-op graph of the same model; None when it cannot be had
+    run_dir: Path | None  # the `edgetl train` folder next to the ONNX, if any
+    given_int8: bool
+    why_no_fp32: str = ""
+
+
+def _has_qdq(path: Path) -> bool:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node)
+
+
+@contextlib.contextmanager
+def open_source(model: Path) -> Iterator[Source]:
+    """The given ONNX plus its FP32 graph: itself when FP32, else rebuilt from the run folder beside it."""
+    model = Path(model)
+    if not model.is_file():
+        raise UserError(f"--peers {model}: no such ONNX file; give the model.onnx written by `edgetl export`")
+    run_dir = model.parent if (model.parent / "run.json").is_file() else None
+    int8 = _has_qdq(model)
+    if not int8:
+        yield Source(model, model, run_dir, False)
+        return
+    if run_dir is None:
+        yield Source(model, None, None, True, f"{model} is INT8 and no run.json is next to it to rebuild FP32")
+        return
+    with tempfile.TemporaryDirectory(prefix="edgetl-peers-") as tmp:
+        yield Source(model, export_fp32(run_dir, Path(tmp) / "fp32.onnx"), run_dir, True)
+
+
+def export_fp32(run_dir: Path, out: Path) -> Path:
+    """The FP32 graph `edgetl export` builds as the middle rung of its parity ladder, with standard ops."""
+    import onnx
+
+    from edgetl.export import build_graph, export_backbone, finish, load_run, metadata
+
+    parts = load_run(run_dir)
+    graph = build_graph(parts, export_backbone(parts.backbone, parts.pre), "uint8-nhwc", fused_ops=False)
+    onnx.save(finish(graph, metadata(parts, "uint8-nhwc", "fp32")), str(out))
+    return out
+
+
+# --- the peers --------------------------------------------------------------------------------------
+
+
+def _need(path: Path | None, why: str) -> Path:
+    if path is None:
+        raise Skip(why)
+    return path
+
+
+def _import(module: str, extra: str):
+    try:
+        return __import__(module)
+    except ImportError:
+        raise Skip(f"{module} is not installed (pip install '{extra}')") from None
+
+
+def pytorch_fp32(src: Source, threads: int) -> tuple[Callable, dict]:
+    """Preprocessing (interpolate + normalize) + backbone + head + softmax/argmax, eager, inference mode."""
+    if src.run_dir is None:
+        raise Skip(f"needs the run folder (run.json, head.safetensors) next to {src.given.name}")
+    torch = _import("torch", "edgetl[train]")
+    from edgetl.export import load_run
+
+    parts = load_run(src.run_dir)
+    torch.set_num_threads(threads)
+    scale, bias = (torch.from_numpy(v.reshape(1, 3, 1, 1)) for v in parts.pre.scale_bias())
+    size = tuple(parts.pre.size)
+
+    @torch.inference_mode()
+    def call(frames: np.ndarray):
+        x = torch.from_numpy(frames).permute(0, 3, 1, 2).float()
+        x = torch.nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=False)
+        logits = parts.head(parts.backbone.forward_features(x * scale + bias))
+        return torch.softmax(logits, 1), logits.argmax(1)
+
+    return call, {"target": "pytorch", "precision": "fp32", "model_precision": "fp32"}
+
+
+def _ort_session(path: Path, threads: int):
+    ort = _import("onnxruntime", "edgetl[onnxruntime]")
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.log_severity_level = 3
+    session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return lambda frames: session.run(None, {name: frames})
+
+
+def ort_fp32(src: Source, threads: int) -> tuple[Callable, dict]:
+    path = _need(src.fp32, src.why_no_fp32)
+    return _ort_session(path, threads), {"target": "onnxruntime", "precision": "fp32", "model_precision": "fp32"}
+
+
+def ort_int8(src: Source, threads: int, calibration: Sequence[np.ndarray], workdir: Path) -> tuple[Callable, dict]:
+    """quantize_static as its docs show: QDQ, per-channel int8 weights, uint8 activations, MinMax calibration."""
+    path = _need(src.fp32, src.why_no_fp32)
+    _import("onnxruntime", "edgetl[onnxruntime]")
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Frames(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._it = iter([{"image": f} for f in calibration])
+
+        def get_next(self):
+            return next(self._it, None)
+
+    out = workdir / "ort-int8.onnx"
+    quantize_static(
+        str(path),
+        str(out),
+        Frames(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+    )
+    return _ort_session(out, threads), {"target": "onnxruntime", "precision": "int8", "model_precision": "int8"}
+
+
+def _ov_compile(model, config: dict, model_precision: str) -> tuple[Callable, dict]:
+    ov = _import("openvino", "edgetl[openvino]")
+    compiled = ov.Core().compile_model(model, "CPU", config)
+    request = compiled.create_infer_request()
+    hint = compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
+    precision = {"f32": "fp32", "f16": "fp16"}.get(hint, hint)
+    return (lambda frames: request.infer({0: frames})), {
+        "target": "openvino",
+        "precision": precision,
+        "model_precision": model_precision,
+    }
+
+
+def openvino_default(src: Source, threads: int) -> tuple[Callable, dict]:
+    return _ov_compile(str(_need(src.fp32, src.why_no_fp32)), {}, "fp32")
+
+
+def openvino_f32(src: Source, threads: int) -> tuple[Callable, dict]:
+    return _ov_compile(str(_need(src.fp32, src.why_no_fp32)), {"INFERENCE_PRECISION_HINT": "f32"}, "fp32")
+
+
+def openvino_given_int8(src: Source, threads: int) -> tuple[Callable, dict]:
+    if not src.given_int8:
+        raise Skip(f"{src.given.name} is FP32 (the NNCF row is its INT8 variant)")
+    return _ov_compile(str(src.given), {}, "int8")
+
+
+def nncf_int8(src: Source, threads: int, calibration: Sequence[np.ndarray]) -> tuple[Callable, dict]:
+    """nncf.quantize on the OpenVINO model with the benchmark's real images as the calibration set."""
+    path = _need(src.fp32, src.why_no_fp32)
+    ov = _import("openvino", "edgetl[openvino]")
+    nncf = _import("nncf", "nncf")
+    model = ov.Core().read_model(str(path))
+    quantized = nncf.quantize(model, nncf.Dataset(list(calibration)), subset_size=len(calibration))
+    return _ov_compile(quantized, {}, "int8")
+
+
+# --- building and timing ----------------------------------------------------------------------------
+
+
+def peer_cases(
+    src: Source, frames: Sequence[np.ndarray], batch: int, threads: int, workdir: Path, say: Callable[[str], None]
+) -> tuple[list[Case], list[tuple[str, str]]]:
+    """Every by-hand pipeline that can run here as a Case, and (name, reason) for those that cannot."""
+    calibration = [f[None] for f in frames]
+    builders = {
+        "pytorch eager fp32": lambda: pytorch_fp32(src, threads),
+        "onnxruntime fp32": lambda: ort_fp32(src, threads),
+        "onnxruntime quantize_static int8": lambda: ort_int8(src, threads, calibration, workdir),
+        "openvino default (from fp32 onnx)": lambda: openvino_default(src, threads),
+        "openvino f32 hint (from fp32 onnx)": lambda: openvino_f32(src, threads),
+        "openvino (given int8 onnx)": lambda: openvino_given_int8(src, threads),
+        "nncf int8 (openvino)": lambda: nncf_int8(src, threads, calibration),
+    }
+    inputs = [np.stack(group) for group in batches(list(frames), batch)]
+    versions = package_versions("torch", "onnxruntime", "openvino", "nncf")
+    cases, skipped = [], []
+    for name, build in builders.items():
+        say(f"preparing {name}")
+        try:
+            call, fields = build()
+        except Skip as e:
+            skipped.append((name, str(e)))
+            continue
+        fields |= {
+            "pipeline": "by-hand",
+            "device": "CPU",
+            "threads": threads,
+            "streams": 1,
+            "batch": batch,
+            "mode": "model",
+            "input_shape": list(inputs[0].shape),
+            "input_format": "uint8-nhwc",
+            "versions": {k: v for k, v in versions.items() if k in ("edgetl", "python", "numpy", fields["target"])},
+            "cpu": cpu_info(),
+        }
+        cases.append(Case(name, call, inputs, fields))
+    return cases, skipped
+
+
+def run_interleaved(
+    cases: Sequence[Case], rounds: int, duration_s: float, warmup_s: float, tick: Callable[[int, int], None]
+) -> tuple[list[dict], bool]:
+    """Each case gets duration_s in total, as `rounds` blocks alternating with the others; Ctrl-C keeps what ran.
+
+    Records also hold `rounds_p50_ms` (one p50 per block), so ratios can be taken round by round.
+    """
+    blocks: dict[int, list[list[float]]] = {id(c): [] for c in cases}
+    interrupted = False
+    try:
+        for n, (_, case, block) in enumerate(interleave(cases, rounds, duration_s / rounds, 3, warmup_s), 1):
+            blocks[id(case)].append(block)
+            tick(n, rounds * len(cases))
+    except KeyboardInterrupt:
+        interrupted = True
+    results = []
+    for case in cases:
+        done = blocks[id(case)]
+        samples = [s for block in done for s in block]
+        if samples:
+            r = record(case, Measured(samples, sum(samples) / 1e3, interrupted))
+            results.append(r | {"rounds_p50_ms": [round(float(np.median(b)), 4) for b in done]})
+    return results, interrupted
