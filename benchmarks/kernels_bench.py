@@ -21,7 +21,6 @@ import json
 import os
 import platform
 import statistics
-import tempfile
 import textwrap
 import time
 from collections.abc import Callable
@@ -128,35 +127,25 @@ def bench_pool_head(cores: dict[str, ov.Core], batch: int, args, rng) -> dict:
     }
 
 
-def representative_model(size: int = 64) -> onnx.ModelProto:
-    """timm tf_efficientnet_lite0 (random weights) features at size x size, wrapped in Preprocess and PoolHead."""
-    import timm
-    import torch
+def default_task_model() -> tuple[onnx.ModelProto, str]:
+    """The default task's exported graph (Lite0 INT8 on digits, `edgetl export` defaults: fused ops), built once
+    by the shared benchmark set-up."""
+    from _common import WORK, artifacts
 
-    net = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=0, global_pool="").eval()
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "backbone.onnx"
-        torch.onnx.export(
-            net, torch.zeros(1, 3, size, size), str(path), input_names=["image"], output_names=["fmap"],
-            dynamic_axes={"image": {0: "batch"}, "fmap": {0: "batch"}}, opset_version=onnx_functions.OPSET, dynamo=False,
-        )  # fmt: skip
-        model = onnx.load(str(path))
-    rng = np.random.default_rng(0)
-    onnx_functions.add_preprocess(model, "frames", "image", Preprocess(size=(size, size)))
-    weight = (rng.standard_normal((CLASSES, net.num_features)) / 30).astype(np.float32)
-    onnx_functions.add_pool_head(model, "fmap", weight, np.zeros(CLASSES, np.float32))
-    return model
+    artifacts()
+    return onnx.load(str(WORK / "fused" / "model.onnx")), "Lite0 INT8 digits, 64x64 (edgetl export)"
 
 
 def bench_model(cores: dict[str, ov.Core], model: onnx.ModelProto, name: str, batch: int, args, rng) -> dict:
     compiled = {"fused": _compile(cores["ext"], model, True), "decomposed": _compile(cores["plain"], model, False)}
-    frames = rng.integers(0, 256, (batch, 120, 160, 3), dtype=np.uint8)
-    fused, decomposed = (c({"frames": frames}) for c in compiled.values())
+    frames = rng.integers(0, 256, (batch, 480, 640, 3), dtype=np.uint8)  # camera frames, as in end_to_end.py
+    feeds = {model.graph.input[0].name: frames}
+    fused, decomposed = (c(feeds) for c in compiled.values())
     agreement = {
         "max_abs_prob_diff": float(np.abs(fused[0] - decomposed[0]).max()),
         "labels_equal": bool((fused[1] == decomposed[1]).all()),
     }
-    timings = measure({n: _request(c, {"frames": frames}) for n, c in compiled.items()}, args.rounds, args.iters)
+    timings = measure({n: _request(c, feeds) for n, c in compiled.items()}, args.rounds, args.iters)
     return {
         "op": f"model: {name}",
         "batch": batch,
@@ -199,15 +188,16 @@ def _atomic(path: Path, write: Callable[[Path], None]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, help="an exported ONNX model containing edgetl nodes")
+    parser.add_argument(
+        "--model", type=Path, help="an exported ONNX model with edgetl nodes [default: the default task's]"
+    )
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--iters", type=int, default=30)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     cores = {"ext": ov.Core(), "plain": ov.Core()}
-    model = onnx.load(str(args.model)) if args.model else representative_model()
-    name = args.model.name if args.model else "tf_efficientnet_lite0@64 (random weights)"
+    model, name = (onnx.load(str(args.model)), args.model.name) if args.model else default_task_model()
 
     results = []
     for batch in (1, 8):

@@ -22,6 +22,22 @@ deploy_fixtures = importlib.util.module_from_spec(_spec)
 sys.modules["deploy_fixtures"] = deploy_fixtures
 _spec.loader.exec_module(deploy_fixtures)
 
+# The `bench --json` contract of issue 6: every result carries these keys.
+CONTRACT = {
+    "latency_ms",
+    "throughput_ips",
+    "iterations",
+    "duration_s",
+    "mode",
+    "target",
+    "device",
+    "precision",
+    "threads",
+    "batch",
+    "versions",
+    "cpu",
+}
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _private_cache(tmp_path_factory):

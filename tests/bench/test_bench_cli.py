@@ -12,22 +12,9 @@ from pathlib import Path
 import pytest
 
 from edgetl.cli import main
+from tests.bench.conftest import CONTRACT
 
 FAST = ("--duration", "0.05", "--warmup", "0", "--min-iters", "5")
-CONTRACT = {
-    "latency_ms",
-    "throughput_ips",
-    "iterations",
-    "duration_s",
-    "mode",
-    "target",
-    "device",
-    "precision",
-    "threads",
-    "batch",
-    "versions",
-    "cpu",
-}
 
 
 def run_cli(capsys, *argv) -> tuple[int, str, str]:

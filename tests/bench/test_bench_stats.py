@@ -7,21 +7,7 @@ import pytest
 
 from edgetl import bench
 from edgetl.errors import UserError
-
-CONTRACT = {
-    "latency_ms",
-    "throughput_ips",
-    "iterations",
-    "duration_s",
-    "mode",
-    "target",
-    "device",
-    "precision",
-    "threads",
-    "batch",
-    "versions",
-    "cpu",
-}
+from tests.bench.conftest import CONTRACT
 
 
 def test_latency_stats_match_numpy_percentiles():
