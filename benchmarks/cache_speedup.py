@@ -15,6 +15,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from edgetl.fileio import atomic_write_bytes
+
 RESULTS = Path(__file__).resolve().parent / "results"
 COMMON = ["--epochs", "30", "--patience", "0", "--no-progress"]
 
@@ -52,7 +54,7 @@ def main() -> dict:
         "versions": runs["cold"]["versions"],
     }
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "cache_speedup.json").write_text(json.dumps(result, indent=1) + "\n")
+    atomic_write_bytes(RESULTS / "cache_speedup.json", (json.dumps(result, indent=1) + "\n").encode())
     plot(row, result)
     print(
         f"cache speed-up over --no-cache-features: cold {result['speedup_cold']:.1f}x, warm {result['speedup_warm']:.0f}x "
@@ -86,7 +88,9 @@ def plot(row: dict, result: dict) -> None:
             fontsize=8,
         )
     fig.tight_layout()
-    fig.savefig(RESULTS / "cache_speedup.png", dpi=120)
+    tmp = RESULTS / ".cache_speedup.png.tmp"
+    fig.savefig(tmp, dpi=120, format="png")
+    tmp.replace(RESULTS / "cache_speedup.png")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 from edgetl.demo import run_demo
+from edgetl.fileio import atomic_write_bytes
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -32,7 +33,7 @@ def main() -> dict:
         },
     }
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "deploy_accuracy.json").write_text(json.dumps(result, indent=1) + "\n")
+    atomic_write_bytes(RESULTS / "deploy_accuracy.json", (json.dumps(result, indent=1) + "\n").encode())
     for target, d in result["bundles"].items():
         print(
             f"{target:12s} accuracy {d['accuracy']:.4f} vs run.json {summary['val_acc_run']:.4f} ({d['delta_points']:+.2f} pt)"

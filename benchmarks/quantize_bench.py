@@ -17,6 +17,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from edgetl.fileio import atomic_write_bytes
+
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGETS = ("openvino", "tensorrt", "onnxruntime")
 
@@ -69,7 +71,7 @@ def main() -> dict:
             )
     result = {"task": "efficientnet_lite0 on digits, 64x64, calib from train", "targets": rows}
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "quantize.json").write_text(json.dumps(result, indent=1) + "\n")
+    atomic_write_bytes(RESULTS / "quantize.json", (json.dumps(result, indent=1) + "\n").encode())
     plot(rows)
     return result
 
@@ -96,7 +98,9 @@ def plot(rows: dict) -> None:
     a2.set_title("extraction speed-up, same images, one run")
     a2.legend()
     fig.tight_layout()
-    fig.savefig(RESULTS / "quantize.png", dpi=120)
+    tmp = RESULTS / ".quantize.png.tmp"
+    fig.savefig(tmp, dpi=120, format="png")
+    tmp.replace(RESULTS / "quantize.png")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ checked on every read; a corrupt shard is reported, deleted and recomputed.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -59,8 +60,8 @@ class CorruptShard(Exception):
 def read_shard(path: Path) -> tuple[list[str], np.ndarray]:
     from safetensors.numpy import load
 
+    data = path.read_bytes()  # FileNotFoundError passes through: a concurrent prune is not corruption
     try:
-        data = path.read_bytes()
         tensors = load(data)
         meta = _metadata(data)
         keys = json.loads(meta["keys"])
@@ -131,6 +132,21 @@ class FeatureCache:
         os.utime(self.dir)  # last use, for `cache prune --older-than`
         return found
 
+    def mark_bad(self, key: str, reason: str) -> None:
+        """Remember that this content does not decode (so it is reported, not retried, on every run)."""
+        atomic_write_bytes(self.dir / f"bad-{key}.json", json.dumps({"key": key, "reason": reason}).encode())
+
+    def bad_keys(self, keys: set[str]) -> dict[str, str]:
+        out = {}
+        for path in self.dir.glob("bad-*.json"):
+            key = path.stem[4:]
+            if key in keys:
+                try:
+                    out[key] = json.loads(path.read_text())["reason"]
+                except (OSError, ValueError, KeyError):
+                    path.unlink(missing_ok=True)  # damaged marker: decode the file again
+        return out
+
     def write_shard(self, keys: list[str], features: np.ndarray) -> Path:
         from safetensors.numpy import save
 
@@ -150,7 +166,7 @@ def list_contexts(root: Path) -> list[dict]:
     for d in sorted((Path(root) / f"v{FORMAT_VERSION}").glob("*")):
         if not d.is_dir():
             continue
-        shards = list(d.glob(SHARD_GLOB))
+        shards = [s for s in d.glob(SHARD_GLOB) if s.exists()]
         try:
             ctx = json.loads((d / "context.json").read_text())
         except (OSError, ValueError):
@@ -161,12 +177,19 @@ def list_contexts(root: Path) -> list[dict]:
                 "path": str(d),
                 "context": ctx,
                 "shards": len(shards),
-                "bytes": sum(s.stat().st_size for s in shards),
+                "bytes": sum(_size(s) for s in shards),
                 "temp_files": len(list(d.glob(".*.tmp"))),
                 "last_used": d.stat().st_mtime,
             }
         )
     return out
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:  # removed by a concurrent prune or writer
+        return 0
 
 
 def verify(root: Path) -> tuple[int, int, list[str]]:
@@ -180,6 +203,8 @@ def verify(root: Path) -> tuple[int, int, list[str]]:
                 entries += len(keys)
             except CorruptShard:
                 bad.append(str(shard))
+            except FileNotFoundError:
+                checked -= 1
     return checked, entries, bad
 
 
@@ -194,15 +219,31 @@ def prune(root: Path, older_than_days: float | None, everything: bool, stale_tmp
             shutil.rmtree(d, ignore_errors=True)
             removed["contexts"] += 1
             continue
-        for tmp in d.glob(".*.tmp"):
-            if now - tmp.stat().st_mtime > stale_tmp_s:  # a live writer's temp file is young: leave it
-                tmp.unlink(missing_ok=True)
-                removed["temp_files"] += 1
+        removed["temp_files"] += _remove_stale_temps(d, now - stale_tmp_s)
         for shard in d.glob(SHARD_GLOB):
             try:
                 read_shard(shard)
             except CorruptShard:
-                removed["bytes"] += shard.stat().st_size
+                removed["bytes"] += _size(shard)
                 shard.unlink(missing_ok=True)
                 removed["corrupt_shards"] += 1
+            except FileNotFoundError:
+                continue
+    models = Path(root) / "models"  # quantized backbones (edgetl.run_int8), keyed like the features
+    if everything and models.is_dir():
+        removed["bytes"] += sum(_size(m) for m in models.iterdir())
+        shutil.rmtree(models, ignore_errors=True)
+    elif models.is_dir():
+        removed["temp_files"] += _remove_stale_temps(models, now - stale_tmp_s)
     return removed
+
+
+def _remove_stale_temps(folder: Path, older_than: float) -> int:
+    """Temp files of killed writers (a live writer's temp file is young: it is left alone)."""
+    n = 0
+    for tmp in folder.glob(".*.tmp*"):
+        with contextlib.suppress(FileNotFoundError):
+            if tmp.stat().st_mtime < older_than:
+                tmp.unlink()
+                n += 1
+    return n

@@ -89,7 +89,7 @@ def train_cmd(**o) -> None:
     elif o["quant_ignore"] or o["quant_auto_fallback"]:
         raise click.UsageError("--quant-ignore/--quant-auto-fallback need --quantize int8")
     cfg = TrainCfg(
-        data=o["data"],
+        data=o["data"] if o["data"] == "digits" else str(Path(o["data"]).expanduser().resolve()),
         backbone=o["backbone"],
         weights=o["weights"],
         img_size=o["img_size"],

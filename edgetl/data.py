@@ -88,6 +88,12 @@ def content_key(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def split_fingerprint(items: list[Item]) -> str:
+    """Identifies a split by content and labels: later stages check they reload the same validation images."""
+    rows = sorted(f"{it.key}:{it.label}" for it in items)
+    return hashlib.sha256("\n".join(rows).encode()).hexdigest()
+
+
 @dataclass
 class Item:
     """One image. `key` is the sha256 of its content: what the feature cache is addressed by."""
@@ -134,6 +140,8 @@ class Skipper:
     def __call__(self, path: str, reason: str) -> None:
         if self.strict:
             raise UserError(f"{path}: {reason} (remove or fix the file, or drop --strict to skip it)")
+        if any(s["path"] == path for s in self.skipped):  # seen by an earlier stage of the same run
+            return
         self.warn(f"skipping {path}: {reason}")
         self.skipped.append({"path": path, "reason": reason})
 

@@ -80,42 +80,64 @@ def extract(
     extractor: Extractor,
     pre: Preprocess,
     skip: Skipper,
-    cache: FeatureCache | None,
+    cache: FeatureCache,
     batch_size: int = 64,
     progress: bool = True,
 ) -> Extracted:
-    """Features for every decodable item (content keys -> [D]); misses are computed and written to the cache."""
+    """Features for every decodable item (content keys -> [D]); misses are computed and written to the cache.
+
+    Batches are fixed slices of *all* the sorted content keys, and a batch runs only its missing keys: a run
+    killed at any point resumes with exactly the batches it had not finished, so the features come out
+    bit-identical to an uninterrupted run. Files that do not decode are remembered by content (never retried,
+    still reported every run), so they cannot shift batch boundaries either.
+    """
     by_key = _unique_by_key(items)
-    found = cache.lookup(set(by_key)) if cache else {}
-    missing = sorted(k for k in by_key if k not in found)
-    if cache:
-        cache.stats.hits += len(by_key) - len(missing)
-        cache.stats.misses += len(missing)
+    found = cache.lookup(set(by_key))
+    bad = cache.bad_keys(set(by_key))
+    for key, reason in sorted(bad.items()):
+        skip(by_key[key].path, reason)
+    ordered = sorted(by_key)
+    todo_total = sum(1 for k in ordered if k not in found and k not in bad)
+    cache.stats.hits += len(found)
+    cache.stats.misses += todo_total
     out = Extracted(dict(found))
-    with bar(f"extract ({extractor.name})", len(missing), progress) as b:
-        for start in range(0, len(missing), batch_size):
+    with bar(f"extract ({extractor.name})", todo_total, progress) as b:
+        for start in range(0, len(ordered), batch_size):
+            todo = [k for k in ordered[start : start + batch_size] if k not in found and k not in bad]
+            if not todo:
+                continue
             t0 = time.perf_counter()
-            kept, x = decode([by_key[k] for k in missing[start : start + batch_size]], pre, skip)
+            kept, x = decode([by_key[k] for k in todo], pre, skip, on_bad=lambda it, why: cache.mark_bad(it.key, why))
             keys = [it.key for it in kept]
             if keys:
                 feats = np.asarray(extractor(x), dtype=np.float32)
-                if cache:
-                    cache.write_shard(keys, feats)
+                cache.write_shard(keys, feats)
                 out.features.update(zip(keys, feats, strict=True))
             out.seconds += time.perf_counter() - t0
             out.images += len(keys)
-            b.advance(min(batch_size, len(missing) - start))
+            b.advance(len(todo))
     return out
 
 
-def decode(items: list[Item], pre: Preprocess, skip: Skipper) -> tuple[list[Item], np.ndarray]:
-    """Preprocessed inputs [n, 3, h, w] for every decodable item; the others are skipped with their reason."""
+def decode(
+    items: list[Item], pre: Preprocess, skip: Skipper, on_bad: Callable[[Item, str], None] | None = None
+) -> tuple[list[Item], np.ndarray]:
+    """Preprocessed inputs [n, 3, h, w] for every decodable item; the others are skipped with their reason.
+
+    `on_bad` hears about files whose *content* is unusable (not about unreadable paths: those may come back).
+    """
     kept, xs = [], []
     for it in items:
         try:
-            xs.append(pre(it.load(pre.decode_min_size)[None]))
+            frame = it.load(pre.decode_min_size)
         except BadImage as e:
             skip(it.path, str(e))
+            if on_bad:
+                on_bad(it, str(e))
             continue
+        except OSError as e:
+            skip(it.path, f"unreadable ({e.strerror or e})")
+            continue
+        xs.append(pre(frame[None]))
         kept.append(it)
     return kept, (np.concatenate(xs) if xs else np.zeros((0, 3, *pre.size), np.float32))

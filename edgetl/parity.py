@@ -24,7 +24,7 @@ import onnx
 import torch
 from torch import nn
 
-from edgetl.data import BadImage, load_dataset
+from edgetl.data import BadImage, load_dataset, split_fingerprint
 from edgetl.errors import UserError
 from edgetl.onnx_graph import mark_all_outputs
 from edgetl.preprocess import Preprocess
@@ -49,16 +49,25 @@ class ParityFailed(UserError):
 def val_frames(record: dict, limit: int) -> tuple[list[np.ndarray], np.ndarray]:
     """Up to `limit` decoded validation frames of the run's own split, spread over all classes."""
     cfg = record["config"]
-    ds = load_dataset(cfg["data"], int(cfg.get("seed", 0)), False, lambda message: None)
+    try:
+        ds = load_dataset(cfg["data"], int(cfg.get("seed", 0)), False, lambda message: None)
+    except UserError as e:
+        raise UserError(f"the run's training data is needed for the parity check: {e}") from None
     if not ds.val:
-        raise UserError(f"--data {cfg['data']}: no validation images to check the export on")
+        raise UserError(f"{cfg['data']}: no validation images to check the export on")
+    expected = record.get("data", {}).get("val_sha256")
+    if expected and split_fingerprint(ds.val) != expected:
+        raise UserError(
+            f"{cfg['data']}: the validation images differ from the ones this run was trained with (files added, "
+            "removed or changed); restore the data folder, or re-run edgetl train before exporting"
+        )
     picks = np.unique(np.linspace(0, len(ds.val) - 1, min(limit, len(ds.val))).round().astype(int))
     frames, labels = [], []
     min_size = Preprocess.from_dict(record["preprocess"]).decode_min_size
     for i in picks:
         try:
             frames.append(ds.val[i].load(min_size))
-        except BadImage:
+        except (BadImage, OSError):
             continue
         labels.append(ds.val[i].label)
     return frames, np.asarray(labels, np.int64)

@@ -70,7 +70,7 @@ class Preprocess:
             resize=d.get("resize", "stretch"),
             channel_order=d.get("channel_order", "RGB"),
             layout=d.get("layout", "NCHW"),
-            jpeg_draft=bool(d.get("jpeg_draft", False)),
+            jpeg_draft=bool(d.get("jpeg_draft", True)),
         )
 
     def key(self) -> str:

@@ -21,7 +21,7 @@ from edgetl import __version__
 from edgetl.backbones import build_backbone, describe_backbone
 from edgetl.cache import FeatureCache, default_cache_dir
 from edgetl.config import TrainCfg
-from edgetl.data import Dataset, Item, Skipper, load_dataset
+from edgetl.data import Dataset, Item, Skipper, load_dataset, split_fingerprint
 from edgetl.errors import UserError
 from edgetl.features import Extracted, Extractor, TorchExtractor, decode, extract
 from edgetl.fileio import atomic_write_bytes
@@ -165,7 +165,7 @@ class Pipeline:
                 "misses": sum(s.misses for s in stats),
                 "corrupt_shards": [p for s in stats for p in s.corrupt],
             },
-            "data": {**self.ds.summary(), "skipped": self.skip.skipped},
+            "data": {**self.ds.summary(), "skipped": self.skip.skipped, "val_sha256": split_fingerprint(self.ds.val)},
             "timing": {**self.timing, "total_s": time.perf_counter() - self.t0},
             "versions": versions(),
             **{k: v for k, v in extras.items() if k != "metrics"},
@@ -173,6 +173,10 @@ class Pipeline:
 
     def save(self, res: HeadResult, record: dict) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
+        # --overwrite: artifacts of the previous run in this folder must not ship next to the new head
+        stale = ["model.onnx", "export.json"] + ([] if record.get("quantize") else ["backbone.int8.onnx"])
+        for name in stale:
+            (self.out / name).unlink(missing_ok=True)
         save_head(
             res.head,
             head_meta(self.cfg.head, self.bcfg.num_features, len(self.ds.classes)),

@@ -11,14 +11,15 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from edgetl.errors import UserError
 from edgetl.features import decode
+from edgetl.fileio import atomic_write_bytes
 from edgetl.progress import info
 from edgetl.quantize import (
     RuntimeExtractor,
@@ -42,7 +43,12 @@ class Int8Run:
         self.p = p
         self.q = p.cfg.quantize
         self.models = p.cache_dir / "models"
-        self.models.mkdir(parents=True, exist_ok=True)
+        try:
+            self.models.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UserError(
+                f"--cache-dir {p.cache_dir}: cannot write there ({e.strerror}); choose a writable folder"
+            ) from None
         self._calib_x: np.ndarray | None = None
 
     # --- FP32 reference ---------------------------------------------------------------------------
@@ -132,7 +138,7 @@ def run_quantized(p: Pipeline) -> dict:
             qcfg, drop, k = trial, res32.val_acc - res.val_acc, k * 2
     timing = _timing(p, r, ext, got, items)
     status, warnings = _verdict(drop, res32.val_acc, qcfg)
-    shutil.copyfile(ext.path, _ensure(p.out) / "backbone.int8.onnx")
+    atomic_write_bytes(_ensure(p.out) / "backbone.int8.onnx", ext.path.read_bytes())
     quant = {
         "target": qcfg.target,
         "method": qcfg.calib_method,

@@ -186,3 +186,59 @@ def test_cache_commands_run_on_an_empty_cache(cmd, tmp_path: Path):
         text=True,
     )
     assert out.returncode == 0, out.stderr
+
+
+def test_a_bad_file_is_remembered_reported_every_run_and_never_shifts_batches(image_folder: Path, tmp_path: Path):
+    (image_folder / "green" / "aaa-broken.png").write_bytes(b"not an image at all")
+    r1 = run_train(tiny_cfg(image_folder, tmp_path / "r1"))
+    r2 = run_train(tiny_cfg(image_folder, tmp_path / "r2"))
+    for r in (r1, r2):
+        assert [Path(s["path"]).name for s in r["data"]["skipped"]] == ["aaa-broken.png"]
+    assert r2["cache"]["misses"] == 0 and r2["cache"]["hits"] == r1["cache"]["misses"] - 1  # bad: not retried
+
+
+def test_int8_run_reports_a_bad_file_once(image_folder: Path, tmp_path: Path):
+    from edgetl.config import QuantizeCfg
+
+    (image_folder / "red" / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    r = run_train(tiny_cfg(image_folder, tmp_path / "r", quantize=QuantizeCfg(calib_size=16, target="onnxruntime")))
+    assert [Path(s["path"]).name for s in r["data"]["skipped"]] == ["broken.jpg"]
+
+
+def test_kill_9_with_a_bad_file_in_the_data_still_resumes_bit_identically(tmp_path: Path):
+    data = make_folder(tmp_path / "data", per_class=6)
+    (data / "blue" / "broken.png").write_bytes(b"junk")
+    ref = _worker(data, tmp_path / "ref", tmp_path / "ref-cache", 0.0)
+    assert ref.wait(120) == 0, ref.stderr.read()
+    cache = tmp_path / "cache"
+    proc = _worker(data, tmp_path / "k", cache, 0.4)
+    deadline = time.time() + 120
+    while _shards(cache) < 2 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = _worker(data, tmp_path / "resume", cache, 0.0)
+    assert done.wait(120) == 0, done.stderr.read()
+    expected, got = _load(tmp_path / "ref"), _load(tmp_path / "resume")
+    assert set(got) == set(expected) and len(got) == 18
+    for k in expected:
+        assert got[k].tobytes() == expected[k].tobytes()
+
+
+def test_overwrite_removes_the_previous_runs_artifacts(image_folder: Path, tmp_path: Path):
+    out = tmp_path / "r"
+    run_train(tiny_cfg(image_folder, out))
+    (out / "model.onnx").write_bytes(b"an export of the previous head")
+    run_train(tiny_cfg(image_folder, out, overwrite=True))
+    assert not (out / "model.onnx").exists() and (out / "run.json").exists()
+
+
+def test_export_refuses_data_that_changed_since_training(image_folder: Path, tmp_path: Path):
+    from edgetl.errors import UserError
+    from edgetl.export import export_run
+
+    out = tmp_path / "r"
+    run_train(tiny_cfg(image_folder, out))
+    Image.fromarray(np.zeros((20, 24, 3), np.uint8)).save(image_folder / "red" / "new.png")
+    with pytest.raises(UserError, match="validation images differ from the ones this run was trained with"):
+        export_run(out, echo=lambda line: None)
