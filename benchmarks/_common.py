@@ -116,6 +116,16 @@ def bar_plot(
     wrapped = [textwrap.fill(note, 100) for note in notes]
     ax.set_title(title + "\n" + "\n".join(wrapped), fontsize=9, loc="left")
     fig.tight_layout()
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_plot(fig, path)
+
+
+def save_plot(fig, path: Path) -> None:
+    """Write a figure atomically (rendered in memory, then temp file + rename) and close it."""
+    import matplotlib.pyplot as plt
+
+    from edgetl.bench import save_figure
+
+    try:
+        save_figure(fig, path)
+    finally:
+        plt.close(fig)

@@ -16,7 +16,7 @@ import argparse
 import time
 
 import numpy as np
-from _common import RESULTS, artifacts, write_result
+from _common import RESULTS, artifacts, save_plot, write_result
 
 from edgetl.bench import CAMERA_FRAME, Case, Settings, bundle_cases, load_jpegs, measure, use_threads
 from edgetl.bench_gate import NOISE_K, ab_test
@@ -114,9 +114,7 @@ def plot(runs: list[dict]) -> None:
     )
     ax.legend(fontsize=8)
     fig.tight_layout()
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    fig.savefig(RESULTS / "gate.png", dpi=120)
-    plt.close(fig)
+    save_plot(fig, RESULTS / "gate.png")
 
 
 if __name__ == "__main__":

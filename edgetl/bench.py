@@ -167,15 +167,19 @@ def batches(items: Sequence, batch: int) -> list[list]:
 def measure(case: Case, settings: Settings, tick: Callable[[float, int], None] | None = None) -> Measured:
     """Warm up for settings.warmup_s, then time until both the duration and the iteration count are reached.
 
-    Ctrl-C during timing ends the loop and returns what was measured (marked interrupted).
+    Ctrl-C during warm-up or timing ends the loop and returns what was measured (marked interrupted; no
+    samples when it came during warm-up).
     """
     inputs, call = case.inputs, case.call
     i, start = 0, time.perf_counter()
-    while True:
-        call(inputs[i % len(inputs)])
-        i += 1
-        if time.perf_counter() - start >= settings.warmup_s:
-            break
+    try:
+        while True:
+            call(inputs[i % len(inputs)])
+            i += 1
+            if time.perf_counter() - start >= settings.warmup_s:
+                break
+    except KeyboardInterrupt:
+        return Measured([], time.perf_counter() - start, True)
     samples: list[float] = []
     t0 = last_tick = time.perf_counter()
     interrupted = False
@@ -203,7 +207,8 @@ def interleave(
     Yields (round, case, block samples in ms). With warmup_s > 0 each case is warmed up before the first round.
     """
     for case in cases if warmup_s > 0 else ():
-        measure(case, Settings(warmup_s=warmup_s, duration_s=1e-3, min_iters=1))
+        if measure(case, Settings(warmup_s=warmup_s, duration_s=1e-3, min_iters=1)).interrupted:
+            raise KeyboardInterrupt  # callers stop at Ctrl-C between blocks and keep the blocks already timed
     counters = [0] * len(cases)
     for r in range(rounds):
         order = list(range(len(cases)))
@@ -250,10 +255,28 @@ def batch_feeds(predictor, frames: Sequence[np.ndarray]) -> dict[str, np.ndarray
     return {name: np.concatenate([predictor.feeds(f)[name] for f in frames])}
 
 
+def check_batch(manifest: dict, batch: int, name: str) -> None:
+    """Refuse up front a batch the bundle cannot run (static shape, TensorRT profile), not mid-benchmark."""
+    shape = (manifest.get("input") or {}).get("shape") or []
+    fixed = shape[0] if isinstance(shape, list) and shape and isinstance(shape[0], int) and shape[0] > 0 else None
+    if fixed is not None and batch != fixed:
+        raise UserError(
+            f"--batch {batch}: {name} has a static input shape for batch {fixed}; "
+            f"use --batch {fixed} or compile without --static"
+        )
+    max_batch = (manifest.get("settings") or {}).get("max_batch")
+    if manifest.get("target") == "tensorrt" and isinstance(max_batch, int) and batch > max_batch:
+        raise UserError(
+            f"--batch {batch}: {name} was built for batches up to {max_batch}; "
+            f"use --batch {max_batch} or less, or compile with --max-batch {batch}"
+        )
+
+
 def bundle_cases(
     predictor, name: str, jpegs: list[bytes], batch: int, modes: Sequence[str], threads: int
 ) -> list[Case]:
     """`model`: Runner.infer on prepared batches; `end_to_end`: JPEG bytes -> decode -> inputs -> infer -> labels."""
+    check_batch(predictor.manifest, batch, name)
     fields = bundle_fields(predictor, threads)
     frames = [decode_image(j) for j in jpegs]
     feeds = [batch_feeds(predictor, group) for group in batches(frames, batch)]
@@ -343,13 +366,41 @@ def load_results(path: Path) -> list[dict]:
         raise UserError(f"{path}: not JSON ({e}); give a file written by `edgetl bench --json`") from None
     results = doc.get("results") if isinstance(doc, dict) and "results" in doc else doc
     results = [results] if isinstance(results, dict) else results
-    if not isinstance(results, list) or not results or not all(_is_record(r) for r in results):
+    if not isinstance(results, list) or not results:
         raise UserError(f"{path}: not an `edgetl bench --json` file (no results with latency_ms); re-run the bench")
+    for i, r in enumerate(results):
+        problem = _record_problem(r)
+        if problem:
+            raise UserError(f"{path}: result {i} is not an `edgetl bench --json` record ({problem}); re-run the bench")
     return results
 
 
-def _is_record(r) -> bool:
-    return isinstance(r, dict) and isinstance(r.get("latency_ms"), dict) and "p50" in r["latency_ms"]
+def _number(v) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and bool(np.isfinite(v))
+
+
+def _record_problem(r) -> str | None:
+    """Why `r` cannot be compared (None when it can): what --compare reads must be there and make sense."""
+    if not isinstance(r, dict):
+        return "not an object"
+    if not isinstance(r.get("mode"), str) or not r["mode"]:
+        return "no mode"
+    if not isinstance(r.get("batch"), int) or isinstance(r["batch"], bool) or r["batch"] < 1:
+        return "batch is not a positive integer"
+    lat = r.get("latency_ms")
+    if not isinstance(lat, dict) or not _number(lat.get("p50")) or lat["p50"] <= 0:
+        return "latency_ms.p50 is not a positive number"
+    samples = r.get("samples_ms")
+    if samples is not None and not (isinstance(samples, list) and all(_number(s) and s >= 0 for s in samples)):
+        return "samples_ms is not a list of non-negative numbers"
+    if "name" in r and not isinstance(r["name"], str):
+        return "name is not a string"
+    if not isinstance(r.get("versions", {}), dict) or not isinstance(r.get("cpu", {}), dict):
+        return "versions or cpu is not an object"
+    flags = r.get("cpu", {}).get("flags", [])
+    if not isinstance(flags, list) or not all(isinstance(f, str) for f in flags):
+        return "cpu.flags is not a list of strings"
+    return None
 
 
 def table_rows(results: list[dict]) -> list[list[str]]:
@@ -386,7 +437,7 @@ def _precision(r: dict) -> str:
 
 
 def plot(results: list[dict], path: Path, title: str) -> None:
-    """Horizontal bars of p50 with p90..p99 whiskers, one bar per record; readable without the JSON."""
+    """Horizontal bars of p50 with whiskers from p50 to p99, one bar per record; readable without the JSON."""
     try:
         import matplotlib
 
@@ -407,6 +458,20 @@ def plot(results: list[dict], path: Path, title: str) -> None:
     ax.set_xlabel("latency per batch, ms (bar: p50, whisker: to p99; lower is better)")
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    try:
+        save_figure(fig, path)
+    finally:
+        plt.close(fig)
+
+
+def save_figure(fig, path: Path, dpi: int = 120) -> None:
+    """Render a matplotlib figure in memory, then write it atomically (the format follows the file's suffix)."""
+    path = Path(path)
+    fmt = path.suffix.lstrip(".").lower() or "png"
+    if fmt not in fig.canvas.get_supported_filetypes():
+        raise UserError(f"--plot {path}: unknown image type .{fmt}; name the file *.png (or .svg, .pdf)")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=fmt, dpi=dpi)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, buffer.getvalue())
+    path.chmod(0o644)  # plots are for sharing, like the JSON

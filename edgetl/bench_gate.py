@@ -101,7 +101,8 @@ def _block_p50s(record: dict) -> list[float]:
     samples = record.get("samples_ms") or []
     if len(samples) < FILE_BLOCKS * 5:  # too few samples to pair blocks: fall back on the recorded p50
         return [record["latency_ms"]["p50"]]
-    return [float(np.median(block)) for block in np.array_split(np.asarray(samples), FILE_BLOCKS)]
+    medians = [float(np.median(block)) for block in np.array_split(np.asarray(samples, np.float64), FILE_BLOCKS)]
+    return medians if min(medians) > 0 else [record["latency_ms"]["p50"]]  # a zero block cannot be a ratio
 
 
 def compare_records(base: list[dict], cand: list[dict], threshold: float, force: bool, warn) -> list[Verdict]:

@@ -51,6 +51,9 @@ def open_source(model: Path) -> Iterator[Source]:
     model = Path(model)
     if not model.is_file():
         raise UserError(f"--peers {model}: no such ONNX file; give the model.onnx written by `edgetl export`")
+    from edgetl.onnx_safety import check_external_data
+
+    check_external_data(model)  # before any runtime opens it: its external data must stay in its folder
     run_dir = model.parent if (model.parent / "run.json").is_file() else None
     int8 = _has_qdq(model)
     if not int8:
@@ -156,10 +159,11 @@ def ort_int8(src: Source, threads: int, calibration: Sequence[np.ndarray], workd
 
 def _ov_compile(model, config: dict, model_precision: str) -> tuple[Callable, dict]:
     ov = _import("openvino", "edgetl[openvino]")
+    from edgetl.targets.openvino import precision_name
+
     compiled = ov.Core().compile_model(model, "CPU", config)
     request = compiled.create_infer_request()
-    hint = compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
-    precision = {"f32": "fp32", "f16": "fp16"}.get(hint, hint)
+    precision = precision_name(compiled.get_property("INFERENCE_PRECISION_HINT").to_string())
     return (lambda frames: request.infer({0: frames})), {
         "target": "openvino",
         "precision": precision,

@@ -11,6 +11,7 @@ and the runtime versions it was built with. Standard library + NumPy-free: safe 
 from __future__ import annotations
 
 import contextlib
+import gzip
 import io
 import json
 import shutil
@@ -94,7 +95,8 @@ def read_manifest(root: Path, origin: str | Path) -> dict:
     return manifest
 
 
-def _check_name(name: str, origin) -> None:
+def check_name(name: str, origin) -> None:
+    """Refuse a bundle file name that is absolute, climbs with '..' or uses Windows separators or drives."""
     parts = PurePosixPath(name).parts
     if not name or name.startswith(("/", "\\")) or ".." in parts or "\\" in name or ":" in name:
         raise UserError(f"{origin}: unsafe file name {name!r} (absolute or '..'); refusing this bundle")
@@ -103,7 +105,7 @@ def _check_name(name: str, origin) -> None:
 def verify(root: Path, manifest: dict, origin: str | Path) -> None:
     """Every listed file exists, is a regular file and has the listed sha256."""
     for name, expected in manifest["files"].items():
-        _check_name(name, origin)
+        check_name(name, origin)
         path = Path(root) / name
         if path.is_symlink() or not path.is_file():
             raise UserError(f"{origin}: {name} is missing or not a regular file; re-copy the bundle")
@@ -130,7 +132,12 @@ def package(artifact_dir: Path, out: Path) -> dict:
     verify(artifact_dir, manifest, artifact_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz", format=tarfile.PAX_FORMAT) as tar:
+    # gzip's header stamps the time (and tarfile's "w:gz" the file name): mtime=0 and no name keep two packages
+    # of the same folder byte-identical.
+    with (
+        gzip.GzipFile(filename="", fileobj=buffer, mode="wb", mtime=0) as gz,
+        tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
+    ):
         for name in [MANIFEST, *sorted(manifest["files"])]:
             data = (artifact_dir / name).read_bytes()
             info = tarfile.TarInfo(name)
@@ -143,7 +150,7 @@ def package(artifact_dir: Path, out: Path) -> dict:
 def _safe_members(tar: tarfile.TarFile, origin) -> list[tarfile.TarInfo]:
     members, seen, total = [], set(), 0
     for m in tar.getmembers():
-        _check_name(m.name, origin)
+        check_name(m.name, origin)
         if m.issym() or m.islnk():
             raise UserError(f"{origin}: {m.name} is a link; bundles hold regular files only, refusing it")
         if m.isdir():

@@ -43,7 +43,7 @@ _register()
 
 def main(argv: list[str] | None = None) -> None:
     try:
-        cli.main(args=argv, prog_name="edgetl", standalone_mode=False)
+        rv = cli.main(args=argv, prog_name="edgetl", standalone_mode=False)
     except UserError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(e.exit_code)
@@ -60,4 +60,6 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(e.exit_code)
     except SystemExit:
         raise
-    sys.exit(0)
+    # A command may return its exit code; None (most commands) means success. Without standalone mode click
+    # returns it instead of exiting (and returns its exit code for --help/--version).
+    sys.exit(rv if isinstance(rv, int) and not isinstance(rv, bool) else 0)

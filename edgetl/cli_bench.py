@@ -15,6 +15,7 @@ from pathlib import Path
 
 import click
 
+from edgetl.cli_deploy import parse_frame_size
 from edgetl.errors import UserError
 
 EXAMPLES = """
@@ -44,18 +45,6 @@ def _modes(text: str) -> list[str]:
     if not modes or any(m not in MODES for m in modes):
         raise UserError(f"--mode {text!r}: choose from {', '.join(MODES)} (comma-separated)")
     return modes
-
-
-def _frame_size(text: str | None) -> tuple[int, int] | None:
-    if text is None:
-        return None
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise UserError(f"--frame-size {text!r}: give HEIGHTxWIDTH, e.g. 480x640") from None
-    if not (8 <= h <= 8192 and 8 <= w <= 8192):
-        raise UserError(f"--frame-size {text!r}: sides must be within 8..8192")
-    return h, w
 
 
 @contextlib.contextmanager
@@ -97,7 +86,9 @@ def _finish(
     from edgetl.bench import plot, report, write_json
 
     if not results:
-        raise UserError("nothing was measured (interrupted before the first result)")
+        if interrupted:
+            raise KeyboardInterrupt  # Ctrl-C before the first result: exit 130 like any interruption
+        raise UserError("nothing was measured")
     _print_table(results, title + (" (interrupted: partial results)" if interrupted else ""), footer)
     if json_path:
         write_json(json_path, report(results, interrupted=interrupted, **extra))
@@ -194,22 +185,30 @@ def gate_ab(bundles: tuple[Path, Path], opts: dict) -> None:
     threads = bench.use_threads(opts["threads"])
     batch = _ints(opts["batch"], "--batch")
     modes = _modes(opts["mode"] if opts["mode_given"] else "model")
-    outcome = []
+    outcome, interrupted = [], False
     with Predictor(bundles[0]) as a, Predictor(bundles[1]) as b:
         jpegs = bench.load_jpegs(opts["images"], a.frame_size or opts["frame_size"] or bench.CAMERA_FRAME)
-        for size in batch:
-            pairs = zip(
+        cases = [
+            pair
+            for size in batch
+            for pair in zip(
                 bench.bundle_cases(a, "baseline", jpegs, size, modes, threads),
                 bench.bundle_cases(b, "candidate", jpegs, size, modes, threads),
                 strict=True,
             )
-            for base, cand in pairs:
-                key = f"{cand.fields['mode']} b{size}"
+        ]
+        for base, cand in cases:  # Ctrl-C stops every remaining (mode, batch), not just the current one
+            key = f"{cand.fields['mode']} b{cand.fields['batch']}"
+            try:
                 result = ab_test(base, cand, opts["rounds"], threshold, key=key)
-                click.echo(result.verdict.line())
-                outcome.append(result)
-                if result.interrupted:
-                    break
+            except KeyboardInterrupt:  # before a single round finished: nothing to judge
+                interrupted = True
+                break
+            click.echo(result.verdict.line())
+            outcome.append(result)
+            if result.interrupted:
+                interrupted = True
+                break
     if opts["json_path"]:
         bench.write_json(
             opts["json_path"],
@@ -222,7 +221,8 @@ def gate_ab(bundles: tuple[Path, Path], opts: dict) -> None:
                 "ab": [r.to_json() for r in outcome],
             },
         )
-    if any(r.interrupted for r in outcome):
+    if interrupted:
+        click.echo("interrupted: the remaining comparisons were not run", err=True)
         sys.exit(130)
     sys.exit(1 if any(r.verdict.regressed for r in outcome) else 0)
 
@@ -303,7 +303,7 @@ def bench_cmd(ctx: click.Context, bundle: Path | None, **opts) -> None:
         raise UserError("--bundle: only used with --peers; to time one bundle give it as the argument")
     if opts["rounds"] < 1:
         raise UserError(f"--rounds {opts['rounds']}: give at least 1")
-    opts["frame_size"] = _frame_size(opts["frame_size"])
+    opts["frame_size"] = parse_frame_size(opts["frame_size"])
     opts["mode_given"] = ctx.get_parameter_source("mode") != click.core.ParameterSource.DEFAULT
     if bundle:
         bench_bundle(bundle, opts)

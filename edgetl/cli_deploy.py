@@ -16,16 +16,21 @@ from edgetl.errors import UserError
 TARGET_NAMES = ("openvino", "onnxruntime", "tensorrt")
 
 
-def _frame_size(ctx, param, value: str | None) -> tuple[int, int] | None:
-    if value is None:
+def parse_frame_size(text: str | None) -> tuple[int, int] | None:
+    """--frame-size HEIGHTxWIDTH (used by compile and bench)."""
+    if text is None:
         return None
     try:
-        h, w = (int(v) for v in value.lower().split("x"))
+        h, w = (int(v) for v in text.lower().split("x"))
     except ValueError:
-        raise click.BadParameter(f"{value!r}: give HEIGHTxWIDTH, e.g. 480x640") from None
+        raise UserError(f"--frame-size {text!r}: give HEIGHTxWIDTH, e.g. 480x640") from None
     if not (8 <= h <= 8192 and 8 <= w <= 8192):
-        raise click.BadParameter(f"{value!r}: sides must be within 8..8192")
+        raise UserError(f"--frame-size {text!r}: sides must be within 8..8192")
     return h, w
+
+
+def _frame_size(ctx, param, value: str | None) -> tuple[int, int] | None:
+    return parse_frame_size(value)
 
 
 def _stderr(message: str) -> None:
@@ -153,7 +158,12 @@ def doctor_cmd() -> None:
         if problem:
             click.echo(f"{name:12s} missing    {problem}")
             continue
-        devices = target.devices()
+        try:
+            devices = target.devices()
+        except Exception as e:  # a runtime that imports but cannot enumerate (driver, plugin) is a row, not a crash
+            why = (str(e).strip().splitlines() or [""])[0]
+            click.echo(f"{name:12s} missing    installed, but listing its devices failed ({type(e).__name__}: {why})")
+            continue
         click.echo(f"{name:12s} available  devices: {', '.join(devices) or 'none'}")
 
 

@@ -57,16 +57,33 @@ class Predictor:
             if problem:
                 raise RuntimeMissing(f"{bundle}: built for {artifact.target}; {problem}")
             self.manifest = artifact.manifest
+            self._read_spec(bundle)  # before loading: a damaged manifest fails fast, without a runtime started
             self.runner: Runner = self._stack.enter_context(target.load(artifact, device))
         except BaseException:
-            self._stack.close()
+            self._stack.close()  # removes the unpacked temp folder, whatever failed
             raise
-        spec = self.manifest["input"]
-        self.classes: list[str] = list(self.manifest["classes"])
-        self.input_name: str = spec["name"]
-        self.input_format: str = spec["format"]
-        self.frame_size: tuple[int, int] | None = tuple(spec["frame_size"]) if spec.get("frame_size") else None
-        self.preprocess = Preprocess.from_dict(self.manifest["preprocess"])
+
+    def _read_spec(self, bundle) -> None:
+        try:
+            spec = self.manifest["input"]
+            classes = self.manifest["classes"]
+            if not isinstance(classes, list) or not classes:
+                raise TypeError("classes is not a non-empty list")
+            self.classes: list[str] = [str(c) for c in classes]
+            self.input_name: str = str(spec["name"])
+            self.input_format: str = spec["format"]
+            frame = spec.get("frame_size")
+            self.frame_size: tuple[int, int] | None = (int(frame[0]), int(frame[1])) if frame else None
+            self.preprocess = Preprocess.from_dict(self.manifest["preprocess"])
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+            raise UserError(
+                f"{bundle}: manifest.json has a damaged input/classes/preprocess entry ({type(e).__name__}: {e}); "
+                "rebuild the bundle with `edgetl compile` and `edgetl package`"
+            ) from None
+        if self.input_format not in ("uint8-nhwc", "float-nchw"):
+            raise UserError(
+                f"{bundle}: manifest.json input format {self.input_format!r} is unknown; rebuild the bundle"
+            )
 
     def __enter__(self) -> Predictor:
         return self

@@ -139,7 +139,11 @@ class ORTTarget:
         return Artifact(Path(out), manifest)
 
     def load(self, artifact: Artifact, device: str | None = None) -> ORTRunner:
+        from edgetl.onnx_safety import check_bundled_onnx
+
         require(self)
+        # ORT opens external-data files named inside the model: only the bundle's own listed files may be read.
+        check_bundled_onnx(artifact.model_path, artifact.root, artifact.manifest["files"], artifact.root)
         settings = artifact.manifest["settings"]
         provider = _provider(device or artifact.device)
         session = _session(

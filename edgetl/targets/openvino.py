@@ -20,6 +20,11 @@ from edgetl.targets.base import TARGETS, Artifact, CompileOptions, cache_root, m
 HINTS = {"fp32": "f32", "fp16": "f16", "bf16": "bf16"}  # --precision -> INFERENCE_PRECISION_HINT
 
 
+def precision_name(hint: str) -> str:
+    """An INFERENCE_PRECISION_HINT value as edgetl names precisions ('f32' -> 'fp32'; unknown ones unchanged)."""
+    return {v: k for k, v in HINTS.items()}.get(hint, hint)
+
+
 def _version() -> str:
     import openvino as ov
 
@@ -84,8 +89,7 @@ def _compile_config(settings: dict, device: str) -> dict:
 def _runtime_info(compiled, device: str) -> dict:
     info = {"device": device, "execution_devices": list(compiled.get_property("EXECUTION_DEVICES"))}
     try:
-        hint = compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
-        info["precision"] = {"f32": "fp32", "f16": "fp16"}.get(hint, hint)
+        info["precision"] = precision_name(compiled.get_property("INFERENCE_PRECISION_HINT").to_string())
     except RuntimeError:  # some plugins (NPU) do not report it
         info["precision"] = None
     return info
@@ -201,11 +205,17 @@ class OpenVINOTarget:
         core = ov.Core()
         if not _has_device(core, device):
             return {"checked": False, "note": f"{device} is not present on the build machine; checked on first load"}
-        if extension:
-            core.add_extension(str(extension))
-        compiled = core.compile_model(model, device, _compile_config(settings, device))
-        request = compiled.create_infer_request()
-        request.infer({input_spec["name"]: example_input(input_spec)})
+        try:
+            if extension:
+                core.add_extension(str(extension))
+            compiled = core.compile_model(model, device, _compile_config(settings, device))
+            request = compiled.create_infer_request()
+            request.infer({input_spec["name"]: example_input(input_spec)})
+        except Exception as e:  # OpenVINO raises plain RuntimeError with many lines of plugin text
+            raise UserError(
+                f"--device {device}: OpenVINO cannot compile or run the model here ({_first_line(e)}); "
+                "try --precision fp32, or another --device"
+            ) from None
         return {"checked": True, **_runtime_info(compiled, device)}
 
     def load(self, artifact: Artifact, device: str | None = None) -> OpenVINORunner:
@@ -216,16 +226,42 @@ class OpenVINOTarget:
         settings = artifact.manifest["settings"]
         core = ov.Core()
         if settings.get("extension"):
-            core.add_extension(str(artifact.path(settings["extension"])))
+            extension = bundled_extension(artifact, settings["extension"])
+            try:
+                core.add_extension(str(extension))
+            except RuntimeError as e:
+                raise UserError(
+                    f"{extension}: OpenVINO cannot load this native extension here ({_first_line(e)}); "
+                    "rebuild the bundle with --no-fused-kernels or on this OpenVINO version"
+                ) from None
         model = core.read_model(str(artifact.model_path))  # compile from the object: cache keyed by content
         try:
             compiled = core.compile_model(model, device, _compile_config(settings, device))
         except RuntimeError as e:
             raise UserError(
-                f"--device {device}: OpenVINO cannot compile for it here ({str(e).splitlines()[0]}); "
+                f"--device {device}: OpenVINO cannot compile for it here ({_first_line(e)}); "
                 f"devices here: {', '.join(core.available_devices)}"
             ) from None
         return OpenVINORunner(compiled, _runtime_info(compiled, device))
+
+
+def bundled_extension(artifact: Artifact, name) -> Path:
+    """The native extension a bundle names: only one of the bundle's own listed (hash-checked) files is loaded."""
+    from edgetl.bundle import check_name
+
+    origin = artifact.root
+    if not isinstance(name, str):
+        raise UserError(f"{origin}: settings.extension must be a file name in the bundle; refusing this bundle")
+    check_name(name, origin)
+    if name not in artifact.manifest["files"]:
+        raise UserError(
+            f"{origin}: settings.extension {name!r} is not a file listed in manifest.json; refusing this bundle"
+        )
+    return artifact.path(name)
+
+
+def _first_line(e: Exception) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
 
 def _fused_ops(model) -> list[str]:

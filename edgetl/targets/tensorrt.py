@@ -42,6 +42,14 @@ def device_identity() -> dict:
     return {"tensorrt": trt.__version__, "gpu": name, "compute_capability": f"{props.major}.{props.minor}"}
 
 
+def usable_gpu(why: str) -> dict:
+    """device_identity(), or one UserError line when CUDA has no usable GPU here (driver, permissions, none)."""
+    try:
+        return device_identity()
+    except RuntimeError as e:
+        raise UserError(f"{why}: no usable GPU here ({e}); check `nvidia-smi` and the CUDA driver") from None
+
+
 def load_plugins(trt) -> None:
     """Register edgetl's fused-op plugins (IPluginV3) before parsing or deserializing a graph that uses them."""
     from edgetl.ops.native import tensorrt_plugin_path
@@ -82,7 +90,7 @@ def build_engine(onnx: Path, settings: BuildSettings, engine_out: Path, timing_c
     timing_cache.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(timing_cache, bytes(config.get_timing_cache().serialize()))
     atomic_write_bytes(engine_out, bytes(serialized))
-    return {**device_identity(), "settings_key": settings.key()}
+    return {**usable_gpu(f"{onnx}: TensorRT build"), "settings_key": settings.key()}
 
 
 class TensorRTRunner:
@@ -226,12 +234,17 @@ class TensorRTTarget:
             raise RuntimeMissing(f"bundle target tensorrt: {problem}")
         import tensorrt as trt
 
-        here = device_identity()
+        from edgetl.onnx_safety import check_bundled_onnx
+
+        here = usable_gpu(f"{artifact.root}: TensorRT bundle")
         engine_path, built = artifact.path("model.engine"), artifact.manifest.get("engine")
         why = engine_mismatch(built, here)
         if why:
             engine_path = cached_engine_path(artifact.manifest, here)
             if not engine_path.is_file():
+                # TensorRT's parser opens external data named inside the ONNX: only the bundle's own files.
+                model = artifact.path("model.onnx")
+                check_bundled_onnx(model, artifact.root, artifact.manifest["files"], artifact.root)
                 print(
                     f"tensorrt: {why}; building from the bundled ONNX (cached in {engine_path.parent})", file=sys.stderr
                 )
@@ -288,6 +301,9 @@ def build_engine_bundle(bundle: Path, out: Path | None) -> Path:
         manifest = artifact.manifest
         if manifest["target"] != "tensorrt":
             raise UserError(f"{bundle}: a {manifest['target']} bundle; build-engine needs one from --target tensorrt")
+        from edgetl.onnx_safety import check_bundled_onnx
+
+        check_bundled_onnx(artifact.path("model.onnx"), artifact.root, manifest["files"], bundle)
         settings = BuildSettings.from_dict(manifest["settings"])
         engine = build_engine(artifact.path("model.onnx"), settings, artifact.path("model.engine"), timing_cache_path())
         (artifact.root / "BUILD_ON_DEVICE.txt").unlink(missing_ok=True)

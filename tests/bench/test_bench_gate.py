@@ -7,7 +7,7 @@ import copy
 import numpy as np
 import pytest
 
-from edgetl import bench_gate
+from edgetl import bench, bench_gate
 from edgetl.bench import Case
 from edgetl.errors import UserError
 
@@ -111,13 +111,38 @@ def test_edgetl_version_alone_does_not_make_files_incomparable():
     assert not bench_gate.differences(_record(), cand)
 
 
-def test_ab_test_runs_rounds_and_judges_their_ratios():
-    calls = {"a": 0, "b": 0}
-    a = Case("x", lambda _: calls.__setitem__("a", calls["a"] + 1), [0, 1])
-    b = Case("y", lambda _: calls.__setitem__("b", calls["b"] + 1), [0, 1])
-    result = bench_gate.ab_test(a, b, rounds=3, threshold=0.10, block_s=0.001, blocks=2, warmup_s=0.0)
-    assert len(result.verdict.ratios) == 3 and len(result.baseline_rounds_ms) == 3
-    assert calls["a"] >= 3 * 2 * 3 and calls["b"] >= 3 * 2 * 3  # at least 3 calls per block, 2 blocks per round
+class _FakeClock:
+    """Stands in for the `time` module the harness reads: only the timed calls move this clock."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+    def strftime(self, fmt: str) -> str:
+        return "2000-01-01T00:00:00+0000"
+
+    def case(self, name: str, ms: float, calls: dict) -> Case:
+        def call(_):
+            calls[name] = calls.get(name, 0) + 1
+            self.now += ms / 1e3
+
+        return Case(name, call, [0, 1])
+
+
+@pytest.mark.parametrize(("slowdown", "regressed"), [(1.3, True), (1.0, False), (1.05, False)])
+def test_ab_test_runs_rounds_and_judges_their_ratios(monkeypatch, slowdown, regressed):
+    clock, calls = _FakeClock(), {}
+    monkeypatch.setattr(bench, "time", clock)
+    a, b = clock.case("x", 2.0, calls), clock.case("y", 2.0 * slowdown, calls)
+    result = bench_gate.ab_test(a, b, rounds=3, threshold=0.10, block_s=0.01, blocks=2, warmup_s=0.01)
+    assert result.verdict.regressed is regressed and not result.interrupted
+    assert result.verdict.ratio == pytest.approx(slowdown) and result.verdict.noise == pytest.approx(0.0, abs=1e-9)
+    assert result.verdict.ratios == pytest.approx([slowdown] * 3)
+    assert result.baseline_rounds_ms == pytest.approx([2.0] * 3)
+    assert result.candidate_rounds_ms == pytest.approx([2.0 * slowdown] * 3)
+    assert calls["x"] >= 3 * 2 * 3 and calls["y"] >= 3 * 2 * 3  # at least 3 calls per block, 2 blocks per round
     assert set(result.to_json()["verdict"]) >= {"ratio", "noise", "threshold", "regressed", "ratios"}
 
 
