@@ -89,7 +89,7 @@ def p50(samples: list[float]) -> float:
 
 def write_result(name: str, doc: dict) -> Path:
     """benchmarks/results/<name>.json, written atomically."""
-    from edgetl.bench import write_json
+    from edgetl.bench_report import write_json
 
     path = RESULTS / f"{name}.json"
     write_json(path, doc)
@@ -123,7 +123,7 @@ def save_plot(fig, path: Path) -> None:
     """Write a figure atomically (rendered in memory, then temp file + rename) and close it."""
     import matplotlib.pyplot as plt
 
-    from edgetl.bench import save_figure
+    from edgetl.bench_report import save_figure
 
     try:
         save_figure(fig, path)

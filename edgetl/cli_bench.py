@@ -60,7 +60,7 @@ def _print_table(results: list[dict], title: str, footer: list[str] = ()) -> Non
     from rich.console import Console
     from rich.table import Table
 
-    from edgetl.bench import table_rows
+    from edgetl.bench_report import table_rows
 
     header, *rows = table_rows(results)
     table = Table(title=title, title_justify="left")
@@ -83,7 +83,7 @@ def _finish(
     footer: list[str] = (),
     **extra,
 ) -> None:
-    from edgetl.bench import plot, report, write_json
+    from edgetl.bench_report import plot, report, write_json
 
     if not results:
         if interrupted:
@@ -163,8 +163,8 @@ def bench_peers(model: Path, opts: dict) -> None:
 
 
 def gate_compare(files: tuple[Path, Path], opts: dict) -> None:
-    from edgetl.bench import load_results, write_json
     from edgetl.bench_gate import compare_records, parse_threshold
+    from edgetl.bench_report import load_results, write_json
 
     threshold = parse_threshold(opts["max_regression"])
     base, cand = (load_results(f) for f in files)
@@ -177,7 +177,7 @@ def gate_compare(files: tuple[Path, Path], opts: dict) -> None:
 
 
 def gate_ab(bundles: tuple[Path, Path], opts: dict) -> None:
-    from edgetl import bench
+    from edgetl import bench, bench_report
     from edgetl.bench_gate import ab_test, parse_threshold
     from edgetl.runtime import Predictor
 
@@ -210,7 +210,7 @@ def gate_ab(bundles: tuple[Path, Path], opts: dict) -> None:
                 interrupted = True
                 break
     if opts["json_path"]:
-        bench.write_json(
+        bench_report.write_json(
             opts["json_path"],
             {
                 "format": "edgetl-gate/1",

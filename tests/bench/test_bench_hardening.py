@@ -11,7 +11,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from edgetl import bench, bench_gate
+from edgetl import bench, bench_gate, bench_report
 from edgetl.cli import main
 from edgetl.errors import UserError
 from edgetl.targets import CompileOptions, get_target
@@ -168,7 +168,7 @@ def test_plot_is_written_atomically(tmp_path, monkeypatch):
     from matplotlib.figure import Figure
 
     path = tmp_path / "plot.png"
-    bench.plot(_plot_records(), path, "t")
+    bench_report.plot(_plot_records(), path, "t")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and [p.name for p in tmp_path.iterdir()] == ["plot.png"]
     path.write_bytes(b"old")
 
@@ -177,11 +177,11 @@ def test_plot_is_written_atomically(tmp_path, monkeypatch):
 
     monkeypatch.setattr(Figure, "savefig", broken)
     with pytest.raises(RuntimeError):
-        bench.plot(_plot_records(), path, "t")
+        bench_report.plot(_plot_records(), path, "t")
     assert path.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["plot.png"]
 
 
 def test_plot_with_an_unknown_suffix_is_one_line(tmp_path):
     pytest.importorskip("matplotlib")
     with pytest.raises(UserError, match="unknown image type .xyz"):
-        bench.plot(_plot_records(), Path(tmp_path / "plot.xyz"), "t")
+        bench_report.plot(_plot_records(), Path(tmp_path / "plot.xyz"), "t")

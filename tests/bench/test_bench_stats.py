@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgetl import bench
+from edgetl import bench, bench_report
 from edgetl.errors import UserError
 from tests.bench.conftest import CONTRACT
 
@@ -123,6 +123,6 @@ def test_table_rows_relative_to_fastest():
         "iterations": 5,
     }
     slow = {**fast, "name": "y", "precision": "bf16", "latency_ms": {**fast["latency_ms"], "p50": 3.0}}
-    header, *rows = bench.table_rows([fast, slow])
+    header, *rows = bench_report.table_rows([fast, slow])
     assert rows[0][-1] == "1.00x" and rows[1][-1] == "3.00x"
     assert rows[1][3] == "int8/bf16"  # an INT8 model whose float parts ran in bf16
