@@ -39,13 +39,6 @@ CONTRACT = {
 }
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _private_cache(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("EDGETL_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
-        yield
-
-
 @pytest.fixture(scope="session")
 def colour_onnx(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("model") / "model.onnx"

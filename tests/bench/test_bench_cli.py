@@ -13,15 +13,7 @@ import pytest
 
 from edgetl.cli import main
 from tests.bench.conftest import CONTRACT
-
-FAST = ("--duration", "0.05", "--warmup", "0", "--min-iters", "5")
-
-
-def run_cli(capsys, *argv) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return exit_info.value.code, out, err
+from tests.conftest import FAST_BENCH, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +21,19 @@ def saved(tmp_path_factory, bundles, photos) -> Path:
     """One `bench --json` file of the OpenVINO bundle, batches 1 and 2, both modes."""
     path = tmp_path_factory.mktemp("saved") / "bench.json"
     with pytest.raises(SystemExit) as e:
-        main(["bench", str(bundles["openvino"]), "--batch", "1,2", "--images", str(photos), "--json", str(path), *FAST])
+        main(
+            [
+                "bench",
+                str(bundles["openvino"]),
+                "--batch",
+                "1,2",
+                "--images",
+                str(photos),
+                "--json",
+                str(path),
+                *FAST_BENCH,
+            ]
+        )
     assert e.value.code == 0
     return path
 
@@ -49,7 +53,7 @@ def test_bench_bundle_writes_the_contract(capsys, tmp_path, bundles, photos, tar
         out_png,
         "--frame-size",
         "24x32",
-        *FAST,
+        *FAST_BENCH,
     )
     assert code == 0 and "end_to_end" in out
     doc = json.loads(out_json.read_text())
@@ -127,7 +131,7 @@ def test_peers_without_run_folder_skips_pytorch(capsys, tmp_path, colour_onnx, b
         out,
         "--frame-size",
         "24x32",
-        *FAST,
+        *FAST_BENCH,
     )
     assert code == 0
     doc = json.loads(out.read_text())
@@ -155,7 +159,7 @@ def test_peers_without_run_folder_skips_pytorch(capsys, tmp_path, colour_onnx, b
 )
 def test_bad_usage_exits_2(capsys, bundles, saved, argv, message):
     subst = {"BUNDLE": str(bundles["openvino"]), "SAVED": str(saved)}
-    code, _, err = run_cli(capsys, "bench", *(subst.get(a, a) for a in argv), *FAST)
+    code, _, err = run_cli(capsys, "bench", *(subst.get(a, a) for a in argv), *FAST_BENCH)
     assert code == 2 and message in err and "Traceback" not in err
 
 
@@ -176,7 +180,7 @@ def test_bench_runs_without_torch(tmp_path, bundles, photos):
     """)
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
-    cmd = [sys.executable, "-m", "edgetl", "bench", str(bundles["openvino"]), "--images", str(photos), *FAST]
+    cmd = [sys.executable, "-m", "edgetl", "bench", str(bundles["openvino"]), "--images", str(photos), *FAST_BENCH]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "end_to_end" in done.stdout
@@ -194,7 +198,7 @@ def test_ctrl_c_prints_and_writes_partial_results(capsys, monkeypatch, tmp_path,
 
     monkeypatch.setattr(bench, "measure", interrupted)
     out = tmp_path / "partial.json"
-    code, text, _ = run_cli(capsys, "bench", bundles["onnxruntime"], "--images", photos, "--json", out, *FAST)
+    code, text, _ = run_cli(capsys, "bench", bundles["onnxruntime"], "--images", photos, "--json", out, *FAST_BENCH)
     assert code == 130 and "partial results" in text
     doc = json.loads(out.read_text())
     assert doc["interrupted"] and len(doc["results"]) == 1 and doc["results"][0]["interrupted"]

@@ -12,18 +12,9 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from edgetl import bench, bench_gate, bench_report
-from edgetl.cli import main
 from edgetl.errors import UserError
 from edgetl.targets import CompileOptions, get_target
-
-FAST = ("--duration", "0.05", "--warmup", "0", "--min-iters", "5")
-
-
-def run_cli(capsys, *argv) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return exit_info.value.code, out, err
+from tests.conftest import FAST_BENCH, run_cli
 
 
 def _record(**changes) -> dict:
@@ -57,7 +48,7 @@ def test_peers_refuses_escaping_external_data(capsys, tmp_path, photos):
     )
     (tmp_path / "m").mkdir()
     onnx.save(helper.make_model(graph), tmp_path / "m" / "model.onnx")
-    code, _, err = run_cli(capsys, "bench", "--peers", tmp_path / "m" / "model.onnx", "--images", photos, *FAST)
+    code, _, err = run_cli(capsys, "bench", "--peers", tmp_path / "m" / "model.onnx", "--images", photos, *FAST_BENCH)
     assert code == 2 and "climbs out of the folder with '..'" in err and "Traceback" not in err
 
 
@@ -145,7 +136,7 @@ def test_batch_beyond_a_static_shape_is_one_line(capsys, tmp_path, colour_onnx, 
     static = get_target("openvino").compile(
         colour_onnx, tmp_path / "static", CompileOptions(static=True, frame_size=(16, 16))
     )
-    code, _, err = run_cli(capsys, "bench", static.root, "--batch", "8", "--images", photos, *FAST)
+    code, _, err = run_cli(capsys, "bench", static.root, "--batch", "8", "--images", photos, *FAST_BENCH)
     assert code == 2 and "--batch 8" in err and "static input shape for batch 1" in err
 
 

@@ -150,14 +150,6 @@ def quantize_model(fp32_path: Path, out: Path) -> Path:
 # --- fixtures ------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _private_cache(tmp_path_factory):
-    """Runtime caches (OpenVINO blobs, TensorRT engines) go to a temp folder, never to ~/.cache."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("EDGETL_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
-        yield
-
-
 @pytest.fixture(scope="session")
 def models_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("models")

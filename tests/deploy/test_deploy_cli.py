@@ -12,17 +12,11 @@ from pathlib import Path
 import pytest
 
 from edgetl.cli import main
+from tests.conftest import run_cli
 from tests.deploy.conftest import COLOURS
 
 REPO = Path(__file__).resolve().parents[2]
 BLOCKED = ("torch", "timm", "onnx")  # onnx only: onnxruntime is a different top-level package
-
-
-def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return exit_info.value.code, out, err
 
 
 @pytest.fixture(scope="module")

@@ -18,21 +18,14 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edgetl import cli as cli_module
 from edgetl.bundle import MANIFEST, package, read_manifest, write_manifest
-from edgetl.cli import main
 from edgetl.errors import UserError
 from edgetl.onnx_safety import check_bundled_onnx, check_external_data, external_locations
 from edgetl.runtime import Predictor
 from edgetl.targets import Artifact, CompileOptions, get_target, registry
+from tests.conftest import run_cli
 from tests.deploy.conftest import COLOURS
 
 KEPT = ("format", "edgetl_version", "created", "files")
-
-
-def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return exit_info.value.code, out, err
 
 
 @pytest.fixture(scope="module")
