@@ -6,8 +6,6 @@ files never shadow each other). Everything here runs real runtimes on tiny input
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,11 +14,7 @@ import pytest
 from PIL import Image
 
 from edgetl.targets import CompileOptions, get_target
-
-_spec = importlib.util.spec_from_file_location("deploy_fixtures", Path(__file__).parents[1] / "deploy" / "conftest.py")
-deploy_fixtures = importlib.util.module_from_spec(_spec)
-sys.modules["deploy_fixtures"] = deploy_fixtures
-_spec.loader.exec_module(deploy_fixtures)
+from tests.deploy import conftest as deploy_fixtures
 
 # The `bench --json` contract of issue 6: every result carries these keys.
 CONTRACT = {

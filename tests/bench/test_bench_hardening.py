@@ -6,15 +6,13 @@ import contextlib
 import json
 from pathlib import Path
 
-import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
 from edgetl import bench, bench_gate, bench_report
 from edgetl.errors import UserError
 from edgetl.targets import CompileOptions, get_target
 from tests.conftest import FAST_BENCH, run_cli
+from tests.deploy import conftest as deploy_fixtures
 
 
 def _record(**changes) -> dict:
@@ -35,19 +33,8 @@ def _record(**changes) -> dict:
 
 def test_peers_refuses_escaping_external_data(capsys, tmp_path, photos):
     (tmp_path / "secret.bin").write_bytes(b"\0" * 8)
-    weight = numpy_helper.from_array(np.ones((2,), np.float32), "w")
-    weight.ClearField("raw_data")
-    weight.data_location = TensorProto.EXTERNAL
-    weight.external_data.add(key="location", value="../secret.bin")
-    graph = helper.make_graph(
-        [helper.make_node("Add", ["x", "w"], ["y"])],
-        "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
-        [weight],
-    )
     (tmp_path / "m").mkdir()
-    onnx.save(helper.make_model(graph), tmp_path / "m" / "model.onnx")
+    deploy_fixtures.external_data_model(tmp_path / "m", "../secret.bin")
     code, _, err = run_cli(capsys, "bench", "--peers", tmp_path / "m" / "model.onnx", "--images", photos, *FAST_BENCH)
     assert code == 2 and "climbs out of the folder with '..'" in err and "Traceback" not in err
 

@@ -194,3 +194,22 @@ def images(tmp_path_factory) -> dict[str, Path]:
     files["broken"] = root / "broken.jpg"
     files["broken"].write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     return files
+
+
+def external_data_model(folder: Path, location: str) -> Path:
+    """A model whose weight claims to live in `location` (written by hand, as an attacker would)."""
+    weight = numpy_helper.from_array(np.ones((2,), np.float32), "w")
+    weight.ClearField("raw_data")
+    weight.data_location = TensorProto.EXTERNAL
+    for key, value in (("location", location), ("offset", "0"), ("length", "8")):
+        weight.external_data.add(key=key, value=value)
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "w"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
+        [weight],
+    )
+    path = folder / "model.onnx"
+    onnx.save(helper.make_model(graph), path)
+    return path

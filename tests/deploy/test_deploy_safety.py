@@ -8,36 +8,16 @@ import tarfile
 import time
 from pathlib import Path
 
-import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
 from edgetl.bundle import MANIFEST, extract, open_bundle, package
 from edgetl.errors import UserError
 from edgetl.onnx_safety import check_external_data, check_location
 from edgetl.targets import CompileOptions, get_target
+from tests.deploy.conftest import external_data_model
 
 # --- ONNX external data ---------------------------------------------------------------------------
-
-
-def _external_model(folder: Path, location: str) -> Path:
-    """A model whose weight claims to live in `location` (written by hand, as an attacker would)."""
-    weight = numpy_helper.from_array(np.ones((2,), np.float32), "w")
-    weight.ClearField("raw_data")
-    weight.data_location = TensorProto.EXTERNAL
-    for key, value in (("location", location), ("offset", "0"), ("length", "8")):
-        weight.external_data.add(key=key, value=value)
-    graph = helper.make_graph(
-        [helper.make_node("Add", ["x", "w"], ["y"])],
-        "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
-        [weight],
-    )
-    path = folder / "model.onnx"
-    onnx.save(helper.make_model(graph), path)
-    return path
 
 
 @pytest.mark.parametrize(
@@ -55,7 +35,7 @@ def test_external_data_outside_folder_is_refused(tmp_path, location, message):
     folder = tmp_path / "model"
     folder.mkdir()
     with pytest.raises(UserError, match=message):
-        check_external_data(_external_model(folder, location))
+        check_external_data(external_data_model(folder, location))
 
 
 def test_external_data_through_symlink_is_refused(tmp_path):
@@ -64,7 +44,7 @@ def test_external_data_through_symlink_is_refused(tmp_path):
     folder.mkdir()
     os.symlink(tmp_path / "secret.bin", folder / "weights.bin")
     with pytest.raises(UserError, match="symlink"):
-        check_external_data(_external_model(folder, "weights.bin"))
+        check_external_data(external_data_model(folder, "weights.bin"))
 
 
 def test_external_data_inside_folder_is_accepted(tmp_path, colour_onnx):
@@ -82,7 +62,9 @@ def test_compile_refuses_escaping_model_before_any_runtime_reads_it(tmp_path):
     folder.mkdir()
     for target in ("onnxruntime", "openvino", "tensorrt"):
         with pytest.raises(UserError, match="'..'"):
-            get_target(target).compile(_external_model(folder, "../secret.bin"), tmp_path / target, CompileOptions())
+            get_target(target).compile(
+                external_data_model(folder, "../secret.bin"), tmp_path / target, CompileOptions()
+            )
         assert not (tmp_path / target).exists()
 
 
