@@ -45,6 +45,7 @@ def bundle_accuracy(bundle: Path, images: list[tuple[Path, int]]) -> dict:
             "bundle": str(bundle),
             "accuracy": acc,
             "images": len(preds),
+            "model_precision": predictor.manifest["precision"]["model"],  # int8; runtime: what ran elsewhere
             "precision": predictor.info.get("precision"),
             "median_ms": float(np.median(ms)),
         }
@@ -91,13 +92,13 @@ def print_demo_summary(s: dict, out: Path) -> None:
     t = Table(
         title="edgetl demo: deployed bundles on the digits validation images (from PNG files)", title_justify="left"
     )
-    for col in ("bundle", "runtime precision", "accuracy", "vs run.json", "median ms / image"):
+    for col in ("target", "precision: model / runtime", "accuracy", "vs run.json", "median ms / image"):
         t.add_column(col)
-    for d in s["deployed"].values():
+    for target, d in s["deployed"].items():
         delta = (d["accuracy"] - s["val_acc_run"]) * 100
         t.add_row(
-            Path(d["bundle"]).name,
-            str(d["precision"]),
+            target,
+            f"{d['model_precision']} / {d['precision']}",
             f"{d['accuracy']:.4f}",
             f"{delta:+.1f} pt",
             f"{d['median_ms']:.2f}",
