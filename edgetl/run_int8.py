@@ -126,13 +126,11 @@ def run_quantized(p: Pipeline) -> dict:
     drop = res32.val_acc - res.val_acc
     ranking: list[dict] = []
     if qcfg.auto_fallback:
-        x = r.calib_x(items)[:64]
-        ranking = rank_layers(r.fp32_onnx(), ext.path, x)
+        ranking = rank_layers(r.fp32_onnx(), ext.path, r.calib_x(items)[:64])
         k = 1
-        while drop > qcfg.max_drop and k <= min(MAX_FALLBACK_LAYERS, len(ranking)):
-            trial = dataclasses.replace(
-                qcfg, ignore=tuple(dict.fromkeys(qcfg.ignore + tuple(x["layer"] for x in ranking[:k])))
-            )
+        while drop > qcfg.max_drop and k <= min(MAX_FALLBACK_LAYERS, len(ranking)):  # keep 1, 2, 4, 8 layers FP
+            worst = tuple(row["layer"] for row in ranking[:k])
+            trial = dataclasses.replace(qcfg, ignore=tuple(dict.fromkeys(qcfg.ignore + worst)))
             info(f"fallback: keeping {k} layer(s) in floating point: {', '.join(trial.ignore)}")
             ext, got, res, agreement = r.evaluate(trial, items, chash, fp32_val)
             qcfg, drop, k = trial, res32.val_acc - res.val_acc, k * 2
