@@ -150,3 +150,16 @@ def test_verdict_names_the_fix():
     assert status == "degraded" and "--quant-auto-fallback" in lines[0]
     status, lines = _verdict(0.3, 0.96, QuantizeCfg())
     assert status == "collapsed" and "must not ship" in lines[0]
+
+
+def test_fallback_loop_requantizes_with_the_worst_layers_kept_in_float(folder: Path, tmp_path: Path):
+    """max_drop below any possible drop forces the loop through 1, 2, 4 ... layers: each round re-quantizes
+    with the next worst layers ignored, and what is reported is what the shipped model holds."""
+    q = QuantizeCfg(calib_size=16, target="onnxruntime", auto_fallback=True, max_drop=-1.0)
+    r = run_train(tiny_cfg(folder, tmp_path / "r", backbone="test_sensitive", quantize=q))
+    ignored = r["quantize"]["ignored"]
+    assert ignored[0] == "/tail/Conv" and len(ignored) == len(r["quantize"]["sensitivity"])
+    graph = onnx.load(str(tmp_path / "r" / "backbone.int8.onnx")).graph
+    producers = {o: n for n in graph.node for o in n.output}
+    for node in (n for n in graph.node if n.name in ignored):
+        assert all(producers.get(i) is None or producers[i].op_type != "DequantizeLinear" for i in node.input[1:])
