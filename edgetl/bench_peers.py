@@ -47,7 +47,8 @@ def _has_qdq(path: Path) -> bool:
 
 @contextlib.contextmanager
 def open_source(model: Path) -> Iterator[Source]:
-    """The given ONNX plus its FP32 graph: itself when FP32, else rebuilt from the run folder beside it."""
+    """The given ONNX (as standard ops: a by-hand pipeline has no edgetl kernels) plus its FP32 graph: itself
+    when FP32, else rebuilt from the run folder beside it."""
     model = Path(model)
     if not model.is_file():
         raise UserError(f"--peers {model}: no such ONNX file; give the model.onnx written by `edgetl export`")
@@ -55,15 +56,28 @@ def open_source(model: Path) -> Iterator[Source]:
 
     check_external_data(model)  # before any runtime opens it: its external data must stay in its folder
     run_dir = model.parent if (model.parent / "run.json").is_file() else None
-    int8 = _has_qdq(model)
-    if not int8:
-        yield Source(model, model, run_dir, False)
-        return
-    if run_dir is None:
-        yield Source(model, None, None, True, f"{model} is INT8 and no run.json is next to it to rebuild FP32")
-        return
     with tempfile.TemporaryDirectory(prefix="edgetl-peers-") as tmp:
-        yield Source(model, export_fp32(run_dir, Path(tmp) / "fp32.onnx"), run_dir, True)
+        given = _standard_ops(model, Path(tmp))
+        if not _has_qdq(given):
+            yield Source(given, given, run_dir, False)
+        elif run_dir is None:
+            yield Source(given, None, None, True, f"{model} is INT8 and no run.json is next to it to rebuild FP32")
+        else:
+            yield Source(given, export_fp32(run_dir, Path(tmp) / "fp32.onnx"), run_dir, True)
+
+
+def _standard_ops(model: Path, tmp: Path) -> Path:
+    """`edgetl export` writes fused ai.edgetl nodes by default; OpenVINO reads only their decomposition."""
+    import onnx
+
+    from edgetl.ops.onnx_functions import DOMAIN, decompose
+
+    proto = onnx.load(str(model))
+    if not any(n.domain == DOMAIN for n in proto.graph.node):
+        return model
+    out = tmp / f"{model.stem}.standard-ops.onnx"
+    onnx.save(decompose(proto), str(out))
+    return out
 
 
 def export_fp32(run_dir: Path, out: Path) -> Path:

@@ -130,3 +130,20 @@ def test_mlp_head_matches_pytorch():
 def test_int8_run_with_fused_ops(tmp_path, int8_run):
     report = export.export_run(int8_run, tmp_path / "model.onnx", fused_ops=True, echo=lambda line: None)
     assert report["passed"] and [s["name"] for s in report["stages"]][-1] == "onnx-int8"
+
+
+def test_peers_see_the_default_fused_export_as_standard_ops_that_openvino_reads(tmp_path, exported):
+    """`bench --peers` times by-hand pipelines: they get the decomposition, which plain OpenVINO can read."""
+    import openvino as ov
+
+    from edgetl.bench_peers import open_source
+
+    with open_source(exported[0]) as src:
+        model = onnx.load(str(src.given))
+        assert not any(n.domain == "ai.edgetl" for n in model.graph.node) and not src.given_int8
+        compiled = ov.Core().compile_model(str(src.given), "CPU")
+        frames = np.random.default_rng(0).integers(0, 256, (2, 30, 40, 3), dtype=np.uint8)
+        ref = ort.InferenceSession(str(exported[0]), providers=["CPUExecutionProvider"]).run(
+            ["probs"], {"image": frames}
+        )
+        np.testing.assert_allclose(compiled(frames)[0], ref[0], atol=1e-3)
