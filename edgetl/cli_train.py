@@ -14,10 +14,40 @@ Examples:
   edgetl train --cache-features --img-size 224 --seed 3 --cache-dir /data/edgetl-cache
   edgetl train --backbone timm:resnet18 --weights resnet18.safetensors --data ~/photos/parts
   edgetl train --cache-features --quantize int8 --target openvino --calib-size 300
+  edgetl train --config parts.yaml --seed 3       # options from a YAML file, flags win
 """
 
 
+def load_config_file(ctx: click.Context, param, path: Path | None) -> Path | None:
+    """`--config FILE.yaml`: its keys become the defaults, so flags given on the command line still win."""
+    if path is None:
+        return None
+    import yaml
+
+    try:
+        values = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise click.BadParameter(f"{path}: not a readable YAML file ({str(e).splitlines()[0]})") from None
+    if not isinstance(values, dict):
+        raise click.BadParameter(f"{path}: expected a mapping of option: value")
+    names = {p.name for p in ctx.command.params}
+    options = {str(k).replace("-", "_"): v for k, v in values.items()}
+    unknown = sorted(set(options) - names - {"config"})
+    if unknown:
+        raise click.BadParameter(f"{path}: unknown option(s) {', '.join(unknown)}; see edgetl train --help")
+    ctx.default_map = {**(ctx.default_map or {}), **options}
+    return Path(path)
+
+
 @click.command("train", epilog=EXAMPLES_TRAIN)
+@click.option(
+    "--config",
+    type=click.Path(dir_okay=False, path_type=Path),
+    callback=load_config_file,
+    is_eager=True,
+    expose_value=False,
+    help="YAML file of options (e.g. `data: ~/photos/parts`); flags override it.",
+)
 @click.option("--data", default="digits", show_default=True, help="'digits' (built in) or an ImageFolder tree.")
 @click.option("--backbone", default="efficientnet_lite0", show_default=True, help="Registered name or timm:NAME.")
 @click.option("--weights", type=click.Path(dir_okay=False), help="Weights file (.safetensors or .pth state dict).")
@@ -144,7 +174,12 @@ def _root(cache_dir: Path | None) -> Path:
 @cache_group.command("ls")
 @cache_dir_option
 def cache_ls(cache_dir: Path | None) -> None:
-    """List cached extraction contexts (backbone, precision, size)."""
+    """List cached extraction contexts (backbone, precision, size).
+
+    \b
+    edgetl cache ls
+    edgetl cache ls --cache-dir /data/edgetl-cache
+    """
     from edgetl.cache import list_contexts
     from edgetl.summary import print_cache_table
 
@@ -154,7 +189,12 @@ def cache_ls(cache_dir: Path | None) -> None:
 @cache_group.command("verify")
 @cache_dir_option
 def cache_verify(cache_dir: Path | None) -> None:
-    """Check every shard's checksum; exit 1 when any is corrupt (read-only)."""
+    """Check every shard's checksum; exit 1 when any is corrupt (read-only).
+
+    \b
+    edgetl cache verify
+    edgetl cache verify --cache-dir /data/edgetl-cache && echo cache ok
+    """
     from edgetl.cache import verify
 
     checked, entries, bad = verify(_root(cache_dir))
@@ -171,7 +211,13 @@ def cache_verify(cache_dir: Path | None) -> None:
 @click.option("--older-than", type=float, metavar="DAYS", help="Also remove contexts unused for DAYS days.")
 @click.option("--all", "everything", is_flag=True, help="Remove every cached feature.")
 def cache_prune(cache_dir: Path | None, older_than: float | None, everything: bool) -> None:
-    """Remove corrupt shards and leftovers of killed runs (and old contexts with --older-than)."""
+    """Remove corrupt shards and leftovers of killed runs (and old contexts with --older-than).
+
+    \b
+    edgetl cache prune                     # corrupt shards, temp files of killed runs
+    edgetl cache prune --older-than 30     # and everything unused for 30 days
+    edgetl cache prune --all               # empty the cache
+    """
     from edgetl.cache import prune
 
     r = prune(_root(cache_dir), older_than, everything)

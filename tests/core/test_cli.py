@@ -88,3 +88,20 @@ def test_every_command_has_help(command: list[str], isolated_cache: Path):
 def test_train_help_shows_examples(isolated_cache: Path):
     r = edgetl("train", "--help", cache=isolated_cache)
     assert "edgetl train --data ~/photos/parts --epochs 30 --cache-features --out runs/parts" in r.stdout
+
+
+def test_config_file_sets_options_and_flags_override_it(image_folder: Path, tmp_path: Path, isolated_cache: Path):
+    cfg = tmp_path / "parts.yaml"
+    cfg.write_text(f"data: {image_folder}\nbackbone: test_tiny\nepochs: 2\nimg-size: 40\n")
+    out = tmp_path / "run"
+    r = edgetl("train", "--config", str(cfg), "--epochs", "3", "--out", str(out), "--no-progress", cache=isolated_cache)
+    assert r.returncode == 0, r.stderr
+    config = json.loads((out / "run.json").read_text())["config"]
+    assert (config["backbone"], config["img_size"], config["epochs"]) == ("test_tiny", 40, 3)
+
+
+def test_config_file_with_an_unknown_option_is_refused(tmp_path: Path, isolated_cache: Path):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("epochz: 3\n")
+    r = edgetl("train", "--config", str(cfg), cache=isolated_cache)
+    assert r.returncode == 2 and "unknown option(s) epochz" in r.stderr and "Traceback" not in r.stderr
