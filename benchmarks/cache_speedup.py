@@ -15,9 +15,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from edgetl.fileio import atomic_write_bytes
+from _common import RESULTS, save_plot, write_result
 
-RESULTS = Path(__file__).resolve().parent / "results"
 COMMON = ["--epochs", "30", "--patience", "0", "--no-progress"]
 
 
@@ -53,8 +52,7 @@ def main() -> dict:
         "accuracy_delta_points": {k: (row[k]["val_acc"] - row["no_cache"]["val_acc"]) * 100 for k in ("cold", "warm")},
         "versions": runs["cold"]["versions"],
     }
-    RESULTS.mkdir(exist_ok=True)
-    atomic_write_bytes(RESULTS / "cache_speedup.json", (json.dumps(result, indent=1) + "\n").encode())
+    write_result("cache_speedup", result)
     plot(row, result)
     print(
         f"cache speed-up over --no-cache-features: cold {result['speedup_cold']:.1f}x, warm {result['speedup_warm']:.0f}x "
@@ -88,9 +86,7 @@ def plot(row: dict, result: dict) -> None:
             fontsize=8,
         )
     fig.tight_layout()
-    tmp = RESULTS / ".cache_speedup.png.tmp"
-    fig.savefig(tmp, dpi=120, format="png")
-    tmp.replace(RESULTS / "cache_speedup.png")
+    save_plot(fig, RESULTS / "cache_speedup.png")
 
 
 if __name__ == "__main__":

@@ -17,9 +17,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from edgetl.fileio import atomic_write_bytes
+from _common import RESULTS, save_plot, write_result
 
-RESULTS = Path(__file__).resolve().parent / "results"
 TARGETS = ("openvino", "tensorrt", "onnxruntime")
 
 
@@ -70,8 +69,7 @@ def main() -> dict:
                 f"{t['extract_speedup_vs_fp32_eager']:.1f}x PyTorch FP32 eager ({q['engine']})"
             )
     result = {"task": "efficientnet_lite0 on digits, 64x64, calib from train", "targets": rows}
-    RESULTS.mkdir(exist_ok=True)
-    atomic_write_bytes(RESULTS / "quantize.json", (json.dumps(result, indent=1) + "\n").encode())
+    write_result("quantize", result)
     plot(rows)
     return result
 
@@ -98,9 +96,7 @@ def plot(rows: dict) -> None:
     a2.set_title("extraction speed-up, same images, one run")
     a2.legend()
     fig.tight_layout()
-    tmp = RESULTS / ".quantize.png.tmp"
-    fig.savefig(tmp, dpi=120, format="png")
-    tmp.replace(RESULTS / "quantize.png")
+    save_plot(fig, RESULTS / "quantize.png")
 
 
 if __name__ == "__main__":

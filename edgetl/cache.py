@@ -4,6 +4,8 @@ Layout::
 
     <root>/v1/<context_key>/context.json        what produced these features (backbone, preprocess, engine...)
     <root>/v1/<context_key>/shard-<id>.safetensors   features [n, D] + metadata {keys, sha256}
+    <root>/v1/<context_key>/bad-<key>.json       content that does not decode, with the reason
+    <root>/models/<hash>.{fp32,int8}.onnx        exported / quantized backbones (edgetl.run_int8)
 
 An entry is found by (context_key, image content sha256). The context key hashes the backbone weights hash,
 the preprocessing spec, the precision/quantization settings and the cache format version, so changing any of

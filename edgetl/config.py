@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from edgetl.errors import UserError
@@ -72,7 +72,6 @@ class TrainCfg:
     quantize: QuantizeCfg | None = None
     compare_fp32: bool = False
     progress: bool = True
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -90,13 +89,4 @@ class TrainCfg:
         d = asdict(self)
         for k in ("out", "cache_dir"):
             d[k] = str(d[k]) if d[k] is not None else None
-        d.pop("extra")
         return d
-
-    @classmethod
-    def from_mapping(cls, values: dict) -> TrainCfg:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise UserError(f"config: unknown option(s) {', '.join(unknown)}")
-        return cls(**values)

@@ -3,8 +3,8 @@
 An Extractor is whatever computes pooled features from preprocessed batches: PyTorch eager FP32 here, an
 INT8 backbone in OpenVINO / ONNX Runtime in `edgetl.quantize`. Its `context()` goes into the cache key.
 
-Batches are formed over the *sorted content keys of the missing images*, so an interrupted run resumes with
-exactly the batches it had not finished: features come out bit-identical to an uninterrupted run.
+Batches are fixed slices of the *sorted content keys* and run only their missing images (see `extract`), so an
+interrupted run resumes with exactly the batches it had not finished: features come out bit-identical.
 """
 
 from __future__ import annotations

@@ -10,9 +10,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
-import torch
 from PIL import Image
 
 from edgetl import export
@@ -64,42 +62,14 @@ def exported(tmp_path_factory, tiny_run) -> tuple[Path, dict]:
 
 
 def _int8_backbone(run: Path, path: Path) -> None:
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    """The run's backbone quantized by edgetl's own ONNX Runtime quantizer (QDQ), on random frames."""
+    from edgetl.config import QuantizeCfg
+    from edgetl.quantize import export_backbone_onnx, quantize
 
     parts = export.load_run(run)
-    fp32 = path.with_name("backbone.fp32.onnx")
-    model = torch.onnx.export(
-        parts.backbone,
-        (torch.zeros(2, 3, 32, 32),),
-        input_names=["input"],
-        output_names=["features"],
-        dynamo=True,
-        opset_version=18,
-        dynamic_shapes={"x": {0: torch.export.Dim("N")}},
-    ).model_proto
-    model.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "N"
-    model.graph.output[0].type.tensor_type.shape.dim[0].dim_param = "N"
-    onnx.save(model, fp32)
-
-    class Calib(CalibrationDataReader):
-        def __init__(self) -> None:
-            rng = np.random.default_rng(0)
-            self._it = iter(
-                [{"input": parts.pre(rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8))} for _ in range(8)]
-            )
-
-        def get_next(self):
-            return next(self._it, None)
-
-    quantize_static(
-        str(fp32),
-        str(path),
-        Calib(),
-        quant_format=QuantFormat.QDQ,
-        per_channel=True,
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-    )
+    fp32 = export_backbone_onnx(parts.backbone, parts.pre.size, path.with_name("backbone.fp32.onnx"))
+    frames = np.random.default_rng(0).integers(0, 256, (32, 32, 32, 3), dtype=np.uint8)
+    quantize(fp32, path, QuantizeCfg(target="onnxruntime", calib_size=32), parts.pre(frames))
     fp32.unlink()
 
 
