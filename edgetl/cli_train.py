@@ -66,11 +66,25 @@ def load_config_file(ctx: click.Context, param, path: Path | None) -> Path | Non
     help="Feature cache folder [default: ~/.cache/edgetl/features, or $EDGETL_CACHE_DIR].",
 )
 @click.option("--head", type=click.Choice(["linear", "mlp"]), default="linear", show_default=True)
-@click.option("--epochs", type=int, default=30, show_default=True)
+@click.option(
+    "--solver",
+    type=click.Choice(["auto", "lbfgs", "adamw"]),
+    default="auto",
+    show_default=True,
+    help="lbfgs: converged logistic regression (linear head); adamw: SGD-style, any head; auto: lbfgs for linear.",
+)
+@click.option("--epochs", type=int, default=30, show_default=True, help="AdamW epochs (at least 300 steps in all).")
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--lr", type=float, default=3e-3, show_default=True)
-@click.option("--patience", type=int, default=10, show_default=True, help="Early stopping on val accuracy; 0 = off.")
-@click.option("--balanced", is_flag=True, help="Class-balanced sampling of training images.")
+@click.option(
+    "--patience", type=int, default=10, show_default=True, help="AdamW: early stopping on val accuracy; 0 = off."
+)
+@click.option(
+    "--balanced/--no-balanced",
+    default=True,
+    show_default=True,
+    help="Weight the loss by inverse class frequency (no effect when classes have equal counts).",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=int, help="CPU threads for the backbone and training.")
 @click.option("--strict", is_flag=True, help="Stop (exit 2) at the first unusable image instead of skipping it.")
@@ -98,7 +112,12 @@ def load_config_file(ctx: click.Context, param, path: Path | None) -> Path | Non
     "minmax|percentile|entropy|distribution; auto = the first of those.",
 )
 @click.option("--quant-ignore", multiple=True, metavar="NAME", help="Keep this layer in floating point (repeatable).")
-@click.option("--quant-auto-fallback", is_flag=True, help="Find the layers that cause the INT8 drop; keep them FP.")
+@click.option(
+    "--quant-auto-fallback/--no-quant-auto-fallback",
+    default=True,
+    show_default=True,
+    help="When INT8 costs more than 1 point: find the layers that cause the drop and keep them FP.",
+)
 @click.option("--compare-fp32", is_flag=True, help="Also time PyTorch eager FP32 extraction on the same images.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 def train_cmd(**o) -> None:
@@ -116,8 +135,8 @@ def train_cmd(**o) -> None:
             ignore=tuple(o["quant_ignore"]),
             auto_fallback=o["quant_auto_fallback"],
         )
-    elif o["quant_ignore"] or o["quant_auto_fallback"]:
-        raise click.UsageError("--quant-ignore/--quant-auto-fallback need --quantize int8")
+    elif o["quant_ignore"]:
+        raise click.UsageError("--quant-ignore needs --quantize int8")
     cfg = TrainCfg(
         data=o["data"] if o["data"] == "digits" else str(Path(o["data"]).expanduser().resolve()),
         backbone=o["backbone"],
@@ -127,6 +146,7 @@ def train_cmd(**o) -> None:
         cache_features=o["cache_features"],
         cache_dir=o["cache_dir"],
         head=o["head"],
+        solver=o["solver"],
         epochs=o["epochs"],
         batch_size=o["batch_size"],
         lr=o["lr"],

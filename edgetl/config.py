@@ -25,8 +25,8 @@ class QuantizeCfg:
     calib_size: int = 512
     calib_method: str = "auto"
     ignore: tuple[str, ...] = ()
-    auto_fallback: bool = False
-    max_drop: float = 0.01  # accuracy drop (absolute) that counts as "INT8 hurt": reported loudly
+    auto_fallback: bool = True  # when INT8 costs more than max_drop: keep the most sensitive layers in FP
+    max_drop: float = 0.01  # accuracy drop (absolute) that counts as "INT8 hurt": fallback, then reported loudly
 
     def __post_init__(self) -> None:
         if self.target not in QUANTIZE_TARGETS:
@@ -57,13 +57,14 @@ class TrainCfg:
     cache_features: bool = True
     cache_dir: Path | None = None
     head: str = "linear"
+    solver: str = "auto"  # lbfgs (linear head, converged convex fit) | adamw (any head); auto picks per head
     epochs: int = 30
     batch_size: int = 64
     lr: float = 3e-3
     weight_decay: float = 1e-4
     label_smoothing: float = 0.1
-    patience: int = 10  # early stopping on val accuracy; 0 disables it
-    balanced: bool = False
+    patience: int = 10  # AdamW: early stopping on val accuracy (rounds); 0 disables it
+    balanced: bool = True  # loss weighted by inverse class frequency (no effect on balanced data)
     seed: int = 0
     threads: int | None = None
     strict: bool = False
@@ -84,6 +85,10 @@ class TrainCfg:
             raise UserError("--patience must be 0 (off) or more epochs")
         if self.head not in ("linear", "mlp"):
             raise UserError(f"--head: {self.head!r} unknown; choose linear or mlp")
+        if self.solver not in ("auto", "lbfgs", "adamw"):
+            raise UserError(f"--solver: {self.solver!r} unknown; choose auto, lbfgs or adamw")
+        if self.solver == "lbfgs" and self.head != "linear":
+            raise UserError("--solver lbfgs fits a linear head only; use --solver adamw (or auto) with --head mlp")
 
     def to_dict(self) -> dict:
         d = asdict(self)

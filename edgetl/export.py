@@ -209,9 +209,12 @@ def export_run(
     out = Path(out) if out else parts.root / "model.onnx"
     fp32 = build_graph(parts, export_backbone(parts.backbone, parts.pre), input_format, fused_ops)
     fp32 = finish(fp32, metadata(parts, input_format, "fp32"))
-    shipped, int8 = fp32, None
+    shipped, int8, int8_backbone = fp32, None, None
     if parts.int8_onnx is not None:
-        int8 = build_graph(parts, load_int8_backbone(parts.int8_onnx), input_format, fused_ops)
+        int8_backbone = load_int8_backbone(parts.int8_onnx)
+        int8 = build_graph(
+            parts, onnx.ModelProto.FromString(int8_backbone.SerializeToString()), input_format, fused_ops
+        )
         shipped = int8 = finish(int8, metadata(parts, input_format, "int8"))
     data = shipped.SerializeToString()
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -219,7 +222,7 @@ def export_run(
 
     frames, labels = parity.val_frames(parts.record, max_images)
     ref = parity.Reference(parts.backbone, parts.head, parts.pre)
-    stages = parity.ladder(ref, frames, labels, input_format, fp32, int8, _run_int8_agreement(parts.record))
+    stages = parity.ladder(ref, frames, labels, input_format, fp32, int8, int8_backbone)
     inp, outputs = onnx_graph.io_description(shipped)
     report = {
         "model": out.name,
@@ -252,11 +255,6 @@ def export_run(
         echo(line)
     parity.raise_on_failure(stages, run_dir, debug_parity)
     return report
-
-
-def _run_int8_agreement(record: dict) -> float | None:
-    value = record.get("metrics", {}).get("int8_agreement")
-    return float(value) if isinstance(value, (int, float)) else None
 
 
 __all__ = ["export_run", "load_run", "build_graph", "export_backbone", "check_eval"]

@@ -32,8 +32,13 @@ from edgetl.preprocess import Preprocess
 MAX_IMAGES = 256
 BATCH = 32
 FP32_MAX_ABS = 1e-4
-INT8_MIN_AGREEMENT = 0.97
-INT8_RUN_TOLERANCE = 0.03  # run.json's agreement was measured in the target's runtime (e.g. OpenVINO)
+FP32_FEATURES_REL = 1e-4  # max |error| / max |value| of the head's input: measured ~1e-6 (float rounding)
+# The INT8 graph must reproduce its own backbone (backbone.int8.onnx + head, same runtime): only the export
+# stands between them, so labels must match (measured 1.0 on digits, 5 runs); 0.99 leaves room for one tie.
+INT8_EXPORT_MIN_AGREEMENT = 0.99
+# INT8 vs FP32 labels: a quality check, not an export check; INT8 was already judged at train time. Measured
+# 0.97-0.99 over seeds and targets (benchmarks/results/int8_spread.json): 0.90 only stops a broken model.
+INT8_MIN_AGREEMENT = 0.90
 DEBUG_TOL = {"onnx-fp32": 1e-3, "onnx-int8": 0.1}  # relative error (max_abs / max |reference|) that counts
 DEBUG_IMAGES = 8
 SCOPE = "backbone"  # attribute name of the backbone in export.FeatureMap: node scopes start with it
@@ -73,22 +78,28 @@ def val_frames(record: dict, limit: int) -> tuple[list[np.ndarray], np.ndarray]:
     return frames, np.asarray(labels, np.int64)
 
 
+Outputs = tuple[np.ndarray, np.ndarray, np.ndarray]  # probs [N, K], labels [N], pooled features [N, D]
+
+
+def _outputs(features: torch.Tensor, head: nn.Module) -> Outputs:
+    logits = head(features)
+    return torch.softmax(logits, 1).numpy(), logits.argmax(1).numpy(), features.numpy()
+
+
 class Reference:
     """PyTorch FP32 with the training-time preprocessing: the numbers every ONNX graph must reproduce."""
 
     def __init__(self, backbone: nn.Module, head: nn.Module, pre: Preprocess) -> None:
         self.backbone, self.head, self.pre = backbone, head, pre
 
-    def run(self, frames: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """(probs, labels) through `forward_features` (the pooled path training used)."""
-        probs, labels = [], []
+    def run(self, frames: list[np.ndarray]) -> Outputs:
+        """(probs, labels, features) through `forward_features` (the pooled path training used)."""
         with torch.inference_mode():
-            for start in range(0, len(frames), BATCH):
-                x = torch.from_numpy(self.pre(frames[start : start + BATCH]))
-                logits = self.head(self.backbone.forward_features(x))
-                probs.append(torch.softmax(logits, 1).numpy())
-                labels.append(logits.argmax(1).numpy())
-        return np.concatenate(probs), np.concatenate(labels)
+            feats = [
+                self.backbone.forward_features(torch.from_numpy(self.pre(frames[i : i + BATCH])))
+                for i in range(0, len(frames), BATCH)
+            ]
+            return _outputs(torch.cat(feats), self.head)
 
     def tensors(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """Every module output under `backbone.*` plus the boundary tensors, for one preprocessed batch."""
@@ -121,9 +132,15 @@ class Reference:
         return {**found, **{k: np.asarray(v) for k, v in boundaries.items()}}
 
 
-def session(model: onnx.ModelProto):
+def session(model: onnx.ModelProto, extra_outputs: tuple[str, ...] = ()):
+    """ONNX Runtime CPU session; `extra_outputs` are inner tensors made graph outputs (e.g. `logits`)."""
     import onnxruntime as ort
 
+    if extra_outputs:
+        copy = onnx.ModelProto()
+        copy.CopyFrom(model)
+        copy.graph.output.extend(onnx.helper.make_empty_tensor_value_info(name) for name in extra_outputs)
+        model = copy
     return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
 
 
@@ -133,41 +150,70 @@ def feed(group: list[np.ndarray], pre: Preprocess, input_format: str) -> dict[st
     return {"input": pre(np.stack(group))}
 
 
-def onnx_run(model: onnx.ModelProto, frames: list[np.ndarray], pre: Preprocess, input_format: str):
-    """(probs, labels) from the graph; frames of one size are batched together, results in input order."""
-    sess = session(model)
+def onnx_run(model: onnx.ModelProto, frames: list[np.ndarray], pre: Preprocess, input_format: str) -> Outputs:
+    """(probs, labels, features) from the graph; frames of one size are batched together, in input order.
+
+    The head's input is compared too: a confident head saturates its probabilities, which then hide errors
+    upstream. It is the pooled `features`, or the feature map a fused PoolHead pools (averaged here)."""
+    head_input = head_input_name(model)
+    sess = session(model, (head_input,))
     by_shape: dict[tuple, list[int]] = defaultdict(list)
     for i, f in enumerate(frames):
         by_shape[f.shape].append(i)
-    probs = np.zeros((len(frames), 0), np.float32)
-    labels = np.zeros(len(frames), np.int64)
+    out: Outputs | None = None
     for idx in by_shape.values():
         for start in range(0, len(idx), BATCH):
             part = idx[start : start + BATCH]
-            p, lab = sess.run(["probs", "label"], feed([frames[i] for i in part], pre, input_format))
-            if probs.shape[1] == 0:
-                probs = np.zeros((len(frames), p.shape[1]), np.float32)
-            probs[part], labels[part] = p, lab
-    return probs, labels
+            got = sess.run(["probs", "label", head_input], feed([frames[i] for i in part], pre, input_format))
+            if got[2].ndim == 4:
+                got[2] = got[2].mean(axis=(2, 3))
+            if out is None:
+                out = tuple(np.zeros((len(frames), *g.shape[1:]), g.dtype) for g in got)
+            for whole, g in zip(out, got, strict=True):
+                whole[part] = g
+    return out
 
 
-def compare(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> dict:
-    """max_abs and worst-row cosine of the probabilities, and the fraction of equal labels."""
+def compare(a: Outputs, b: Outputs) -> dict:
+    """Probabilities: max_abs, mean and worst-row cosine; labels: the fraction that agree.
+
+    The worst row is one image: a single image whose label flips between two confident classes has a cosine
+    near 0 even when 99% of labels agree, so `cosine` (the mean) is what describes the whole set."""
     pa, pb = a[0].astype(np.float64), b[0].astype(np.float64)
     norms = np.linalg.norm(pa, axis=1) * np.linalg.norm(pb, axis=1)
     cosine = (pa * pb).sum(1) / np.maximum(norms, 1e-30)
     return {
         "max_abs": float(np.abs(pa - pb).max()),
-        "cosine": float(cosine.min()),
+        "cosine": float(cosine.mean()),
+        "worst_cosine": float(cosine.min()),
+        "features_rel": float(np.abs(a[2] - b[2]).max() / max(float(np.abs(b[2]).max()), 1e-12)),
         "top1_agreement": float((a[1] == b[1]).mean()),
     }
 
 
-def ladder(ref: Reference, frames, labels, input_format, fp32, int8, run_agreement: float | None) -> list[dict]:
+def head_input_name(model: onnx.ModelProto) -> str:
+    fused = [n for n in model.graph.node if n.op_type == "PoolHead"]
+    return fused[0].input[0] if fused else "features"
+
+
+def int8_reference(ref: Reference, backbone: onnx.ModelProto, frames) -> Outputs:
+    """The run's INT8 backbone (`input` -> `features`) in ONNX Runtime, NumPy preprocessing and the PyTorch
+    head: what training measured, with nothing of the export in between."""
+    sess = session(backbone)
+    feats = [
+        torch.from_numpy(sess.run(None, {"input": ref.pre(frames[i : i + BATCH])})[0])
+        for i in range(0, len(frames), BATCH)
+    ]
+    with torch.inference_mode():
+        return _outputs(torch.cat(feats), ref.head)
+
+
+def ladder(ref: Reference, frames, labels, input_format, fp32, int8, int8_backbone=None) -> list[dict]:
     """The stages as export.json records them; each says whether it passed its precision's tolerance."""
     results = {"pytorch-fp32": ref.run(frames), "onnx-fp32": onnx_run(fp32, frames, ref.pre, input_format)}
     if int8 is not None:
         results["onnx-int8"] = onnx_run(int8, frames, ref.pre, input_format)
+    own = int8_reference(ref, int8_backbone, frames) if int8 is not None and int8_backbone is not None else None
     names = list(results)
     stages = []
     for i, name in enumerate(names):
@@ -180,31 +226,39 @@ def ladder(ref: Reference, frames, labels, input_format, fp32, int8, run_agreeme
             "vs_pytorch": compare(results[name], results["pytorch-fp32"]),
             "accuracy": float((results[name][1] == labels).mean()),
         }
-        stage["passed"], stage["check"] = _judge(stage, run_agreement)
+        if name == "onnx-int8" and own is not None:
+            stage["vs_int8_backbone"] = compare(results[name], own)
+        stage["passed"], stage["check"] = _judge(stage)
         stages.append(stage)
     return stages
 
 
-def _judge(stage: dict, run_agreement: float | None) -> tuple[bool, str]:
+def _judge(stage: dict) -> tuple[bool, str]:
     """(passed, one line naming the tolerance and where to look when it is missed)."""
     name = stage["name"]
     if name == "pytorch-fp32":
         return True, "reference"
     if name == "onnx-fp32":
         vs = stage["vs_pytorch"]
-        ok = vs["max_abs"] <= FP32_MAX_ABS and vs["top1_agreement"] == 1.0
+        ok = vs["max_abs"] <= FP32_MAX_ABS and vs["features_rel"] <= FP32_FEATURES_REL and vs["top1_agreement"] == 1.0
         return ok, (
-            f"max_abs {vs['max_abs']:.2e} (<= {FP32_MAX_ABS:g}) and agreement {vs['top1_agreement']:.4f} (== 1) vs "
-            "pytorch-fp32; when off, look at preprocessing (try --input float-nchw) and the backbone export"
+            f"max_abs {vs['max_abs']:.2e} (<= {FP32_MAX_ABS:g}), features rel {vs['features_rel']:.2e} "
+            f"(<= {FP32_FEATURES_REL:g}) and agreement {vs['top1_agreement']:.4f} (== 1) vs pytorch-fp32; when off, "
+            "look at preprocessing (try --input float-nchw) and the backbone export"
+        )
+    own = stage.get("vs_int8_backbone")
+    if own is not None and own["top1_agreement"] < INT8_EXPORT_MIN_AGREEMENT:
+        return False, (
+            f"agreement {own['top1_agreement']:.4f} with the run's own INT8 backbone + head "
+            f"(>= {INT8_EXPORT_MIN_AGREEMENT}); the export changed the INT8 model: look at preprocessing and the head"
         )
     agree = stage["top1_agreement"]
-    ok = agree >= INT8_MIN_AGREEMENT
     line = f"agreement {agree:.4f} with onnx-fp32 (>= {INT8_MIN_AGREEMENT})"
-    if run_agreement is not None:
-        stage["run_int8_agreement"] = run_agreement
-        ok = ok and abs(agree - run_agreement) <= INT8_RUN_TOLERANCE
-        line += f" and within {INT8_RUN_TOLERANCE} of run.json's int8_agreement {run_agreement:.4f}"
-    return ok, line + "; when off, look at the quantization (--quant-ignore / --quant-auto-fallback at train time)"
+    if own is not None:
+        line += f", {own['top1_agreement']:.4f} with its own INT8 backbone (>= {INT8_EXPORT_MIN_AGREEMENT})"
+    return agree >= INT8_MIN_AGREEMENT, (
+        line + "; when off, look at the quantization (--quant-ignore / --quant-auto-fallback at train time)"
+    )
 
 
 def stage_lines(stages: list[dict], images: int) -> list[str]:
@@ -212,10 +266,16 @@ def stage_lines(stages: list[dict], images: int) -> list[str]:
     for s in stages:
         vs = s["vs_pytorch"]
         lines.append(
-            f"  {s['name']:<13} max_abs {vs['max_abs']:.2e}  cosine {vs['cosine']:.6f}  "
+            f"  {s['name']:<13} max_abs {vs['max_abs']:.2e}  mean cosine {vs['cosine']:.6f}  "
             f"agreement {vs['top1_agreement']:.4f} (vs pytorch-fp32)  accuracy {s['accuracy']:.4f}  "
             f"{'ok' if s['passed'] else 'FAILED'}"
         )
+        own = s.get("vs_int8_backbone")
+        if own is not None:
+            lines.append(
+                f"  {'':<13} vs its own INT8 backbone + head (what training measured): agreement "
+                f"{own['top1_agreement']:.4f}, max_abs {own['max_abs']:.2e}"
+            )
     return lines
 
 

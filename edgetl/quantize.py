@@ -28,6 +28,19 @@ INPUT, OUTPUT = "input", "features"
 OPSET = 17
 
 
+def _source_sha(*functions) -> str:
+    import inspect
+
+    return hashlib.sha256("".join(inspect.getsource(f) for f in functions).encode()).hexdigest()[:16]
+
+
+def exporter_version() -> str:
+    """What shapes the cached FP32 backbone graph besides weights and preprocessing."""
+    import torch
+
+    return f"torch {torch.__version__} opset {OPSET} {_source_sha(export_backbone_onnx)}"
+
+
 # --- the FP32 backbone as ONNX ----------------------------------------------------------------------
 
 
@@ -209,6 +222,11 @@ def _quantize_ort(fp32: Path, out: Path, qcfg: QuantizeCfg, calib: np.ndarray) -
 
 
 # --- running the INT8 backbone -----------------------------------------------------------------------
+
+
+# The quantizers' own code is part of every INT8 cache key: any change to a recipe below (preset, bias
+# correction, layout, calibration reader) gives new keys, so a cache filled by another version is never reused.
+RECIPE = _source_sha(quantize, _quantize_nncf, _quantize_ort, select_calibration)
 
 
 def engine_for(target: str) -> str:

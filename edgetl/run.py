@@ -153,6 +153,7 @@ class Pipeline:
             "head": {
                 "kind": cfg.head,
                 "file": "head.safetensors",
+                "solver": res.solver,
                 "best_epoch": res.best_epoch,
                 "epochs_run": res.epochs_run,
             },

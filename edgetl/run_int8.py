@@ -19,14 +19,16 @@ import torch
 
 from edgetl.errors import UserError
 from edgetl.features import decode
-from edgetl.fileio import atomic_write_bytes
+from edgetl.fileio import atomic_write_bytes, sha256_file
 from edgetl.progress import info
 from edgetl.quantize import (
+    RECIPE,
     RuntimeExtractor,
     calibration_hash,
     check_calibration,
     engine_for,
     export_backbone_onnx,
+    exporter_version,
     quantize,
     quantizer_version,
     select_calibration,
@@ -50,10 +52,12 @@ class Int8Run:
                 f"--cache-dir {p.cache_dir}: cannot write there ({e.strerror}); choose a writable folder"
             ) from None
         self._calib_x: np.ndarray | None = None
+        self._sha: dict[Path, str] = {}
 
     # --- FP32 reference ---------------------------------------------------------------------------
     def fp32_onnx(self) -> Path:
-        tag = hashlib.sha256(f"{self.p.bcfg.weights_sha256}|{self.p.pre.key()}".encode()).hexdigest()[:24]
+        recipe = f"{self.p.bcfg.weights_sha256}|{self.p.pre.key()}|{exporter_version()}"
+        tag = hashlib.sha256(recipe.encode()).hexdigest()[:24]
         path = self.models / f"{tag}.fp32.onnx"
         if not path.exists():
             tmp = path.with_name(f".{path.name}.{time.time_ns()}.tmp.onnx")
@@ -74,7 +78,11 @@ class Int8Run:
         return self._calib_x
 
     def int8_onnx(self, qcfg, items, calib_hash: str) -> Path:
-        blob = json.dumps([qcfg.key(), calib_hash, quantizer_version(qcfg.target), str(self.fp32_onnx().name)])
+        # Keyed by everything that shapes the model, the FP32 graph's bytes and edgetl's quantization recipe
+        # included: a cache written by another edgetl version or recipe is never mistaken for this one.
+        fp32 = self.fp32_onnx()
+        fp32_sha = self._sha.setdefault(fp32, sha256_file(fp32))
+        blob = json.dumps([qcfg.key(), calib_hash, quantizer_version(qcfg.target), fp32_sha, RECIPE])
         path = self.models / f"{hashlib.sha256(blob.encode()).hexdigest()[:24]}.int8.onnx"
         if not path.exists():
             t = time.perf_counter()
@@ -85,25 +93,33 @@ class Int8Run:
         return path
 
     def extractor(self, qcfg, items, calib_hash: str) -> RuntimeExtractor:
+        path = self.int8_onnx(qcfg, items, calib_hash)
         context = {
             "precision": "int8",
             "quantize": {**qcfg.key(), "calib_sha256": calib_hash, "quantizer": quantizer_version(qcfg.target)},
+            "model_sha256": self._sha.setdefault(path, sha256_file(path)),  # features follow the model's bytes
         }
-        return RuntimeExtractor(
-            self.int8_onnx(qcfg, items, calib_hash), engine_for(qcfg.target), context, self.p.cfg.threads
-        )
+        return RuntimeExtractor(path, engine_for(qcfg.target), context, self.p.cfg.threads)
 
     # --- one INT8 evaluation ----------------------------------------------------------------------
-    def evaluate(self, qcfg, items, calib_hash, fp32_val: np.ndarray):
+    def evaluate(self, qcfg, items, calib_hash, fp32_feats: dict[str, np.ndarray]):
         ext = self.extractor(qcfg, items, calib_hash)
         got = self.p.features(ext)
         res, extra = self.p.train_cached(got)
         self.p.timing["train_s"] = extra["train_s"]
-        with torch.inference_mode():
-            on_int8 = res.head(torch.from_numpy(extra["xv"])).argmax(1)
-            on_fp32 = res.head(torch.from_numpy(fp32_val)).argmax(1)
-        agreement = float((on_int8 == on_fp32).float().mean())
-        return ext, got, res, agreement
+        return ext, got, res, agreement(res.head, self.p.ds.val, got.features, fp32_feats)
+
+
+def agreement(head, val: list, int8: dict[str, np.ndarray], fp32: dict[str, np.ndarray]) -> float:
+    """Top-1 agreement of ONE head (the deployed one, trained on INT8 features) on the INT8 and the FP32
+    features of the same validation images, paired by content key: on every target this is what it means."""
+    keys = [it.key for it in val if it.key in int8 and it.key in fp32]
+    if not keys:
+        return float("nan")
+    with torch.inference_mode():
+        on_int8 = head(torch.from_numpy(np.stack([int8[k] for k in keys]))).argmax(1)
+        on_fp32 = head(torch.from_numpy(np.stack([fp32[k] for k in keys]))).argmax(1)
+    return float((on_int8 == on_fp32).float().mean())
 
 
 def _throughput(extractor, x: np.ndarray, batch: int) -> float:
@@ -118,21 +134,23 @@ def run_quantized(p: Pipeline) -> dict:
     r = Int8Run(p)
     fp32 = p.fp32_extractor()
     fp32_feats = p.features(fp32)
-    res32, extra32 = p.train_cached(fp32_feats)
-    fp32_val = extra32["xv"]
+    res32, _ = p.train_cached(fp32_feats)
     items, chash = r.calibration()
     qcfg = r.q
-    ext, got, res, agreement = r.evaluate(qcfg, items, chash, fp32_val)
+    ext, got, res, agree = r.evaluate(qcfg, items, chash, fp32_feats.features)
     drop = res32.val_acc - res.val_acc
     ranking: list[dict] = []
-    if qcfg.auto_fallback:
+    if qcfg.auto_fallback and drop > qcfg.max_drop:
+        info(
+            f"INT8 costs {drop * 100:.1f} points (more than {qcfg.max_drop * 100:.0f}): searching for sensitive layers"
+        )
         ranking = rank_layers(r.fp32_onnx(), ext.path, r.calib_x(items)[:64])
         k = 1
         while drop > qcfg.max_drop and k <= min(MAX_FALLBACK_LAYERS, len(ranking)):  # keep 1, 2, 4, 8 layers FP
             worst = tuple(row["layer"] for row in ranking[:k])
             trial = dataclasses.replace(qcfg, ignore=tuple(dict.fromkeys(qcfg.ignore + worst)))
             info(f"fallback: keeping {k} layer(s) in floating point: {', '.join(trial.ignore)}")
-            ext, got, res, agreement = r.evaluate(trial, items, chash, fp32_val)
+            ext, got, res, agree = r.evaluate(trial, items, chash, fp32_feats.features)
             qcfg, drop, k = trial, res32.val_acc - res.val_acc, k * 2
     timing = _timing(p, r, ext, got, items)
     status, warnings = _verdict(drop, res32.val_acc, qcfg)
@@ -153,7 +171,7 @@ def run_quantized(p: Pipeline) -> dict:
         "sensitivity": ranking,
         "auto_fallback": qcfg.auto_fallback,
     }
-    metrics = {"val_acc_fp32": res32.val_acc, "int8_agreement": agreement, "int8_drop": drop}
+    metrics = {"val_acc_fp32": res32.val_acc, "int8_agreement": agree, "int8_drop": drop}
     record = p.record(res, {"metrics": metrics, "quantize": quant, "warnings": warnings})
     record["timing"].update(timing)
     p.save(res, record)

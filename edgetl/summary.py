@@ -35,7 +35,7 @@ def print_train_summary(r: dict) -> None:
             f"INT8 for {q['target']} ({q['method']}, {q['calib_size']} calib images, "
             f"{len(q['ignored'])} layers kept FP), run by {q['engine']}",
         )
-    t.add_row("head", f"{r['head']['kind']}, best epoch {r['head']['best_epoch']} of {r['head']['epochs_run']}")
+    t.add_row("head", _head_line(r["head"]))
     acc = f"[bold green]{m['val_acc']:.4f}[/]"
     if "val_acc_fp32" in m:
         acc += f"  (FP32 recipe {m['val_acc_fp32']:.4f}, INT8 agreement {m['int8_agreement']:.4f})"
@@ -43,7 +43,7 @@ def print_train_summary(r: dict) -> None:
     if c["enabled"]:
         t.add_row("feature cache", f"{c['hits']} hits, {c['misses']} misses  ({c['dir']})")
     else:
-        t.add_row("feature cache", "off (backbone in the loop every epoch)")
+        t.add_row("feature cache", "off (backbone in the loop at every solver step)")
     timing = f"extract {_fmt_s(tm.get('extract_s'))}, train {_fmt_s(tm.get('train_s'))}, total {_fmt_s(tm['total_s'])}"
     if tm.get("extract_images_per_s"):
         timing += f"  ·  {tm['extract_images_per_s']:.0f} img/s"
@@ -54,6 +54,12 @@ def print_train_summary(r: dict) -> None:
     out.print(t)
     for line in r.get("warnings", []):
         out.print(f"[bold red]![/] {line}")
+
+
+def _head_line(h: dict) -> str:
+    if h.get("solver") == "lbfgs":
+        return f"{h['kind']}, logistic regression (L-BFGS, {h['epochs_run']} iterations)"
+    return f"{h['kind']}, AdamW, best epoch {h['best_epoch']} of {h['epochs_run']}"
 
 
 def print_cache_table(root: Path, contexts: list[dict]) -> None:

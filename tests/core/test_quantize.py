@@ -66,7 +66,7 @@ def test_fallback_search_finds_the_deliberately_sensitive_layer(folder: Path, tm
         folder,
         tmp_path / "r",
         backbone="test_sensitive",
-        quantize=QuantizeCfg(calib_size=16, target=target, auto_fallback=True),
+        quantize=QuantizeCfg(calib_size=16, target=target, auto_fallback=True, max_drop=-1.0),  # always search
     )
     r = run_train(cfg)
     ranking = r["quantize"]["sensitivity"]
@@ -79,7 +79,7 @@ def test_quant_ignore_keeps_the_layer_in_float(folder: Path, tmp_path: Path):
         folder,
         tmp_path / "r",
         backbone="test_sensitive",
-        quantize=QuantizeCfg(calib_size=16, target="tensorrt", ignore=("/tail/Conv",)),
+        quantize=QuantizeCfg(calib_size=16, target="tensorrt", ignore=("/tail/Conv",), auto_fallback=False),
     )
     r = run_train(cfg)
     assert r["quantize"]["ignored"] == ["/tail/Conv"]
