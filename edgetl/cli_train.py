@@ -10,7 +10,8 @@ EXAMPLES_TRAIN = """
 \b
 Examples:
   edgetl train --cache-features                        # ImageNet EfficientNet-Lite0 on scikit-learn's digits
-  edgetl train --data ~/photos/parts --epochs 30 --cache-features --out runs/parts
+  edgetl train --data ~/photos/parts --cache-features --out runs/parts
+  edgetl train --data ~/photos/parts --head mlp --epochs 30     # AdamW, at least 300 steps
   edgetl train --cache-features --img-size 224 --seed 3 --cache-dir /data/edgetl-cache
   edgetl train --backbone timm:resnet18 --weights resnet18.safetensors --data ~/photos/parts
   edgetl train --cache-features --quantize int8 --target openvino --calib-size 300
