@@ -88,7 +88,8 @@ def test_every_command_has_help(command: list[str], isolated_cache: Path):
 
 def test_train_help_shows_examples(isolated_cache: Path):
     r = edgetl("train", "--help", cache=isolated_cache)
-    assert "edgetl train --data ~/photos/parts --epochs 30 --cache-features --out runs/parts" in r.stdout
+    assert "edgetl train --data ~/photos/parts --cache-features --out runs/parts" in r.stdout
+    assert "--head mlp --epochs 30" in r.stdout
 
 
 def test_config_file_sets_options_and_flags_override_it(image_folder: Path, tmp_path: Path, isolated_cache: Path):
