@@ -72,7 +72,8 @@ def load_config_file(ctx: click.Context, param, path: Path | None) -> Path | Non
     type=click.Choice(["auto", "lbfgs", "adamw"]),
     default="auto",
     show_default=True,
-    help="lbfgs: converged logistic regression (linear head); adamw: SGD-style, any head; auto: lbfgs for linear.",
+    help="lbfgs: logistic regression fitted to convergence (linear head); adamw: mini-batch epochs, any head; "
+    "auto: lbfgs for a linear head on cached features, else adamw.",
 )
 @click.option("--epochs", type=int, default=30, show_default=True, help="AdamW epochs (at least 300 steps in all).")
 @click.option("--batch-size", type=int, default=64, show_default=True)

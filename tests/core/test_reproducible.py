@@ -28,7 +28,9 @@ def _train_in_new_process(data: Path, root: Path, target: str, threads: int) -> 
     args = ["train", "--data", str(data), "--backbone", "test_tiny", "--quantize", "int8", "--target", target]
     args += ["--calib-size", "16", "--threads", str(threads), "--out", str(out), "--cache-dir", str(cache)]
     env = {**os.environ, "EDGETL_CACHE_DIR": str(cache)}
-    r = subprocess.run([sys.executable, "-m", "edgetl", *args, "--no-progress"], capture_output=True, text=True, env=env)
+    r = subprocess.run(
+        [sys.executable, "-m", "edgetl", *args, "--no-progress"], capture_output=True, text=True, env=env
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     digest = hashlib.sha256((out / "backbone.int8.onnx").read_bytes()).hexdigest()
     return digest, json.loads((out / "run.json").read_text())["metrics"]
