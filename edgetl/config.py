@@ -69,7 +69,7 @@ class TrainCfg:
     threads: int | None = None
     strict: bool = False
     overwrite: bool = False
-    extract_batch: int = 64
+    extract_batch: int | None = None  # None: by input size (edgetl.features.auto_batch)
     quantize: QuantizeCfg | None = None
     compare_fp32: bool = False
     progress: bool = True
@@ -77,7 +77,7 @@ class TrainCfg:
     def __post_init__(self) -> None:
         if self.epochs < 1:
             raise UserError("--epochs must be at least 1")
-        if self.batch_size < 1 or self.extract_batch < 1:
+        if self.batch_size < 1 or (self.extract_batch is not None and self.extract_batch < 1):
             raise UserError("--batch-size must be at least 1")
         if self.lr <= 0:
             raise UserError("--lr must be positive")

@@ -96,7 +96,11 @@ class Preprocess:
         """uint8 frames [N, H, W, 3] (or a list of [H, W, 3] of different sizes) -> float32 [N, 3, h, w]."""
         if isinstance(frames, np.ndarray) and frames.ndim == 4:
             return self._normalize(resize_bilinear(frames, self.size))
-        return np.concatenate([self(np.asarray(f)[None]) for f in frames]) if len(frames) else self._empty()
+        if not len(frames):
+            return self._empty()
+        if len({np.shape(f) for f in frames}) == 1:  # one vectorized call; the same numbers as one by one
+            return self(np.stack(frames))
+        return np.concatenate([self(np.asarray(f)[None]) for f in frames])
 
     def _normalize(self, resized_nhwc: np.ndarray) -> np.ndarray:
         if self.channel_order == "BGR":
@@ -128,8 +132,8 @@ def resize_bilinear(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     h, w = size
     y0, y1, wy = _axis_weights(h_in, h)
     x0, x1, wx = _axis_weights(w_in, w)
-    f = frames.astype(np.float32, copy=False)
     wy = wy[None, :, None, None]
-    rows = f[:, y0] * (1.0 - wy) + f[:, y1] * wy  # [N, h, W_in, C]
+    # rows are gathered before the float conversion (exact for uint8): memory O(N * h * W_in), not O(N * H * W)
+    rows = frames[:, y0].astype(np.float32) * (1.0 - wy) + frames[:, y1].astype(np.float32) * wy  # [N, h, W_in, C]
     wx = wx[None, None, :, None]
     return rows[:, :, x0] * (1.0 - wx) + rows[:, :, x1] * wx

@@ -23,7 +23,7 @@ from edgetl.cache import FeatureCache, default_cache_dir
 from edgetl.config import TrainCfg
 from edgetl.data import Dataset, Item, Skipper, load_dataset, split_fingerprint
 from edgetl.errors import UserError
-from edgetl.features import Extracted, Extractor, TorchExtractor, decode, extract
+from edgetl.features import Extracted, Extractor, TorchExtractor, auto_batch, decode, extract
 from edgetl.fileio import atomic_write_bytes
 from edgetl.heads import head_meta, save_head
 from edgetl.preprocess import Preprocess
@@ -91,6 +91,7 @@ class Pipeline:
         self.skip.skipped = list(self.ds.skipped)
         self.bcfg = describe_backbone(cfg.backbone, cfg.weights)
         self.pre = run_preprocess(self.bcfg.preprocess, cfg)
+        self.extract_batch = cfg.extract_batch or auto_batch(self.pre.size)
         self._backbone = None
         self.cache_dir = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else default_cache_dir()
         self.caches: list[FeatureCache] = []
@@ -110,8 +111,9 @@ class Pipeline:
         cache = FeatureCache(self.cache_dir, cache_context(self.bcfg, self.pre, extractor), warn).open()
         self.caches.append(cache)
         items = self.ds.train + self.ds.val
-        got = extract(items, extractor, self.pre, self.skip, cache, self.cfg.extract_batch, self.cfg.progress)
+        got = extract(items, extractor, self.pre, self.skip, cache, self.extract_batch, self.cfg.progress)
         self.timing["extract_s"] = self.timing.get("extract_s", 0.0) + time.perf_counter() - t
+        self.timing["extract_batch"] = self.extract_batch
         return got
 
     def train_cached(self, extracted: Extracted) -> tuple[HeadResult, dict]:
@@ -130,7 +132,7 @@ class Pipeline:
         check_usable(self.ds, kept_t)
         yt = np.array([it.label for it in kept_t])
         yv = np.array([it.label for it in kept_v])
-        source = backbone_source(extractor, xt, xv, self.cfg.extract_batch)
+        source = backbone_source(extractor, xt, xv, self.extract_batch)
         res = fit_head(source, yt, yv, self.bcfg.num_features, len(self.ds.classes), self.cfg, self.cfg.progress)
         return res, {"train_s": time.perf_counter() - t}
 

@@ -191,9 +191,9 @@ def _timing(p: Pipeline, r: Int8Run, ext, got, items) -> dict:
     if p.cfg.compare_fp32 or not got.images_per_s:
         # Both extractors over the same preprocessed training images, in this run, same batch size.
         x = r.calib_x(items)
-        t["extract_images_per_s"] = _throughput(ext, x, p.cfg.extract_batch)
+        t["extract_images_per_s"] = _throughput(ext, x, p.extract_batch)
         if p.cfg.compare_fp32:
-            t["extract_images_per_s_fp32_eager"] = _throughput(p.fp32_extractor(), x, p.cfg.extract_batch)
+            t["extract_images_per_s_fp32_eager"] = _throughput(p.fp32_extractor(), x, p.extract_batch)
             t["extract_speedup_vs_fp32_eager"] = t["extract_images_per_s"] / t["extract_images_per_s_fp32_eager"]
         t["extract_throughput_images"] = len(x)
     return t
