@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from edgetl.bench import Case, Measured, batches, cpu_info, interleave, package_versions, record
+from edgetl.contract import UINT8_NHWC
 from edgetl.errors import UserError
 
 
@@ -87,8 +88,8 @@ def export_fp32(run_dir: Path, out: Path) -> Path:
     from edgetl.export import build_graph, export_backbone, finish, load_run, metadata
 
     parts = load_run(run_dir)
-    graph = build_graph(parts, export_backbone(parts.backbone, parts.pre), "uint8-nhwc", fused_ops=False)
-    onnx.save(finish(graph, metadata(parts, "uint8-nhwc", "fp32")), str(out))
+    graph = build_graph(parts, export_backbone(parts.backbone, parts.pre), UINT8_NHWC, fused_ops=False)
+    onnx.save(finish(graph, metadata(parts, UINT8_NHWC, "fp32")), str(out))
     return out
 
 
@@ -244,7 +245,7 @@ def peer_cases(
             "batch": batch,
             "mode": "model",
             "input_shape": list(inputs[0].shape),
-            "input_format": "uint8-nhwc",
+            "input_format": UINT8_NHWC,
             "versions": {k: v for k, v in versions.items() if k in ("edgetl", "python", "numpy", fields["target"])},
             "cpu": cpu_info(),
         }

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from edgetl.contract import INPUT_FORMATS, UINT8_NHWC
+
 EXAMPLES = """
 \b
 Examples:
@@ -21,8 +23,8 @@ Examples:
 @click.option(
     "--input",
     "input_format",
-    type=click.Choice(["uint8-nhwc", "float-nchw"]),
-    default="uint8-nhwc",
+    type=click.Choice(list(INPUT_FORMATS)),
+    default=UINT8_NHWC,
     show_default=True,
     help="uint8 camera frames [N,H,W,3] of any size, or preprocessed float32 [N,3,h,w].",
 )

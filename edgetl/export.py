@@ -25,6 +25,7 @@ from torch import nn
 
 from edgetl import __version__, onnx_graph, parity
 from edgetl.backbones import Backbone, build_backbone
+from edgetl.contract import UINT8_NHWC
 from edgetl.errors import UserError
 from edgetl.fileio import atomic_write_bytes
 from edgetl.heads import load_head
@@ -159,7 +160,7 @@ def build_graph(parts: RunParts, backbone: onnx.ModelProto, input_format: str, f
     model = onnx_graph.slim(backbone)
     features = model.graph.output[0].name
     pooled = features == "features"
-    if input_format == "uint8-nhwc":
+    if input_format == UINT8_NHWC:
         onnx_graph.add_preprocess(model, parts.pre, fused_ops)
     onnx_graph.add_head(model, features, parts.head, pooled, fused_ops)
     model.graph.name = "edgetl"
@@ -191,7 +192,7 @@ def finish(model: onnx.ModelProto, meta: dict) -> onnx.ModelProto:
 def export_run(
     run_dir: Path,
     out: Path | None = None,
-    input_format: str = "uint8-nhwc",
+    input_format: str = UINT8_NHWC,
     fused_ops: bool = True,
     debug_parity: bool = False,
     max_images: int = parity.MAX_IMAGES,

@@ -17,14 +17,13 @@ import onnx.inliner
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
+from edgetl import contract
+from edgetl.contract import FRAMES, METADATA_KEY, TENSOR
 from edgetl.errors import UserError
 from edgetl.ops import onnx_functions as fused
 from edgetl.preprocess import Preprocess
 
-INPUT_FORMATS = ("uint8-nhwc", "float-nchw")
-METADATA_KEY = "edgetl"
-FRAMES = "image"  # graph input of the uint8-nhwc format
-TENSOR = "input"  # graph input of float-nchw, and the backbone's input in every graph
+INPUT_FORMATS = tuple(contract.INPUT_FORMATS)
 
 
 def add_preprocess(model: onnx.ModelProto, pre: Preprocess, fused_ops: bool) -> None:

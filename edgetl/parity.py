@@ -24,6 +24,7 @@ import onnx
 import torch
 from torch import nn
 
+from edgetl.contract import UINT8_NHWC
 from edgetl.data import BadImage, load_dataset, split_fingerprint
 from edgetl.errors import UserError
 from edgetl.onnx_graph import mark_all_outputs
@@ -145,7 +146,7 @@ def session(model: onnx.ModelProto, extra_outputs: tuple[str, ...] = ()):
 
 
 def feed(group: list[np.ndarray], pre: Preprocess, input_format: str) -> dict[str, np.ndarray]:
-    if input_format == "uint8-nhwc":
+    if input_format == UINT8_NHWC:
         return {"image": np.stack(group)}
     return {"input": pre(np.stack(group))}
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from edgetl.bundle import open_bundle
+from edgetl.contract import FLOAT_NCHW, INPUT_FORMATS
 from edgetl.data import BadImage, Skipper, decode_image
 from edgetl.errors import RuntimeMissing, UserError
 from edgetl.preprocess import Preprocess, resize_bilinear
@@ -80,7 +81,7 @@ class Predictor:
                 f"{bundle}: manifest.json has a damaged input/classes/preprocess entry ({type(e).__name__}: {e}); "
                 "rebuild the bundle with `edgetl compile` and `edgetl package`"
             ) from None
-        if self.input_format not in ("uint8-nhwc", "float-nchw"):
+        if self.input_format not in INPUT_FORMATS:
             raise UserError(
                 f"{bundle}: manifest.json input format {self.input_format!r} is unknown; rebuild the bundle"
             )
@@ -101,7 +102,7 @@ class Predictor:
 
     def feeds(self, frame: np.ndarray) -> dict[str, np.ndarray]:
         """One uint8 RGB frame [H, W, 3] -> the model's input dict (batch of one)."""
-        if self.input_format == "float-nchw":
+        if self.input_format == FLOAT_NCHW:
             return {self.input_name: self.preprocess(frame[None])}
         batch = frame[None]
         if self.frame_size and tuple(frame.shape[:2]) != self.frame_size:

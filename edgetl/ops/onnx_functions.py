@@ -19,9 +19,9 @@ import onnx.inliner
 import onnx.parser
 from onnx import TensorProto, helper, numpy_helper
 
+from edgetl.contract import DOMAIN
 from edgetl.preprocess import Preprocess
 
-DOMAIN = "ai.edgetl"
 DOMAIN_VERSION = 1
 OPSET = 18  # Resize `axes` (resize H and W of NHWC without shape arithmetic) and ReduceMean with axes as input
 

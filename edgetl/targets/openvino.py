@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgetl.contract import UINT8_NHWC
 from edgetl.errors import UserError
 from edgetl.targets.base import TARGETS, Artifact, CompileOptions, cache_root, missing, require, require_output
 
@@ -164,7 +165,7 @@ class OpenVINOTarget:
         if static:
             frame = _static_shape(src, options)
             model.reshape({src.input_name: frame})
-            fields["input"].update(shape=frame, frame_size=frame[1:3] if src.input_format == "uint8-nhwc" else None)
+            fields["input"].update(shape=frame, frame_size=frame[1:3] if src.input_format == UINT8_NHWC else None)
         settings = {
             "performance_hint": "LATENCY",
             "inference_precision_hint": HINTS.get(options.precision),
@@ -272,12 +273,12 @@ def _fused_ops(model) -> list[str]:
 
 def _static_shape(src, options: CompileOptions) -> list[int]:
     h, w = options.frame_size or src.preprocess.size
-    return [1, h, w, 3] if src.input_format == "uint8-nhwc" else [1, 3, *src.preprocess.size]
+    return [1, h, w, 3] if src.input_format == UINT8_NHWC else [1, 3, *src.preprocess.size]
 
 
 def example_input(input_spec: dict) -> np.ndarray:
     """A zero batch of one frame matching the input spec (for build-time smoke runs)."""
-    if input_spec["format"] == "uint8-nhwc":
+    if input_spec["format"] == UINT8_NHWC:
         h, w = input_spec.get("frame_size") or (32, 32)
         return np.zeros((1, h, w, 3), np.uint8)
     shape = [1] + [int(d) for d in input_spec["shape"][1:]]

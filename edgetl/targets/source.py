@@ -10,13 +10,12 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edgetl.contract import DOMAIN as CUSTOM_DOMAIN
+from edgetl.contract import INPUT_FORMATS
 from edgetl.errors import UserError
 from edgetl.fileio import sha256_file
 from edgetl.onnx_safety import check_external_data
 from edgetl.preprocess import Preprocess
-
-INPUT_FORMATS = {"uint8-nhwc": ("image", "uint8"), "float-nchw": ("input", "float32")}
-CUSTOM_DOMAIN = "ai.edgetl"
 
 
 @dataclass

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgetl.contract import UINT8_NHWC
 from edgetl.errors import RuntimeMissing, UserError
 from edgetl.targets.base import TARGETS, Artifact, CompileOptions, cache_root, missing, require_output
 from edgetl.targets.tensorrt_plan import BuildSettings, engine_mismatch, on_device_steps
@@ -262,7 +263,7 @@ class TensorRTTarget:
 
 
 def build_settings(src, options: CompileOptions, precision: str) -> BuildSettings:
-    if src.input_format == "uint8-nhwc":
+    if src.input_format == UINT8_NHWC:
         frame = options.frame_size or src.preprocess.size
     else:
         frame = src.preprocess.size

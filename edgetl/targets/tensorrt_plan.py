@@ -12,6 +12,7 @@ import json
 import shlex
 from dataclasses import asdict, dataclass
 
+from edgetl.contract import UINT8_NHWC
 from edgetl.errors import UserError
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -24,7 +25,7 @@ PLUGIN_LIBRARY = "libedgetl_tensorrt.so"
 @dataclass(frozen=True)
 class BuildSettings:
     input_name: str
-    input_format: str  # "uint8-nhwc" | "float-nchw"
+    input_format: str  # one of edgetl.contract.INPUT_FORMATS
     frame_size: tuple[int, int]  # (H, W): camera frames for uint8-nhwc, the network size for float-nchw
     precision: str = "fp16"
     max_batch: int = 1
@@ -40,7 +41,7 @@ class BuildSettings:
 
     def shape(self, batch: int) -> tuple[int, ...]:
         h, w = self.frame_size
-        return (batch, h, w, 3) if self.input_format == "uint8-nhwc" else (batch, 3, h, w)
+        return (batch, h, w, 3) if self.input_format == UINT8_NHWC else (batch, 3, h, w)
 
     def profile(self) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
         """min / opt / max shapes of the one optimization profile: batch 1..max_batch, fixed frame size."""

@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[2]
 BLOCKED = ("torch", "torchvision", "timm", "onnx", "onnxscript", "onnxslim", "nncf", "transformers", "sklearn")
 
 DEVICE_SAFE = {  # what a device loads; the CLI command modules import the training stack lazily, inside commands
-    "edgetl", "edgetl.errors", "edgetl.fileio", "edgetl.registry", "edgetl.progress", "edgetl.preprocess",
+    "edgetl", "edgetl.contract", "edgetl.errors", "edgetl.fileio", "edgetl.registry", "edgetl.progress", "edgetl.preprocess",
     "edgetl.data", "edgetl.bundle", "edgetl.runtime", "edgetl.onnx_safety", "edgetl.summary", "edgetl.config",
     "edgetl.cache", "edgetl.targets", "edgetl.targets.base", "edgetl.targets.source", "edgetl.targets.openvino",
     "edgetl.targets.onnxruntime", "edgetl.targets.tensorrt", "edgetl.targets.tensorrt_plan",

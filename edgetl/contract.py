@@ -1,0 +1,15 @@
+"""Names and values shared by the training side, the exported graph and the device side: written once here.
+
+Imports nothing: a bundle, a target and the exporter agree on these by importing them, never by retyping them.
+"""
+
+from __future__ import annotations
+
+UINT8_NHWC = "uint8-nhwc"  # graph input: uint8 frames [N, H, W, 3], preprocessing inside the graph (default)
+FLOAT_NCHW = "float-nchw"  # graph input: preprocessed float32 [N, 3, h, w]
+FRAMES = "image"  # graph input name of the uint8-nhwc format
+TENSOR = "input"  # graph input name of float-nchw, and the backbone's input in every graph
+# input format -> (graph input name, dtype)
+INPUT_FORMATS: dict[str, tuple[str, str]] = {UINT8_NHWC: (FRAMES, "uint8"), FLOAT_NCHW: (TENSOR, "float32")}
+DOMAIN = "ai.edgetl"  # ONNX domain of edgetl's fused ops (kernels/spec.json)
+METADATA_KEY = "edgetl"  # ONNX metadata_props key holding the export record
