@@ -45,8 +45,8 @@ def auto_batch(size: tuple[int, int]) -> int:
 class TorchExtractor:
     """PyTorch eager FP32: the reference numerics, and the `--no-cache-features` baseline.
 
-    It runs its own channels-last copy of the backbone: oneDNN's convolutions are 1.7x (64 px) to 3x (224 px)
-    faster in that layout on x86 than in NCHW, and as deterministic: bit-identical features at 1 or 2 threads
+    It runs its own channels-last copy of the backbone: oneDNN's convolutions are faster in that layout on x86
+    than in NCHW (benchmarks/extraction.py), and as deterministic: bit-identical features at 1 or 2 threads
     and any batch of 16 or more (smaller batches take other kernels, as in NCHW; tested). The layout is part of
     `context()`, so features from NCHW runs are not mixed in.
     """

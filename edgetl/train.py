@@ -128,8 +128,7 @@ class SoftmaxLoss:
 
     Computed over fixed blocks of LBFGS_BLOCK rows, one BLAS thread per block, blocks spread over a few
     threads and summed in block order: the result is bit-identical whatever the number of threads (tested),
-    and on Lite0 digits features 2.3x faster than torch autograd on one thread (torch's single-thread GEMM is
-    slow for a 10-column output; measured in benchmarks/cache_speedup.py's train_s)."""
+    and faster than torch autograd on one thread (torch's single-thread GEMM is slow for a 10-column output)."""
 
     def __init__(self, y: np.ndarray, num_classes: int, weight: torch.Tensor | None, lam: float, workers: int):
         w = np.ones(num_classes, np.float32) if weight is None else weight.numpy().astype(np.float32)
@@ -207,9 +206,11 @@ def _fit_lbfgs(source: FeatureSource, yt, yv, num_features: int, num_classes: in
         history.append({"eval": len(history) + 1, "loss": loss})
         return torch.tensor(loss, dtype=torch.float64)
 
-    with bar("train head (L-BFGS)", None, progress), torch.no_grad(), one_blas_thread():
-        opt.step(closure)
-    loss_fn.pool.shutdown()
+    try:
+        with bar("train head (L-BFGS)", None, progress), torch.no_grad(), one_blas_thread():
+            opt.step(closure)
+    finally:
+        loss_fn.pool.shutdown()
     with torch.no_grad():
         head.weight.copy_(w)
         head.bias.copy_(b)
