@@ -36,6 +36,7 @@ LBFGS_C = 1.0  # inverse L2 strength, scikit-learn's default: mean CE + |W|^2 / 
 LBFGS_MAX_ITER = 500
 LBFGS_TOL = 1e-5  # max |gradient| at which the solver stops: converged (1e-4 left up to 0.5 pt on digits)
 LBFGS_BLOCK = 256  # rows per block of the loss and gradient (about 1.3 MB of Lite0 features: stays in L2)
+LBFGS_HISTORY = 50  # correction pairs kept: 105 evaluations to converge on digits vs 154 with 20 (torch default 100: 112)
 
 
 @dataclass
@@ -139,9 +140,9 @@ class SoftmaxLoss:
         self.blocks = [slice(i, min(i + LBFGS_BLOCK, len(y))) for i in range(0, len(y), LBFGS_BLOCK)]
         self.pool = ThreadPoolExecutor(max(1, workers))
 
-    def _block(self, x: np.ndarray, sl: slice, w: np.ndarray, b: np.ndarray):
+    def _block(self, x: np.ndarray, sl: slice, wt: np.ndarray, b: np.ndarray):
         xs = x[sl]
-        z = xs @ w.T
+        z = xs @ wt
         z += b
         m = z.max(1, keepdims=True)
         e = np.exp(z - m)
@@ -153,7 +154,8 @@ class SoftmaxLoss:
 
     def __call__(self, x: np.ndarray, w: np.ndarray, b: np.ndarray, gw: np.ndarray, gb: np.ndarray) -> float:
         """Loss at (w, b); the gradient is written into gw, gb. Call it inside `one_blas_thread()`."""
-        parts = list(self.pool.map(lambda sl: self._block(x, sl, w, b), self.blocks))
+        wt = np.ascontiguousarray(w.T)  # [D, k]: OpenBLAS is ~1.5x slower on the transposed view (measured)
+        parts = list(self.pool.map(lambda sl: self._block(x, sl, wt, b), self.blocks))
         np.multiply(w, self.lam, out=gw)
         gb[:] = 0
         loss = 0.5 * float(self.lam) * float(np.dot(w.ravel(), w.ravel()))
@@ -193,7 +195,7 @@ def _fit_lbfgs(source: FeatureSource, yt, yv, num_features: int, num_classes: in
         [w, b],
         lr=1.0,
         max_iter=LBFGS_MAX_ITER,
-        history_size=20,
+        history_size=LBFGS_HISTORY,
         tolerance_grad=LBFGS_TOL,
         tolerance_change=1e-9,
         line_search_fn="strong_wolfe",
