@@ -7,14 +7,6 @@ namespace edgetl::trt {
 
 using namespace nvinfer1;
 
-IPluginV3* PoolHeadPlugin::clone() noexcept {
-    try {
-        return new PoolHeadPlugin();
-    } catch (...) {
-        return nullptr;
-    }
-}
-
 int32_t PoolHeadPlugin::configurePlugin(DynamicPluginTensorDesc const* in, int32_t nbInputs,
                                         DynamicPluginTensorDesc const*, int32_t nbOutputs) noexcept {
     if (nbInputs != 3 || nbOutputs != 2) return -1;
@@ -57,14 +49,6 @@ int32_t PoolHeadPlugin::enqueue(PluginTensorDesc const* inputDesc, PluginTensorD
                                  static_cast<float const*>(inputs[2]), static_cast<float*>(outputs[0]),
                                  static_cast<int64_t*>(outputs[1]), x.d[0], x.d[1], int64_t(x.d[2]) * x.d[3], k,
                                  stream);
-}
-
-IPluginV3* PoolHeadPluginCreator::createPlugin(char const*, PluginFieldCollection const*, TensorRTPhase) noexcept {
-    try {
-        return new PoolHeadPlugin();
-    } catch (...) {
-        return nullptr;
-    }
 }
 
 }  // namespace edgetl::trt

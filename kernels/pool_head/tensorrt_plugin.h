@@ -6,24 +6,14 @@
 
 namespace edgetl::trt {
 
-class PoolHeadPlugin : public nvinfer1::IPluginV3,
-                       public nvinfer1::IPluginV3OneCore,
-                       public nvinfer1::IPluginV3OneBuild,
-                       public nvinfer1::IPluginV3OneRuntime {
+class PoolHeadPlugin : public PluginBase<PoolHeadPlugin> {
 public:
-    // IPluginV3
-    nvinfer1::IPluginCapability* getCapabilityInterface(nvinfer1::PluginCapabilityType type) noexcept override {
-        return capability(this, type);
-    }
-    nvinfer1::IPluginV3* clone() noexcept override;
-
-    // IPluginV3OneCore
-    char const* getPluginName() const noexcept override { return "PoolHead"; }
-    char const* getPluginVersion() const noexcept override { return kVersion; }
-    char const* getPluginNamespace() const noexcept override { return kNamespace; }
+    static constexpr char const* kName = "PoolHead";
+    static constexpr int32_t kNbOutputs = 2;
+    static std::vector<nvinfer1::PluginField> fieldNames() { return {}; }  // no attributes
+    static PoolHeadPlugin* create(nvinfer1::PluginFieldCollection const*) { return new PoolHeadPlugin(); }
 
     // IPluginV3OneBuild
-    int32_t getNbOutputs() const noexcept override { return 2; }
     int32_t configurePlugin(nvinfer1::DynamicPluginTensorDesc const* in, int32_t nbInputs,
                             nvinfer1::DynamicPluginTensorDesc const* out, int32_t nbOutputs) noexcept override;
     int32_t getOutputDataTypes(nvinfer1::DataType* outputTypes, int32_t nbOutputs, nvinfer1::DataType const* inputTypes,
@@ -33,37 +23,14 @@ public:
                             nvinfer1::IExprBuilder& exprBuilder) noexcept override;
     bool supportsFormatCombination(int32_t pos, nvinfer1::DynamicPluginTensorDesc const* inOut, int32_t nbInputs,
                                    int32_t nbOutputs) noexcept override;
-    size_t getWorkspaceSize(nvinfer1::DynamicPluginTensorDesc const*, int32_t, nvinfer1::DynamicPluginTensorDesc const*,
-                            int32_t) const noexcept override {
-        return 0;
-    }
 
     // IPluginV3OneRuntime
-    int32_t onShapeChange(nvinfer1::PluginTensorDesc const*, int32_t, nvinfer1::PluginTensorDesc const*,
-                          int32_t) noexcept override {
-        return 0;
-    }
     int32_t enqueue(nvinfer1::PluginTensorDesc const* inputDesc, nvinfer1::PluginTensorDesc const* outputDesc,
                     void const* const* inputs, void* const* outputs, void* workspace,
                     cudaStream_t stream) noexcept override;
-    nvinfer1::IPluginV3* attachToContext(nvinfer1::IPluginResourceContext*) noexcept override { return clone(); }
-    nvinfer1::PluginFieldCollection const* getFieldsToSerialize() noexcept override { return &m_empty; }
-
-private:
-    nvinfer1::PluginFieldCollection m_empty{0, nullptr};
+    nvinfer1::PluginFieldCollection const* getFieldsToSerialize() noexcept override { return serialize({}); }
 };
 
-class PoolHeadPluginCreator : public nvinfer1::IPluginCreatorV3One {
-public:
-    char const* getPluginName() const noexcept override { return "PoolHead"; }
-    char const* getPluginVersion() const noexcept override { return kVersion; }
-    char const* getPluginNamespace() const noexcept override { return kNamespace; }
-    nvinfer1::PluginFieldCollection const* getFieldNames() noexcept override { return &m_empty; }
-    nvinfer1::IPluginV3* createPlugin(char const*, nvinfer1::PluginFieldCollection const*,
-                                      nvinfer1::TensorRTPhase) noexcept override;
-
-private:
-    nvinfer1::PluginFieldCollection m_empty{0, nullptr};
-};
+using PoolHeadPluginCreator = PluginCreator<PoolHeadPlugin>;
 
 }  // namespace edgetl::trt

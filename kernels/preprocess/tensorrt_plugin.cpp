@@ -7,17 +7,29 @@ namespace edgetl::trt {
 
 using namespace nvinfer1;
 
+std::vector<PluginField> PreprocessPlugin::fieldNames() {
+    return {
+        PluginField("size", nullptr, PluginFieldType::kINT32, 2),
+        PluginField("scale", nullptr, PluginFieldType::kFLOAT32, 3),
+        PluginField("bias", nullptr, PluginFieldType::kFLOAT32, 3),
+        PluginField("channels", nullptr, PluginFieldType::kINT32, 3),
+    };
+}
+
+PreprocessPlugin* PreprocessPlugin::create(PluginFieldCollection const* fc) {
+    std::vector<int64_t> size, channels{0, 1, 2};
+    std::vector<float> scale, bias;
+    if (!read_ints(fc, "size", size) || !read_floats(fc, "scale", scale) || !read_floats(fc, "bias", bias)) {
+        return nullptr;
+    }
+    read_ints(fc, "channels", channels);  // optional: RGB by default
+    if (size.size() != 2 || scale.size() != 3 || bias.size() != 3 || channels.size() != 3) return nullptr;
+    return new PreprocessPlugin(size, scale, bias, channels);
+}
+
 PreprocessPlugin::PreprocessPlugin(std::vector<int64_t> size, std::vector<float> scale, std::vector<float> bias,
                                    std::vector<int64_t> channels)
     : m_size(std::move(size)), m_channels(std::move(channels)), m_scale(std::move(scale)), m_bias(std::move(bias)) {}
-
-IPluginV3* PreprocessPlugin::clone() noexcept {
-    try {
-        return new PreprocessPlugin(m_size, m_scale, m_bias, m_channels);
-    } catch (...) {
-        return nullptr;
-    }
-}
 
 int32_t PreprocessPlugin::getOutputDataTypes(DataType* outputTypes, int32_t nbOutputs, DataType const*,
                                              int32_t nbInputs) const noexcept {
@@ -56,41 +68,12 @@ int32_t PreprocessPlugin::enqueue(PluginTensorDesc const* inputDesc, PluginTenso
 PluginFieldCollection const* PreprocessPlugin::getFieldsToSerialize() noexcept {
     m_size32.assign(m_size.begin(), m_size.end());
     m_channels32.assign(m_channels.begin(), m_channels.end());
-    m_fields = {
+    return serialize({
         PluginField("size", m_size32.data(), PluginFieldType::kINT32, 2),
         PluginField("scale", m_scale.data(), PluginFieldType::kFLOAT32, 3),
         PluginField("bias", m_bias.data(), PluginFieldType::kFLOAT32, 3),
         PluginField("channels", m_channels32.data(), PluginFieldType::kINT32, 3),
-    };
-    m_collection.nbFields = int32_t(m_fields.size());
-    m_collection.fields = m_fields.data();
-    return &m_collection;
-}
-
-PreprocessPluginCreator::PreprocessPluginCreator() {
-    m_fields = {
-        PluginField("size", nullptr, PluginFieldType::kINT32, 2),
-        PluginField("scale", nullptr, PluginFieldType::kFLOAT32, 3),
-        PluginField("bias", nullptr, PluginFieldType::kFLOAT32, 3),
-        PluginField("channels", nullptr, PluginFieldType::kINT32, 3),
-    };
-    m_collection.nbFields = int32_t(m_fields.size());
-    m_collection.fields = m_fields.data();
-}
-
-IPluginV3* PreprocessPluginCreator::createPlugin(char const*, PluginFieldCollection const* fc, TensorRTPhase) noexcept {
-    try {
-        std::vector<int64_t> size, channels{0, 1, 2};
-        std::vector<float> scale, bias;
-        if (!read_ints(fc, "size", size) || !read_floats(fc, "scale", scale) || !read_floats(fc, "bias", bias)) {
-            return nullptr;
-        }
-        read_ints(fc, "channels", channels);  // optional: RGB by default
-        if (size.size() != 2 || scale.size() != 3 || bias.size() != 3 || channels.size() != 3) return nullptr;
-        return new PreprocessPlugin(size, scale, bias, channels);
-    } catch (...) {
-        return nullptr;
-    }
+    });
 }
 
 }  // namespace edgetl::trt
