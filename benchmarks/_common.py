@@ -59,7 +59,7 @@ def artifacts() -> dict[str, Path]:
     ort-fp32       fp32.onnx + `compile --target onnxruntime`
     ort-int8       run-ort's default export + `compile --target onnxruntime`
     """
-    from edgetl.bench_peers import export_fp32
+    from edgetl.bench.peers import export_fp32
 
     WORK.mkdir(parents=True, exist_ok=True)
     run, run_ort = _run("run", "openvino"), _run("run-ort", "onnxruntime")
@@ -89,7 +89,7 @@ def p50(samples: list[float]) -> float:
 
 def write_result(name: str, doc: dict) -> Path:
     """benchmarks/results/<name>.json, written atomically."""
-    from edgetl.bench_report import write_json
+    from edgetl.bench.report import write_json
 
     path = RESULTS / f"{name}.json"
     write_json(path, doc)
@@ -123,7 +123,7 @@ def save_plot(fig, path: Path) -> None:
     """Write a figure atomically (rendered in memory, then temp file + rename) and close it."""
     import matplotlib.pyplot as plt
 
-    from edgetl.bench_report import save_figure
+    from edgetl.bench.report import save_figure
 
     try:
         save_figure(fig, path)

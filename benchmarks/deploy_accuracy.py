@@ -13,7 +13,7 @@ from pathlib import Path
 
 from _common import write_result
 
-from edgetl.demo import run_demo
+from edgetl.cli.demo import run_demo
 
 
 def main() -> dict:

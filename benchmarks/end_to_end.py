@@ -27,9 +27,9 @@ import numpy as np
 from _common import RESULTS, artifacts, bar_plot, write_result
 from PIL import Image
 
-from edgetl.bench import Case, bundle_cases, decode_image, load_jpegs, use_threads
-from edgetl.bench_peers import run_interleaved
-from edgetl.runtime import Predictor
+from edgetl.bench.harness import Case, bundle_cases, decode_image, load_jpegs, use_threads
+from edgetl.bench.peers import run_interleaved
+from edgetl.deploy.predictor import Predictor
 
 IN_GRAPH = "in-graph, fused kernels"
 IN_GRAPH_FULL = "in-graph, fused kernels, full JPEG decode"

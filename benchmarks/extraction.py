@@ -38,7 +38,7 @@ def by_hand(x: np.ndarray) -> float:
     import timm
     import torch
 
-    from edgetl.backbones import build_backbone
+    from edgetl.train.backbones import build_backbone
 
     model = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=0).eval()
     model.load_state_dict(build_backbone("efficientnet_lite0").model.state_dict())
@@ -62,9 +62,9 @@ def edgetl_cold(p, make_extractor, cache_root: Path) -> tuple[float, int]:
 
 
 def case(name: str, cfg, tmp: Path) -> dict:
-    from edgetl.features import decode
-    from edgetl.run import Pipeline
-    from edgetl.run_int8 import Int8Run
+    from edgetl.train.features import decode
+    from edgetl.train.int8 import Int8Run
+    from edgetl.train.pipeline import Pipeline
 
     p = Pipeline(cfg)
     _, x = decode(p.ds.train + p.ds.val, p.pre, p.skip)  # the by-hand loop's inputs: the same images
@@ -104,7 +104,7 @@ def case(name: str, cfg, tmp: Path) -> dict:
 def main() -> dict:
     import torch
 
-    from edgetl.config import QuantizeCfg, TrainCfg
+    from edgetl.train.config import QuantizeCfg, TrainCfg
 
     with tempfile.TemporaryDirectory(prefix="edgetl-extraction-") as tmp:
         tmp = Path(tmp)

@@ -6,7 +6,7 @@ fails a candidate slowed by 25%, on this shared, noisy machine.
 Baseline and candidate are the same OpenVINO bundle, model-only, batch 1, threshold 10%. The slowed
 candidate wraps the runner so every call also waits 25% of the baseline's p50 (measured just before, by a
 busy wait, which unlike sleep() is exact at sub-millisecond scale). Each gate run is exactly what
-`edgetl bench --ab A B --rounds 7 --max-regression 10%` does (edgetl.bench_gate.ab_test). Writes
+`edgetl bench --ab A B --rounds 7 --max-regression 10%` does (edgetl.bench.gate.ab_test). Writes
 benchmarks/results/gate.json and gate.png; asserts nothing.
 """
 
@@ -18,9 +18,9 @@ import time
 import numpy as np
 from _common import RESULTS, artifacts, save_plot, write_result
 
-from edgetl.bench import CAMERA_FRAME, Case, Settings, bundle_cases, load_jpegs, measure, use_threads
-from edgetl.bench_gate import NOISE_K, ab_test
-from edgetl.runtime import Predictor
+from edgetl.bench.gate import NOISE_K, ab_test
+from edgetl.bench.harness import CAMERA_FRAME, Case, Settings, bundle_cases, load_jpegs, measure, use_threads
+from edgetl.deploy.predictor import Predictor
 
 THRESHOLD = 0.10
 SLOWDOWN = 0.25

@@ -22,8 +22,8 @@ from pathlib import Path
 from _common import write_result
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from edgetl import parity  # noqa: E402
-from edgetl.run_int8 import COLLAPSE_DROP  # noqa: E402
+from edgetl.export import parity  # noqa: E402
+from edgetl.train.int8 import COLLAPSE_DROP  # noqa: E402
 
 EDGETL = [sys.executable, "-m", "edgetl"]
 

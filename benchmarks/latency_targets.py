@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 from _common import RESULTS, artifacts, bar_plot, write_result
 
-from edgetl.bench import CAMERA_FRAME, bundle_cases, decode_image, load_jpegs, use_threads
-from edgetl.bench_peers import Source, peer_cases, run_interleaved
-from edgetl.runtime import Predictor
+from edgetl.bench.harness import CAMERA_FRAME, bundle_cases, decode_image, load_jpegs, use_threads
+from edgetl.bench.peers import Source, peer_cases, run_interleaved
+from edgetl.deploy.predictor import Predictor
 
 BUNDLES = {
     "ov-fused": "edgetl openvino (fused kernels)",

@@ -1,3 +1,3 @@
-from edgetl.cli import main
+from edgetl.cli.main import main
 
 main()

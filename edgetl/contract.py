@@ -13,3 +13,10 @@ TENSOR = "input"  # graph input name of float-nchw, and the backbone's input in 
 INPUT_FORMATS: dict[str, tuple[str, str]] = {UINT8_NHWC: (FRAMES, "uint8"), FLOAT_NCHW: (TENSOR, "float32")}
 DOMAIN = "ai.edgetl"  # ONNX domain of edgetl's fused ops (kernels/spec.json)
 METADATA_KEY = "edgetl"  # ONNX metadata_props key holding the export record
+TARGETS = ("openvino", "onnxruntime", "tensorrt")  # the runtimes a model is laid out, compiled and bundled for
+PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8")  # `--precision`; auto: the model's, run as the runtime prefers
+# Size limits. The model's input and a camera frame are different things: the frame is resized inside the graph.
+MIN_SIDE = 8  # pixels, for model inputs and frames alike
+MAX_INPUT_SIDE = 4096  # `--img-size`: the backbone's input
+MAX_FRAME_SIDE = 8192  # `--frame-size`: camera frames fed to a uint8-nhwc graph
+MAX_BATCH = 1024  # `--max-batch` (TensorRT profile) and `edgetl bench --batch`

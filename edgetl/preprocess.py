@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from edgetl.contract import MAX_INPUT_SIDE, MIN_SIDE
 from edgetl.errors import UserError
 
 INTERPOLATIONS = ("bilinear",)
@@ -41,8 +42,8 @@ class Preprocess:
 
     def __post_init__(self) -> None:
         h, w = self.size
-        if h < 8 or w < 8 or h > 4096 or w > 4096:
-            raise UserError(f"--img-size: {h}x{w} is out of range; use a size between 8 and 4096")
+        if min(h, w) < MIN_SIDE or max(h, w) > MAX_INPUT_SIDE:
+            raise UserError(f"--img-size: {h}x{w} is out of range; use a size between {MIN_SIDE} and {MAX_INPUT_SIDE}")
         if self.interpolation not in INTERPOLATIONS:
             raise UserError(
                 f"preprocess: interpolation {self.interpolation!r} unsupported; use one of {INTERPOLATIONS}"
@@ -79,7 +80,7 @@ class Preprocess:
 
     @property
     def decode_min_size(self) -> tuple[int, int] | None:
-        """What `edgetl.data.decode_image(data, min_size)` needs for files decoded for this spec."""
+        """What `edgetl.images.decode_image(data, min_size)` needs for files decoded for this spec."""
         return self.size if self.jpeg_draft else None
 
     # --- derived constants used by every implementation ----------------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edgetl.cli import main
+from edgetl.cli.main import main
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from edgetl.bench import Case, interleave
+from edgetl.bench.harness import Case, interleave
 from edgetl.errors import UserError
 
 NOISE_K = 2.0  # a slowdown must exceed this many robust standard deviations of the per-round ratios

@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from edgetl import __version__
-from edgetl.data import IMAGE_EXTENSIONS, BadImage, decode_image
 from edgetl.errors import UserError
+from edgetl.images import IMAGE_EXTENSIONS, BadImage, decode_image
 
 FORMAT = "edgetl-bench/1"
 MODES = ("model", "end_to_end")

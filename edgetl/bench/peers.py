@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgetl.bench import Case, Measured, batches, cpu_info, interleave, package_versions, record
-from edgetl.contract import UINT8_NHWC
+from edgetl.bench.harness import Case, Measured, batches, cpu_info, interleave, package_versions, record
+from edgetl.contract import FRAMES, UINT8_NHWC
 from edgetl.errors import UserError
 
 
@@ -53,7 +53,7 @@ def open_source(model: Path) -> Iterator[Source]:
     model = Path(model)
     if not model.is_file():
         raise UserError(f"--peers {model}: no such ONNX file; give the model.onnx written by `edgetl export`")
-    from edgetl.onnx_safety import check_external_data
+    from edgetl.deploy.onnx_safety import check_external_data
 
     check_external_data(model)  # before any runtime opens it: its external data must stay in its folder
     run_dir = model.parent if (model.parent / "run.json").is_file() else None
@@ -85,7 +85,7 @@ def export_fp32(run_dir: Path, out: Path) -> Path:
     """The FP32 graph `edgetl export` builds as the middle rung of its parity ladder, with standard ops."""
     import onnx
 
-    from edgetl.export import build_graph, export_backbone, finish, load_run, metadata
+    from edgetl.export.model import build_graph, export_backbone, finish, load_run, metadata
 
     parts = load_run(run_dir)
     graph = build_graph(parts, export_backbone(parts.backbone, parts.pre), UINT8_NHWC, fused_ops=False)
@@ -114,7 +114,7 @@ def pytorch_fp32(src: Source, threads: int) -> tuple[Callable, dict]:
     if src.run_dir is None:
         raise Skip(f"needs the run folder (run.json, head.safetensors) next to {src.given.name}")
     torch = _import("torch", "edgetl[train]")
-    from edgetl.export import load_run
+    from edgetl.export.model import load_run
 
     parts = load_run(src.run_dir)
     torch.set_num_threads(threads)
@@ -132,11 +132,10 @@ def pytorch_fp32(src: Source, threads: int) -> tuple[Callable, dict]:
 
 
 def _ort_session(path: Path, threads: int):
-    ort = _import("onnxruntime", "edgetl[onnxruntime]")
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.log_severity_level = 3
-    session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    _import("onnxruntime", "edgetl[onnxruntime]")
+    from edgetl.deploy.ort_session import session as ort_session
+
+    session = ort_session(path, threads, source=str(path))
     name = session.get_inputs()[0].name
     return lambda frames: session.run(None, {name: frames})
 
@@ -150,20 +149,15 @@ def ort_int8(src: Source, threads: int, calibration: Sequence[np.ndarray], workd
     """quantize_static as its docs show: QDQ, per-channel int8 weights, uint8 activations, MinMax calibration."""
     path = _need(src.fp32, src.why_no_fp32)
     _import("onnxruntime", "edgetl[onnxruntime]")
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
-    class Frames(CalibrationDataReader):
-        def __init__(self) -> None:
-            self._it = iter([{"image": f} for f in calibration])
-
-        def get_next(self):
-            return next(self._it, None)
+    from edgetl.quant.calibration import feeds_reader
 
     out = workdir / "ort-int8.onnx"
     quantize_static(
         str(path),
         str(out),
-        Frames(),
+        feeds_reader({FRAMES: f} for f in calibration),
         quant_format=QuantFormat.QDQ,
         per_channel=True,
         activation_type=QuantType.QUInt8,
@@ -174,7 +168,7 @@ def ort_int8(src: Source, threads: int, calibration: Sequence[np.ndarray], workd
 
 def _ov_compile(model, config: dict, model_precision: str) -> tuple[Callable, dict]:
     ov = _import("openvino", "edgetl[openvino]")
-    from edgetl.targets.openvino import precision_name
+    from edgetl.deploy.targets.openvino import precision_name
 
     compiled = ov.Core().compile_model(model, "CPU", config)
     request = compiled.create_infer_request()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgetl.bench import FORMAT
+from edgetl.bench.harness import FORMAT
 from edgetl.errors import UserError
 from edgetl.fileio import atomic_write_bytes
 

@@ -8,14 +8,15 @@ results are still printed and written).
 from __future__ import annotations
 
 import contextlib
-import sys
 import tempfile
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
 
-from edgetl.cli_deploy import parse_frame_size
+from edgetl.cli.deploy import parse_frame_size
+from edgetl.contract import MAX_BATCH
 from edgetl.errors import UserError
 
 EXAMPLES = """
@@ -33,18 +34,50 @@ def _ints(text: str, option: str) -> list[int]:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise UserError(f"{option} {text!r}: give comma-separated integers, e.g. 1,8") from None
-    if not values or any(not 1 <= v <= 1024 for v in values):
-        raise UserError(f"{option} {text!r}: each value must be within 1..1024")
+    if not values or any(not 1 <= v <= MAX_BATCH for v in values):
+        raise UserError(f"{option} {text!r}: each value must be within 1..{MAX_BATCH}")
     return values
 
 
 def _modes(text: str) -> list[str]:
-    from edgetl.bench import MODES
+    from edgetl.bench.harness import MODES
 
     modes = [m.strip() for m in text.split(",") if m.strip()]
     if not modes or any(m not in MODES for m in modes):
         raise UserError(f"--mode {text!r}: choose from {', '.join(MODES)} (comma-separated)")
     return modes
+
+
+@dataclass(frozen=True)
+class BenchArgs:
+    """`edgetl bench`'s options, parsed and checked once; each job below reads them and returns its exit code."""
+
+    batch: list[int]
+    modes: list[str]
+    threads: int
+    duration: float
+    warmup: float
+    min_iters: int
+    images: tuple[Path, ...]
+    frame_size: tuple[int, int] | None
+    json_path: Path | None
+    plot: Path | None
+    bundles: tuple[Path, ...]
+    rounds: int
+    max_regression: str
+    force: bool
+
+    @classmethod
+    def from_cli(cls, opts: dict, mode_given: bool, ab: bool) -> BenchArgs:
+        if opts["rounds"] < 1:
+            raise UserError(f"--rounds {opts['rounds']}: give at least 1")
+        return cls(
+            batch=_ints(opts["batch"], "--batch"),
+            modes=_modes(opts["mode"] if mode_given or not ab else "model"),  # --ab: model only unless asked
+            frame_size=parse_frame_size(opts["frame_size"]),
+            **{k: opts[k] for k in ("threads", "duration", "warmup", "min_iters", "images", "json_path", "plot")},
+            **{k: opts[k] for k in ("bundles", "rounds", "max_regression", "force")},
+        )
 
 
 @contextlib.contextmanager
@@ -60,7 +93,7 @@ def _print_table(results: list[dict], title: str, footer: list[str] = ()) -> Non
     from rich.console import Console
     from rich.table import Table
 
-    from edgetl.bench_report import table_rows
+    from edgetl.bench.report import table_rows
 
     header, *rows = table_rows(results)
     table = Table(title=title, title_justify="left")
@@ -82,8 +115,8 @@ def _finish(
     title: str,
     footer: list[str] = (),
     **extra,
-) -> None:
-    from edgetl.bench_report import plot, report, write_json
+) -> int:
+    from edgetl.bench.report import plot, report, write_json
 
     if not results:
         if interrupted:
@@ -96,23 +129,22 @@ def _finish(
     if plot_path:
         plot(results, plot_path, title)
         click.echo(f"wrote {plot_path}", err=True)
-    if interrupted:
-        sys.exit(130)
+    return 130 if interrupted else 0
 
 
-def bench_bundle(bundle: Path, opts: dict) -> None:
-    from edgetl import bench
-    from edgetl.runtime import Predictor
+def bench_bundle(bundle: Path, a: BenchArgs) -> int:
+    from edgetl.bench import harness as bench
+    from edgetl.deploy.predictor import Predictor
 
-    threads = bench.use_threads(opts["threads"])
-    settings = bench.Settings(opts["warmup"], opts["duration"], opts["min_iters"])
+    threads = bench.use_threads(a.threads)
+    settings = bench.Settings(a.warmup, a.duration, a.min_iters)
     with Predictor(bundle) as predictor:
-        frame = predictor.frame_size or opts["frame_size"] or bench.CAMERA_FRAME
-        jpegs = bench.load_jpegs(opts["images"], frame)
+        frame = predictor.frame_size or a.frame_size or bench.CAMERA_FRAME
+        jpegs = bench.load_jpegs(a.images, frame)
         cases = [
             case
-            for batch in _ints(opts["batch"], "--batch")
-            for case in bench.bundle_cases(predictor, Path(bundle).name, jpegs, batch, _modes(opts["mode"]), threads)
+            for batch in a.batch
+            for case in bench.bundle_cases(predictor, Path(bundle).name, jpegs, batch, a.modes, threads)
         ]
         info = predictor.info
         click.echo(
@@ -121,86 +153,84 @@ def bench_bundle(bundle: Path, opts: dict) -> None:
             err=True,
         )
         results, interrupted = bench.run_cases(cases, settings, _progress)
-    _finish(results, interrupted, opts["json_path"], opts["plot"], f"edgetl bench {Path(bundle).name}")
+    return _finish(results, interrupted, a.json_path, a.plot, f"edgetl bench {Path(bundle).name}")
 
 
-def bench_peers(model: Path, opts: dict) -> None:
-    from edgetl import bench, bench_peers
-    from edgetl.runtime import Predictor
+def bench_peers(model: Path, a: BenchArgs) -> int:
+    from edgetl.bench import harness as bench
+    from edgetl.bench import peers
+    from edgetl.deploy.predictor import Predictor
 
-    threads = bench.use_threads(opts["threads"])
-    batch = _ints(opts["batch"], "--batch")
+    threads = bench.use_threads(a.threads)
+    batch = a.batch
     if len(batch) != 1:
         raise UserError("--peers: give one --batch (the peers are compared at one batch size)")
-    jpegs = bench.load_jpegs(opts["images"], opts["frame_size"] or bench.CAMERA_FRAME)
+    jpegs = bench.load_jpegs(a.images, a.frame_size or bench.CAMERA_FRAME)
     frames = [bench.decode_image(j) for j in jpegs]
     say = lambda m: click.echo(m, err=True)  # noqa: E731
     with contextlib.ExitStack() as stack:
-        src = stack.enter_context(bench_peers.open_source(model))
+        src = stack.enter_context(peers.open_source(model))
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="edgetl-peers-")))
-        cases, skipped = bench_peers.peer_cases(src, frames, batch[0], threads, workdir, say)
-        for path in opts["bundles"]:
+        cases, skipped = peers.peer_cases(src, frames, batch[0], threads, workdir, say)
+        for path in a.bundles:
             predictor = stack.enter_context(Predictor(path))
             for case in bench.bundle_cases(predictor, f"edgetl {Path(path).name}", jpegs, batch[0], ["model"], threads):
                 case.fields["pipeline"] = "edgetl"
                 cases.append(case)
-        with _progress(
-            f"{len(cases)} pipelines, {opts['rounds']} interleaved rounds", opts["rounds"] * len(cases), "blocks"
-        ) as t:
-            results, interrupted = bench_peers.run_interleaved(
-                cases, opts["rounds"], opts["duration"], opts["warmup"], lambda n, total: t(n, n)
+        with _progress(f"{len(cases)} pipelines, {a.rounds} interleaved rounds", a.rounds * len(cases), "blocks") as t:
+            results, interrupted = peers.run_interleaved(
+                cases, a.rounds, a.duration, a.warmup, lambda n, total: t(n, n)
             )
     footer = [f"skipped {name}: {why}" for name, why in skipped]
-    _finish(
+    return _finish(
         results,
         interrupted,
-        opts["json_path"],
-        opts["plot"],
+        a.json_path,
+        a.plot,
         f"edgetl bench --peers {model}",
         footer,
         skipped=[{"name": n, "reason": r} for n, r in skipped],
     )
 
 
-def gate_compare(files: tuple[Path, Path], opts: dict) -> None:
-    from edgetl.bench_gate import compare_records, parse_threshold
-    from edgetl.bench_report import load_results, write_json
+def gate_compare(files: tuple[Path, Path], a: BenchArgs) -> int:
+    from edgetl.bench.gate import compare_records, parse_threshold
+    from edgetl.bench.report import load_results, write_json
 
-    threshold = parse_threshold(opts["max_regression"])
+    threshold = parse_threshold(a.max_regression)
     base, cand = (load_results(f) for f in files)
-    verdicts = compare_records(base, cand, threshold, opts["force"], lambda m: click.echo(f"warning: {m}", err=True))
+    verdicts = compare_records(base, cand, threshold, a.force, lambda m: click.echo(f"warning: {m}", err=True))
     for v in verdicts:
         click.echo(v.line())
-    if opts["json_path"]:
-        write_json(opts["json_path"], {"format": "edgetl-gate/1", "verdicts": [v.to_json() for v in verdicts]})
-    sys.exit(1 if any(v.regressed for v in verdicts) else 0)
+    if a.json_path:
+        write_json(a.json_path, {"format": "edgetl-gate/1", "verdicts": [v.to_json() for v in verdicts]})
+    return 1 if any(v.regressed for v in verdicts) else 0
 
 
-def gate_ab(bundles: tuple[Path, Path], opts: dict) -> None:
-    from edgetl import bench, bench_report
-    from edgetl.bench_gate import ab_test, parse_threshold
-    from edgetl.runtime import Predictor
+def gate_ab(bundles: tuple[Path, Path], args: BenchArgs) -> int:
+    from edgetl.bench import harness as bench
+    from edgetl.bench import report as bench_report
+    from edgetl.bench.gate import ab_test, parse_threshold
+    from edgetl.deploy.predictor import Predictor
 
-    threshold = parse_threshold(opts["max_regression"])
-    threads = bench.use_threads(opts["threads"])
-    batch = _ints(opts["batch"], "--batch")
-    modes = _modes(opts["mode"] if opts["mode_given"] else "model")
+    threshold = parse_threshold(args.max_regression)
+    threads = bench.use_threads(args.threads)
     outcome, interrupted = [], False
     with Predictor(bundles[0]) as a, Predictor(bundles[1]) as b:
-        jpegs = bench.load_jpegs(opts["images"], a.frame_size or opts["frame_size"] or bench.CAMERA_FRAME)
+        jpegs = bench.load_jpegs(args.images, a.frame_size or args.frame_size or bench.CAMERA_FRAME)
         cases = [
             pair
-            for size in batch
+            for size in args.batch
             for pair in zip(
-                bench.bundle_cases(a, "baseline", jpegs, size, modes, threads),
-                bench.bundle_cases(b, "candidate", jpegs, size, modes, threads),
+                bench.bundle_cases(a, "baseline", jpegs, size, args.modes, threads),
+                bench.bundle_cases(b, "candidate", jpegs, size, args.modes, threads),
                 strict=True,
             )
         ]
         for base, cand in cases:  # Ctrl-C stops every remaining (mode, batch), not just the current one
             key = f"{cand.fields['mode']} b{cand.fields['batch']}"
             try:
-                result = ab_test(base, cand, opts["rounds"], threshold, key=key)
+                result = ab_test(base, cand, args.rounds, threshold, key=key)
             except KeyboardInterrupt:  # before a single round finished: nothing to judge
                 interrupted = True
                 break
@@ -209,9 +239,9 @@ def gate_ab(bundles: tuple[Path, Path], opts: dict) -> None:
             if result.interrupted:
                 interrupted = True
                 break
-    if opts["json_path"]:
+    if args.json_path:
         bench_report.write_json(
-            opts["json_path"],
+            args.json_path,
             {
                 "format": "edgetl-gate/1",
                 "baseline": str(bundles[0]),
@@ -223,8 +253,8 @@ def gate_ab(bundles: tuple[Path, Path], opts: dict) -> None:
         )
     if interrupted:
         click.echo("interrupted: the remaining comparisons were not run", err=True)
-        sys.exit(130)
-    sys.exit(1 if any(r.verdict.regressed for r in outcome) else 0)
+        return 130
+    return 1 if any(r.verdict.regressed for r in outcome) else 0
 
 
 @click.command("bench", epilog=EXAMPLES)
@@ -282,7 +312,7 @@ def gate_ab(bundles: tuple[Path, Path], opts: dict) -> None:
 @click.option("--max-regression", default="10%", show_default=True, help="--compare/--ab: allowed slowdown of p50.")
 @click.option("--force", is_flag=True, help="--compare: compare even when hardware or settings differ.")
 @click.pass_context
-def bench_cmd(ctx: click.Context, bundle: Path | None, **opts) -> None:
+def bench_cmd(ctx: click.Context, bundle: Path | None, **opts) -> int:
     """Latency you can trust: warm-up, then at least --duration seconds and --min-iters iterations over
     several real images; p50/p90/p95/p99, throughput, and what actually ran (precision, threads, CPU)."""
     chosen = [
@@ -301,18 +331,15 @@ def bench_cmd(ctx: click.Context, bundle: Path | None, **opts) -> None:
         )
     if opts["bundles"] and not opts["peers"]:
         raise UserError("--bundle: only used with --peers; to time one bundle give it as the argument")
-    if opts["rounds"] < 1:
-        raise UserError(f"--rounds {opts['rounds']}: give at least 1")
-    opts["frame_size"] = parse_frame_size(opts["frame_size"])
-    opts["mode_given"] = ctx.get_parameter_source("mode") != click.core.ParameterSource.DEFAULT
+    mode_given = ctx.get_parameter_source("mode") != click.core.ParameterSource.DEFAULT
+    args = BenchArgs.from_cli(opts, mode_given, ab=bool(opts["ab"]))
     if bundle:
-        bench_bundle(bundle, opts)
-    elif opts["peers"]:
-        bench_peers(opts["peers"], opts)
-    elif opts["compare"]:
-        gate_compare(opts["compare"], opts)
-    else:
-        gate_ab(opts["ab"], opts)
+        return bench_bundle(bundle, args)
+    if opts["peers"]:
+        return bench_peers(opts["peers"], args)
+    if opts["compare"]:
+        return gate_compare(opts["compare"], args)
+    return gate_ab(opts["ab"], args)
 
 
 COMMANDS = [bench_cmd]

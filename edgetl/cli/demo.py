@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from edgetl.config import QuantizeCfg, TrainCfg
-from edgetl.data import load_dataset
 from edgetl.fileio import atomic_write_bytes
 from edgetl.progress import info, warn
+from edgetl.train.config import QuantizeCfg, TrainCfg
+from edgetl.train.data import load_dataset
 
 TARGETS = ("openvino", "onnxruntime")
 
@@ -35,7 +35,7 @@ def write_val_images(run: dict, folder: Path) -> list[tuple[Path, int]]:
 
 
 def bundle_accuracy(bundle: Path, images: list[tuple[Path, int]]) -> dict:
-    from edgetl.runtime import Predictor
+    from edgetl.deploy.predictor import Predictor
 
     with Predictor(bundle) as predictor:
         preds = list(predictor.predict_files([p for p, _ in images], 1, True, warn))
@@ -52,11 +52,11 @@ def bundle_accuracy(bundle: Path, images: list[tuple[Path, int]]) -> dict:
 
 
 def run_demo(out: Path, cache_dir: Path | None = None) -> dict:
-    from edgetl.bundle import package
-    from edgetl.export import export_run
-    from edgetl.run import run_train
-    from edgetl.summary import print_train_summary
-    from edgetl.targets import CompileOptions, get_target
+    from edgetl.deploy.bundle import package
+    from edgetl.deploy.targets import CompileOptions, get_target
+    from edgetl.export.model import export_run
+    from edgetl.train.run import run_train
+    from edgetl.train.summary import print_train_summary
 
     out = Path(out)
     run_dir = out / "run"
@@ -87,7 +87,7 @@ def run_demo(out: Path, cache_dir: Path | None = None) -> dict:
 def print_demo_summary(s: dict, out: Path) -> None:
     from rich.table import Table
 
-    from edgetl.summary import out as console
+    from edgetl.train.summary import out as console
 
     t = Table(
         title="edgetl demo: deployed bundles on the digits validation images (from PNG files)", title_justify="left"

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import click
 
+from edgetl.contract import MAX_FRAME_SIDE, MIN_SIDE, PRECISIONS, TARGETS
 from edgetl.errors import UserError
 
-TARGET_NAMES = ("openvino", "onnxruntime", "tensorrt")
+TARGET_NAMES = TARGETS
 
 
 def parse_frame_size(text: str | None) -> tuple[int, int] | None:
@@ -24,8 +25,8 @@ def parse_frame_size(text: str | None) -> tuple[int, int] | None:
         h, w = (int(v) for v in text.lower().split("x"))
     except ValueError:
         raise UserError(f"--frame-size {text!r}: give HEIGHTxWIDTH, e.g. 480x640") from None
-    if not (8 <= h <= 8192 and 8 <= w <= 8192):
-        raise UserError(f"--frame-size {text!r}: sides must be within 8..8192")
+    if not (MIN_SIDE <= h <= MAX_FRAME_SIDE and MIN_SIDE <= w <= MAX_FRAME_SIDE):
+        raise UserError(f"--frame-size {text!r}: sides must be within {MIN_SIDE}..{MAX_FRAME_SIDE}")
     return h, w
 
 
@@ -46,7 +47,7 @@ def _stderr(message: str) -> None:
     "--precision",
     default="auto",
     show_default=True,
-    type=click.Choice(("auto", "fp32", "fp16", "bf16", "int8")),
+    type=click.Choice(PRECISIONS),
     help="auto = the model's own (OpenVINO may run FP32 in bf16 on AMX CPUs; TensorRT builds FP16).",
 )
 @click.option("--max-batch", default=1, show_default=True, type=int, help="TensorRT profile: batch 1..N.")
@@ -72,7 +73,7 @@ def compile_cmd(onnx: Path, target: str, out: Path, **options) -> None:
     """
     from rich.console import Console
 
-    from edgetl.targets import CompileOptions, get_target
+    from edgetl.deploy.targets import CompileOptions, get_target
 
     opts = CompileOptions(**options)
     with Console(stderr=True).status(f"compiling {onnx} for {target}"):
@@ -101,7 +102,7 @@ def package_cmd(folder: Path, out: Path) -> None:
     edgetl package build/ov --out parts-ov.tar.gz
     scp parts-ov.tar.gz nuc:   # then on the device: edgetl predict parts-ov.tar.gz photo.jpg
     """
-    from edgetl.bundle import package
+    from edgetl.deploy.bundle import package
 
     if not out.name.endswith((".tar.gz", ".tgz")):
         raise UserError(f"--out {out}: name the bundle *.tar.gz")
@@ -130,7 +131,7 @@ def predict_cmd(
     edgetl predict build/ov photo.jpg          # a compiled folder works too
     ms is the model time per frame (input preparation + inference), not file decoding.
     """
-    from edgetl.runtime import Predictor
+    from edgetl.deploy.predictor import Predictor
 
     with Predictor(bundle, device) as predictor:
         info = predictor.info
@@ -150,7 +151,7 @@ def doctor_cmd() -> None:
     \b
     edgetl doctor
     """
-    from edgetl.targets import registry
+    from edgetl.deploy.targets import registry
 
     for name in registry().names():
         target = registry().get(name)
@@ -177,7 +178,7 @@ def build_engine_cmd(bundle: Path, out: Path | None) -> None:
     edgetl build-engine parts-trt.tar.gz                      # replaces the bundle atomically
     edgetl build-engine parts-trt.tar.gz --out parts-orin.tar.gz
     """
-    from edgetl.targets.tensorrt import build_engine_bundle
+    from edgetl.deploy.targets.tensorrt import build_engine_bundle
 
     written = build_engine_bundle(bundle, out)
     click.echo(f"built the TensorRT engine for this device into {written}")

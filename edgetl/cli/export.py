@@ -52,7 +52,7 @@ def export_cmd(
     run_dir: Path, out: Path | None, input_format: str, fused_ops: bool, debug_parity: bool, max_images: int
 ) -> None:
     """Fuse preprocessing, backbone and head into one ONNX graph; check it with the parity ladder (exit 1 on failure)."""
-    from edgetl.export import export_run
+    from edgetl.export.model import export_run
 
     export_run(run_dir, out, input_format, fused_ops, debug_parity, max_images, echo=click.echo)
 

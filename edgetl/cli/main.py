@@ -1,12 +1,15 @@
 """The `edgetl` command. Each command parses options, builds a config and calls ONE library function.
 
-Commands live in small modules (cli_train, cli_export, cli_deploy, cli_bench); this file only wires them up
-and turns user errors into one line and exit code 2.
+Commands live in small modules (train, export, deploy, bench in this package); this file only wires them up
+and turns user errors into one line and exit code 2. Anything else is a bug in edgetl and keeps its traceback;
+`--debug` (or EDGETL_DEBUG=1) also prints the traceback behind a user error (e.g. what a runtime raised).
 """
 
 from __future__ import annotations
 
+import os
 import sys
+import traceback
 
 import click
 
@@ -16,7 +19,8 @@ from edgetl.errors import UserError
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, prog_name="edgetl")
-def cli() -> None:
+@click.option("--debug", is_flag=True, help="On an error, also print the traceback behind it (or EDGETL_DEBUG=1).")
+def cli(debug: bool) -> None:
     """Transfer learning for the edge: frozen INT8 backbone, cached features, one fused ONNX graph,
     compiled for OpenVINO, TensorRT or ONNX Runtime.
 
@@ -31,7 +35,10 @@ def cli() -> None:
 
 def _register() -> None:
     # Imported lazily per module so the device side (predict, bench, doctor) never imports torch.
-    from edgetl import cli_bench, cli_deploy, cli_export, cli_train
+    from edgetl.cli import bench as cli_bench
+    from edgetl.cli import deploy as cli_deploy
+    from edgetl.cli import export as cli_export
+    from edgetl.cli import train as cli_train
 
     for module in (cli_train, cli_export, cli_deploy, cli_bench):
         for command in module.COMMANDS:
@@ -41,25 +48,28 @@ def _register() -> None:
 _register()
 
 
+def debugging(argv: list[str] | None) -> bool:
+    args = sys.argv[1:] if argv is None else argv
+    return os.environ.get("EDGETL_DEBUG", "") not in ("", "0") or "--debug" in args[:1]
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
         rv = cli.main(args=argv, prog_name="edgetl", standalone_mode=False)
     except UserError as e:
+        if debugging(argv):
+            cause = e.__cause__ or e.__context__
+            traceback.print_exception(cause if cause is not None else e, file=sys.stderr)
         click.echo(f"error: {e}", err=True)
         sys.exit(e.exit_code)
-    except click.exceptions.Abort:
+    except (click.exceptions.Abort, KeyboardInterrupt):
         click.echo("interrupted", err=True)
         sys.exit(130)
     except click.ClickException as e:
         e.show()
         sys.exit(e.exit_code)
-    except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
-        sys.exit(130)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
-    except SystemExit:
-        raise
     # A command may return its exit code; None (most commands) means success. Without standalone mode click
     # returns it instead of exiting (and returns its exit code for --help/--version).
     sys.exit(rv if isinstance(rv, int) and not isinstance(rv, bool) else 0)

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from edgetl.contract import TARGETS
+
 EXAMPLES_TRAIN = """
 \b
 Examples:
@@ -100,7 +102,7 @@ def load_config_file(ctx: click.Context, param, path: Path | None) -> Path | Non
 )
 @click.option(
     "--target",
-    type=click.Choice(["openvino", "onnxruntime", "tensorrt"]),
+    type=click.Choice(TARGETS),
     default="openvino",
     show_default=True,
     help="Runtime the INT8 backbone is laid out for (QDQ layout per target).",
@@ -124,45 +126,11 @@ def load_config_file(ctx: click.Context, param, path: Path | None) -> Path | Non
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 def train_cmd(**o) -> None:
     """Train a classification head on a frozen (optionally INT8) pretrained backbone."""
-    from edgetl.config import QuantizeCfg, TrainCfg
-    from edgetl.run import run_train
-    from edgetl.summary import print_train_summary
+    from edgetl.train.config import TrainCfg
+    from edgetl.train.run import run_train
+    from edgetl.train.summary import print_train_summary
 
-    quant = None
-    if o["quantize"] == "int8":
-        quant = QuantizeCfg(
-            target=o["target"],
-            calib_size=o["calib_size"],
-            calib_method=o["calib_method"],
-            ignore=tuple(o["quant_ignore"]),
-            auto_fallback=o["quant_auto_fallback"],
-        )
-    elif o["quant_ignore"]:
-        raise click.UsageError("--quant-ignore needs --quantize int8")
-    cfg = TrainCfg(
-        data=o["data"] if o["data"] == "digits" else str(Path(o["data"]).expanduser().resolve()),
-        backbone=o["backbone"],
-        weights=o["weights"],
-        img_size=o["img_size"],
-        out=o["out"],
-        cache_features=o["cache_features"],
-        cache_dir=o["cache_dir"],
-        head=o["head"],
-        solver=o["solver"],
-        epochs=o["epochs"],
-        batch_size=o["batch_size"],
-        lr=o["lr"],
-        patience=o["patience"],
-        balanced=o["balanced"],
-        seed=o["seed"],
-        threads=o["threads"],
-        strict=o["strict"],
-        overwrite=o["overwrite"],
-        quantize=quant,
-        compare_fp32=o["compare_fp32"],
-        progress=not o["no_progress"],
-    )
-    record = run_train(cfg)
+    record = run_train(TrainCfg.from_cli(o))
     print_train_summary(record)
     if (record.get("quantize") or {}).get("status") == "collapsed":
         raise SystemExit(1)  # the run is written for diagnosis, but a broken INT8 model must not pass silently
@@ -188,7 +156,7 @@ cache_dir_option = click.option(
 
 
 def _root(cache_dir: Path | None) -> Path:
-    from edgetl.cache import default_cache_dir
+    from edgetl.train.cache import default_cache_dir
 
     return Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
 
@@ -202,8 +170,8 @@ def cache_ls(cache_dir: Path | None) -> None:
     edgetl cache ls
     edgetl cache ls --cache-dir /data/edgetl-cache
     """
-    from edgetl.cache import list_contexts
-    from edgetl.summary import print_cache_table
+    from edgetl.train.cache import list_contexts
+    from edgetl.train.summary import print_cache_table
 
     print_cache_table(_root(cache_dir), list_contexts(_root(cache_dir)))
 
@@ -217,7 +185,7 @@ def cache_verify(cache_dir: Path | None) -> None:
     edgetl cache verify
     edgetl cache verify --cache-dir /data/edgetl-cache && echo cache ok
     """
-    from edgetl.cache import verify
+    from edgetl.train.cache import verify
 
     checked, entries, bad = verify(_root(cache_dir))
     for path in bad:
@@ -240,7 +208,7 @@ def cache_prune(cache_dir: Path | None, older_than: float | None, everything: bo
     edgetl cache prune --older-than 30     # and everything unused for 30 days
     edgetl cache prune --all               # empty the cache
     """
-    from edgetl.cache import prune
+    from edgetl.train.cache import prune
 
     r = prune(_root(cache_dir), older_than, everything)
     click.echo(
@@ -258,7 +226,7 @@ def demo_cmd(out: Path, cache_dir: Path | None) -> None:
     \b
     edgetl demo                 # what `make demo` runs; writes runs/demo/demo.json
     """
-    from edgetl.demo import run_demo
+    from edgetl.cli.demo import run_demo
 
     run_demo(out, cache_dir)
 

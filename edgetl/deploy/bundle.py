@@ -22,9 +22,9 @@ from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
 from edgetl import __version__
+from edgetl.deploy.targets.base import Artifact
 from edgetl.errors import UserError
 from edgetl.fileio import atomic_write_bytes, sha256_file
-from edgetl.targets.base import Artifact
 
 MANIFEST = "manifest.json"
 FORMAT = "edgetl-bundle/1"

@@ -1,6 +1,6 @@
 """The torch-free predictor used on the device by `edgetl predict` and `edgetl bench`.
 
-Imports only NumPy, Pillow (through edgetl.data) and, when a bundle is loaded, that bundle's runtime.
+Imports only NumPy, Pillow (through edgetl.train.data) and, when a bundle is loaded, that bundle's runtime.
 It opens and verifies a bundle, loads the target's Runner and turns decoded frames into model inputs:
 uint8 NHWC frames go in as they are (preprocessing is in the graph); float-NCHW models get the NumPy
 `Preprocess` from the manifest, the same code training used. Static-shape builds (NPU, TensorRT) take one
@@ -17,13 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
-from edgetl.bundle import open_bundle
 from edgetl.contract import FLOAT_NCHW, INPUT_FORMATS
-from edgetl.data import BadImage, Skipper, decode_image
+from edgetl.deploy.bundle import open_bundle
+from edgetl.deploy.targets import get_target
+from edgetl.deploy.targets.base import Runner
 from edgetl.errors import RuntimeMissing, UserError
+from edgetl.images import BadImage, Skipper, decode_image
 from edgetl.preprocess import Preprocess, resize_bilinear
-from edgetl.targets import get_target
-from edgetl.targets.base import Runner
 
 
 @dataclass

@@ -5,7 +5,7 @@ with the run's classes, preprocessing and provenance in `metadata_props['edgetl'
 exported by PyTorch's maintained (dynamo) exporter at the run's fixed input size with a symbolic batch: the
 TF-"same" padding arithmetic then folds to constant pads and BatchNorm folds into the convolutions. A quantized
 run ships its INT8 QDQ backbone (`backbone.int8.onnx`) instead; the FP32 graph is still built, in memory, as
-the middle rung of the parity ladder that every export ends with (see `edgetl.parity`).
+the middle rung of the parity ladder that every export ends with (see `edgetl.export.parity`).
 """
 
 from __future__ import annotations
@@ -23,14 +23,16 @@ import onnx.version_converter
 import torch
 from torch import nn
 
-from edgetl import __version__, onnx_graph, parity
-from edgetl.backbones import Backbone, build_backbone
+from edgetl import __version__
 from edgetl.contract import UINT8_NHWC
+from edgetl.deploy.onnx_safety import check_external_data
 from edgetl.errors import UserError
+from edgetl.export import graph as onnx_graph
+from edgetl.export import parity
 from edgetl.fileio import atomic_write_bytes
-from edgetl.heads import load_head
-from edgetl.onnx_safety import check_external_data
 from edgetl.preprocess import Preprocess
+from edgetl.train.backbones import Backbone, build_backbone
+from edgetl.train.heads import load_head
 
 OPSET = 18  # the fused ops' opset (Resize with `axes`); every op used here keeps its semantics from 18 on
 EXAMPLE_BATCH = 2  # torch.export specializes sizes 0 and 1, so the example batch is 2 to keep N symbolic
@@ -189,6 +191,29 @@ def finish(model: onnx.ModelProto, meta: dict) -> onnx.ModelProto:
     return model
 
 
+def _graphs(parts: RunParts, input_format: str, fused_ops: bool):
+    """(the FP32 fused graph, the INT8 one or None, the INT8 backbone alone or None)."""
+    fp32 = build_graph(parts, export_backbone(parts.backbone, parts.pre), input_format, fused_ops)
+    fp32 = finish(fp32, metadata(parts, input_format, "fp32"))
+    if parts.int8_onnx is None:
+        return fp32, None, None
+    int8_backbone = load_int8_backbone(parts.int8_onnx)
+    int8 = build_graph(parts, onnx.ModelProto.FromString(int8_backbone.SerializeToString()), input_format, fused_ops)
+    return fp32, finish(int8, metadata(parts, input_format, "int8")), int8_backbone
+
+
+def _debug_parity(graphs: list, ref, frames, input_format: str, echo) -> dict:
+    """`--debug-parity`: per graph, the first nodes whose outputs diverge from PyTorch FP32 (printed too)."""
+    found = {}
+    for name, graph in graphs:
+        rows = parity.debug_rows(graph, ref, frames, input_format, parity.DEBUG_TOL[name])
+        found[name] = parity.first_divergence(graph, rows)
+        echo(f"\n{name}: intermediate tensors vs PyTorch FP32 (first diverging nodes)")
+        for line in parity.format_rows(graph, rows):
+            echo(line)
+    return found
+
+
 def export_run(
     run_dir: Path,
     out: Path | None = None,
@@ -208,15 +233,8 @@ def export_run(
     parts = load_run(run_dir)
     check_eval(backbone=parts.backbone, head=parts.head)
     out = Path(out) if out else parts.root / "model.onnx"
-    fp32 = build_graph(parts, export_backbone(parts.backbone, parts.pre), input_format, fused_ops)
-    fp32 = finish(fp32, metadata(parts, input_format, "fp32"))
-    shipped, int8, int8_backbone = fp32, None, None
-    if parts.int8_onnx is not None:
-        int8_backbone = load_int8_backbone(parts.int8_onnx)
-        int8 = build_graph(
-            parts, onnx.ModelProto.FromString(int8_backbone.SerializeToString()), input_format, fused_ops
-        )
-        shipped = int8 = finish(int8, metadata(parts, input_format, "int8"))
+    fp32, int8, int8_backbone = _graphs(parts, input_format, fused_ops)
+    shipped = int8 if int8 is not None else fp32
     data = shipped.SerializeToString()
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out, data)
@@ -240,13 +258,7 @@ def export_run(
     }
     if debug_parity:
         graphs = [("onnx-fp32", fp32)] + ([("onnx-int8", int8)] if int8 is not None else [])
-        report["debug_parity"] = {}
-        for name, graph in graphs:
-            rows = parity.debug_rows(graph, ref, frames, input_format, parity.DEBUG_TOL[name])
-            report["debug_parity"][name] = parity.first_divergence(graph, rows)
-            echo(f"\n{name}: intermediate tensors vs PyTorch FP32 (first diverging nodes)")
-            for line in parity.format_rows(graph, rows):
-                echo(line)
+        report["debug_parity"] = _debug_parity(graphs, ref, frames, input_format, echo)
     atomic_write_bytes(out.parent / "export.json", (json.dumps(report, indent=1) + "\n").encode())
     echo(
         f"wrote {out} ({report['precision']}, {report['nodes']} nodes, opset {report['opset']}) and "

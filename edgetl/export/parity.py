@@ -25,10 +25,11 @@ import torch
 from torch import nn
 
 from edgetl.contract import UINT8_NHWC
-from edgetl.data import BadImage, load_dataset, split_fingerprint
 from edgetl.errors import UserError
-from edgetl.onnx_graph import mark_all_outputs
+from edgetl.export.graph import mark_all_outputs
+from edgetl.images import BadImage
 from edgetl.preprocess import Preprocess
+from edgetl.train.data import load_dataset, split_fingerprint
 
 MAX_IMAGES = 256
 BATCH = 32
@@ -135,14 +136,14 @@ class Reference:
 
 def session(model: onnx.ModelProto, extra_outputs: tuple[str, ...] = ()):
     """ONNX Runtime CPU session; `extra_outputs` are inner tensors made graph outputs (e.g. `logits`)."""
-    import onnxruntime as ort
+    from edgetl.deploy.ort_session import session as ort_session
 
     if extra_outputs:
         copy = onnx.ModelProto()
         copy.CopyFrom(model)
         copy.graph.output.extend(onnx.helper.make_empty_tensor_value_info(name) for name in extra_outputs)
         model = copy
-    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return ort_session(model.SerializeToString())
 
 
 def feed(group: list[np.ndarray], pre: Preprocess, input_format: str) -> dict[str, np.ndarray]:

@@ -7,8 +7,6 @@ the first index on ties, like ONNX ArgMax and `np.argmax`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 
 from edgetl.preprocess import Preprocess
@@ -28,6 +26,3 @@ def pool_head(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> tuple[np.n
     e = np.exp(logits - logits.max(axis=1, keepdims=True))
     probs = (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
     return probs, logits.argmax(axis=1).astype(np.int64)
-
-
-REFERENCES: dict[str, Callable[..., object]] = {"Preprocess": preprocess, "PoolHead": pool_head}

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgetl.quantize import INPUT
+from edgetl.quant.backbone_onnx import INPUT
 
 QUANTIZABLE = ("Conv", "Gemm", "MatMul", "ConvTranspose")
 
@@ -31,11 +31,9 @@ def _expose(path: Path, names: list[str]) -> bytes:
 
 
 def _run(model_bytes: bytes, names: list[str], x: np.ndarray) -> dict[str, np.ndarray]:
-    import onnxruntime as ort
+    from edgetl.deploy.ort_session import session as ort_session
 
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep every named tensor
-    session = ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
+    session = ort_session(model_bytes, level="ORT_DISABLE_ALL")  # no fusions: every named tensor stays
     return dict(zip(names, session.run(names, {INPUT: x}), strict=True))
 
 

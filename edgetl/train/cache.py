@@ -5,7 +5,7 @@ Layout::
     <root>/v1/<context_key>/context.json        what produced these features (backbone, preprocess, engine...)
     <root>/v1/<context_key>/shard-<id>.safetensors   features [n, D] + metadata {keys, sha256}
     <root>/v1/<context_key>/bad-<key>.json       content that does not decode, with the reason
-    <root>/models/<hash>.{fp32,int8}.onnx        exported / quantized backbones (edgetl.run_int8)
+    <root>/models/<hash>.{fp32,int8}.onnx        exported / quantized backbones (edgetl.train.int8)
 
 An entry is found by (context_key, image content sha256). The context key hashes the backbone weights hash,
 the preprocessing spec, the precision/quantization settings and the cache format version, so changing any of
@@ -88,6 +88,11 @@ class CacheStats:
 
     def to_dict(self) -> dict:
         return {"hits": self.hits, "misses": self.misses, "corrupt_shards": self.corrupt}
+
+    @classmethod
+    def total(cls, stats: list[CacheStats]) -> CacheStats:
+        """One run reads several contexts (FP32, then INT8): run.json reports them summed."""
+        return cls(sum(s.hits for s in stats), sum(s.misses for s in stats), [p for s in stats for p in s.corrupt])
 
 
 class FeatureCache:
@@ -231,7 +236,7 @@ def prune(root: Path, older_than_days: float | None, everything: bool, stale_tmp
                 removed["corrupt_shards"] += 1
             except FileNotFoundError:
                 continue
-    models = Path(root) / "models"  # quantized backbones (edgetl.run_int8), keyed like the features
+    models = Path(root) / "models"  # quantized backbones (edgetl.train.int8), keyed like the features
     if everything and models.is_dir():
         removed["bytes"] += sum(_size(m) for m in models.iterdir())
         shutil.rmtree(models, ignore_errors=True)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from edgetl.contract import TARGETS
 from edgetl.errors import UserError
 
 MIN_CALIB = 16  # fewer images give ranges that do not generalize; refuse rather than ship a bad model
-QUANTIZE_TARGETS = ("openvino", "onnxruntime", "tensorrt")
+QUANTIZE_TARGETS = TARGETS  # every target has its own INT8 layout
 # Calibration methods each quantizer really offers; the first is the target's default ("auto").
 CALIB_METHODS = {
     "openvino": ("mean_minmax", "minmax", "percentile", "histogram"),  # NNCF range estimators
@@ -42,6 +43,16 @@ class QuantizeCfg:
         if self.calib_size < MIN_CALIB:
             raise UserError(f"--calib-size {self.calib_size}: too small to calibrate INT8; use at least {MIN_CALIB}")
 
+    @classmethod
+    def from_cli(cls, o: dict) -> QuantizeCfg:
+        return cls(
+            target=o["target"],
+            calib_size=o["calib_size"],
+            calib_method=o["calib_method"],
+            ignore=tuple(o["quant_ignore"]),
+            auto_fallback=o["quant_auto_fallback"],
+        )
+
     def key(self) -> dict:
         """What changes the quantized numerics (goes into the feature-cache key)."""
         return {"target": self.target, "method": self.calib_method, "ignore": sorted(self.ignore)}
@@ -69,7 +80,7 @@ class TrainCfg:
     threads: int | None = None
     strict: bool = False
     overwrite: bool = False
-    extract_batch: int | None = None  # None: by input size (edgetl.features.auto_batch)
+    extract_batch: int | None = None  # None: by input size (edgetl.train.features.auto_batch)
     quantize: QuantizeCfg | None = None
     compare_fp32: bool = False
     progress: bool = True
@@ -89,6 +100,16 @@ class TrainCfg:
             raise UserError(f"--solver: {self.solver!r} unknown; choose auto, lbfgs or adamw")
         if self.solver == "lbfgs" and self.head != "linear":
             raise UserError("--solver lbfgs fits a linear head only; use --solver adamw (or auto) with --head mlp")
+
+    @classmethod
+    def from_cli(cls, o: dict) -> TrainCfg:
+        """`edgetl train`'s options (click's parameter names): every option named like a field is copied."""
+        if o["quantize"] != "int8" and o["quant_ignore"]:
+            raise UserError("--quant-ignore needs --quantize int8")
+        quant = QuantizeCfg.from_cli(o) if o["quantize"] == "int8" else None
+        data = o["data"] if o["data"] == "digits" else str(Path(o["data"]).expanduser().resolve())
+        same = {f.name for f in fields(cls)} - {"data", "quantize", "progress"}
+        return cls(data=data, quantize=quant, progress=not o["no_progress"], **{k: o[k] for k in same if k in o})
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -1,7 +1,7 @@
 """Feature extraction: run the frozen backbone once per image, through the feature cache.
 
 An Extractor is whatever computes pooled features from preprocessed batches: PyTorch eager FP32 here, an
-INT8 backbone in OpenVINO / ONNX Runtime in `edgetl.quantize`. Its `context()` goes into the cache key.
+INT8 backbone in OpenVINO / ONNX Runtime in `edgetl.quant.runtime`. Its `context()` goes into the cache key.
 
 Batches are fixed slices of the *sorted content keys* and run only their missing images (see `extract`), so an
 interrupted run resumes with exactly the batches it had not finished: features come out bit-identical.
@@ -21,10 +21,11 @@ from typing import Protocol
 
 import numpy as np
 
-from edgetl.cache import FeatureCache
-from edgetl.data import BadImage, Item, Skipper
+from edgetl.images import BadImage, Skipper
 from edgetl.preprocess import Preprocess
 from edgetl.progress import bar
+from edgetl.train.cache import FeatureCache
+from edgetl.train.data import Item
 
 
 class Extractor(Protocol):

@@ -28,15 +28,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgetl.heads import build_head
 from edgetl.progress import bar
+from edgetl.train.heads import build_head
 
 MIN_STEPS = 300  # AdamW steps at the least: 30 epochs of a 200-image folder are 90 steps, far from converged
 LBFGS_C = 1.0  # inverse L2 strength, scikit-learn's default: mean CE + |W|^2 / (2 C n)
 LBFGS_MAX_ITER = 500
 LBFGS_TOL = 1e-5  # max |gradient| at which the solver stops: converged (1e-4 left up to 0.5 pt on digits)
 LBFGS_BLOCK = 256  # rows per block of the loss and gradient (about 1.3 MB of Lite0 features: stays in L2)
-LBFGS_HISTORY = 50  # correction pairs kept: 105 evaluations to converge on digits vs 154 with 20 (torch default 100: 112)
+LBFGS_HISTORY = (
+    50  # correction pairs kept: 105 evaluations to converge on digits vs 154 with 20 (torch default 100: 112)
+)
 
 
 @dataclass

@@ -18,23 +18,15 @@ import numpy as np
 import torch
 
 from edgetl.errors import UserError
-from edgetl.features import decode
 from edgetl.fileio import atomic_write_bytes, sha256_file
 from edgetl.progress import info
-from edgetl.quantize import (
-    RECIPE,
-    RuntimeExtractor,
-    calibration_hash,
-    check_calibration,
-    engine_for,
-    export_backbone_onnx,
-    exporter_version,
-    quantize,
-    quantizer_version,
-    select_calibration,
-)
-from edgetl.run import Pipeline
-from edgetl.sensitivity import rank_layers
+from edgetl.quant.backbone_onnx import export_backbone_onnx, exporter_version
+from edgetl.quant.calibration import calibration_hash, check_calibration, select_calibration
+from edgetl.quant.quantize import RECIPE, quantize
+from edgetl.quant.runtime import RuntimeExtractor, engine_for, quantizer_version
+from edgetl.quant.sensitivity import rank_layers
+from edgetl.train.features import decode
+from edgetl.train.pipeline import Pipeline
 
 COLLAPSE_DROP = 0.10  # a drop this large means the INT8 model is broken: the run fails, export refuses it
 MAX_FALLBACK_LAYERS = 8
@@ -130,7 +122,8 @@ def _throughput(extractor, x: np.ndarray, batch: int) -> float:
     return len(x) / (time.perf_counter() - t)
 
 
-def run_quantized(p: Pipeline) -> dict:
+def run_quantized(p: Pipeline) -> tuple:
+    """The INT8 flow: (the head trained on INT8 features, run.json extras: metrics, quantize, warnings)."""
     r = Int8Run(p)
     fp32 = p.fp32_extractor()
     fp32_feats = p.features(fp32)
@@ -172,11 +165,8 @@ def run_quantized(p: Pipeline) -> dict:
         "auto_fallback": qcfg.auto_fallback,
     }
     metrics = {"val_acc_fp32": res32.val_acc, "int8_agreement": agree, "int8_drop": drop}
-    record = p.record(res, {"metrics": metrics, "quantize": quant, "warnings": warnings})
-    record["timing"].update(timing)
-    p.save(res, record)
-    info(f"wrote {p.out / 'run.json'}")
-    return record
+    p.timing.update(timing)
+    return res, {"metrics": metrics, "quantize": quant, "warnings": warnings}
 
 
 def _ensure(out: Path) -> Path:

@@ -13,7 +13,7 @@ import onnx
 import pytest
 from PIL import Image
 
-from edgetl.targets import CompileOptions, get_target
+from edgetl.deploy.targets import CompileOptions, get_target
 from tests.deploy import conftest as deploy_fixtures
 
 # The `bench --json` contract of issue 6: every result carries these keys.

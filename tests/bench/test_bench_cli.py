@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from edgetl.cli import main
+from edgetl.cli.main import main
 from tests.bench.conftest import CONTRACT
 from tests.conftest import FAST_BENCH, run_cli
 
@@ -187,7 +187,7 @@ def test_bench_runs_without_torch(tmp_path, bundles, photos):
 
 
 def test_ctrl_c_prints_and_writes_partial_results(capsys, monkeypatch, tmp_path, bundles, photos):
-    from edgetl import bench
+    from edgetl.bench import harness as bench
 
     real = bench.measure
 

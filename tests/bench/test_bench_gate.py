@@ -7,8 +7,9 @@ import copy
 import numpy as np
 import pytest
 
-from edgetl import bench, bench_gate
-from edgetl.bench import Case
+from edgetl.bench import gate as bench_gate
+from edgetl.bench import harness as bench
+from edgetl.bench.harness import Case
 from edgetl.errors import UserError
 
 

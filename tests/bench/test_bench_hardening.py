@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from edgetl import bench, bench_gate, bench_report
+from edgetl.bench import gate as bench_gate
+from edgetl.bench import harness as bench
+from edgetl.bench import report as bench_report
+from edgetl.deploy.targets import CompileOptions, get_target
 from edgetl.errors import UserError
-from edgetl.targets import CompileOptions, get_target
 from tests.conftest import FAST_BENCH, run_cli
 from tests.deploy import conftest as deploy_fixtures
 

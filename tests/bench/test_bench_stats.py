@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgetl import bench, bench_report
+from edgetl.bench import harness as bench
+from edgetl.bench import report as bench_report
 from edgetl.errors import UserError
 from tests.bench.conftest import CONTRACT
 
@@ -90,7 +91,7 @@ def test_settings_and_threads_refuse_nonsense():
 
 
 def test_load_jpegs_brings_photos_to_one_frame_size(photos):
-    from edgetl.data import decode_image
+    from edgetl.images import decode_image
 
     jpegs = bench.load_jpegs([photos], (24, 32))
     assert len(jpegs) == 3 and len(set(jpegs)) == 3

@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from edgetl.backbones import build_backbone, describe_backbone
 from edgetl.errors import UserError
 from edgetl.preprocess import Preprocess
+from edgetl.train.backbones import build_backbone, describe_backbone
 
 
 def test_lite0_imagenet_classifier_labels_chelsea_and_coffee():
     """The mapped weights reproduce ImageNet: scikit-image's cat is 285 (Egyptian cat), the coffee is 967."""
     skimage_data = pytest.importorskip("skimage.data")
-    from edgetl.backbones.lite0 import build_classifier_model
+    from edgetl.train.backbones.lite0 import build_classifier_model
 
     model, _ = build_classifier_model()
     pre = Preprocess(size=(224, 224))  # the backbone's own spec: 224, mean = std = 0.5
@@ -28,7 +28,7 @@ def test_lite0_imagenet_classifier_labels_chelsea_and_coffee():
 
 
 def test_lite0_mapping_refuses_a_wrong_shape():
-    from edgetl.backbones.lite0 import map_lukemelas_to_timm
+    from edgetl.train.backbones.lite0 import map_lukemelas_to_timm
 
     with pytest.raises(UserError, match="has shape"):
         map_lukemelas_to_timm({"_conv_stem.weight": torch.zeros(3, 3)}, [("conv_stem.weight", (32, 3, 3, 3))])

@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edgetl.cache import SHARD_GLOB, FeatureCache, read_shard, verify
-from edgetl.run import Pipeline, run_train
+from edgetl.train.cache import SHARD_GLOB, FeatureCache, read_shard, verify
+from edgetl.train.pipeline import Pipeline
+from edgetl.train.run import run_train
 from tests.core.conftest import make_folder, tiny_cfg
 
 REPO = Path(__file__).resolve().parents[2]
@@ -100,8 +101,8 @@ def test_shard_round_trip_and_checksum(tmp_path: Path):
 
 WORKER = """
 import sys, time, json, numpy as np
-import edgetl.features as F
-from edgetl.run import Pipeline
+import edgetl.train.features as F
+from edgetl.train.pipeline import Pipeline
 from tests.core.conftest import tiny_cfg
 from pathlib import Path
 delay = float(sys.argv[3])
@@ -198,7 +199,7 @@ def test_a_bad_file_is_remembered_reported_every_run_and_never_shifts_batches(im
 
 
 def test_int8_run_reports_a_bad_file_once(image_folder: Path, tmp_path: Path):
-    from edgetl.config import QuantizeCfg
+    from edgetl.train.config import QuantizeCfg
 
     (image_folder / "red" / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
     r = run_train(tiny_cfg(image_folder, tmp_path / "r", quantize=QuantizeCfg(calib_size=16, target="onnxruntime")))
@@ -235,7 +236,7 @@ def test_overwrite_removes_the_previous_runs_artifacts(image_folder: Path, tmp_p
 
 def test_export_refuses_data_that_changed_since_training(image_folder: Path, tmp_path: Path):
     from edgetl.errors import UserError
-    from edgetl.export import export_run
+    from edgetl.export.model import export_run
 
     out = tmp_path / "r"
     run_train(tiny_cfg(image_folder, out))

@@ -107,3 +107,19 @@ def test_config_file_with_an_unknown_option_is_refused(tmp_path: Path, isolated_
     cfg.write_text("epochz: 3\n")
     r = edgetl("train", "--config", str(cfg), cache=isolated_cache)
     assert r.returncode == 2 and "unknown option(s) epochz" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_debug_shows_the_traceback_behind_a_user_error(tmp_path):
+    bad = tmp_path / "model.onnx"
+    bad.write_bytes(b"not an onnx model")
+    args = ("compile", str(bad), "--target", "onnxruntime", "--out", str(tmp_path / "out"))
+    plain = edgetl(*args, cache=tmp_path / "c")
+    assert plain.returncode == 2 and "Traceback" not in plain.stderr
+    assert plain.stderr.strip().splitlines() == [
+        f"error: {bad}: not a readable ONNX model (DecodeError); re-run `edgetl export`"
+    ]
+    debug = edgetl("--debug", *args, cache=tmp_path / "c")
+    assert debug.returncode == 2
+    assert "Traceback" in debug.stderr and "DecodeError" in debug.stderr.splitlines()[-2]
+    assert debug.stderr.strip().splitlines()[-1] == plain.stderr.strip()
+    assert not (tmp_path / "out").exists()

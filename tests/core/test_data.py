@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edgetl.data import BadImage, decode_image, load_image_folder
 from edgetl.errors import UserError
+from edgetl.images import BadImage, decode_image
+from edgetl.train.data import load_image_folder
 from tests.core.conftest import make_folder
 
 
@@ -116,7 +117,7 @@ def test_junk_folder_trains_and_records_every_skip(image_folder: Path):
     all_paths = [it.path for it in ds.train + ds.val]
     assert not any(".DS_Store" in p or "__MACOSX" in p or "ipynb" in p for p in all_paths)
     # Undecodable files are found when they are decoded (extraction), through the same Skipper:
-    from edgetl.run import run_train
+    from edgetl.train.run import run_train
     from tests.core.conftest import tiny_cfg
 
     record = run_train(tiny_cfg(image_folder, image_folder.parent / "run"))
@@ -129,7 +130,7 @@ def test_junk_folder_trains_and_records_every_skip(image_folder: Path):
 
 def test_strict_stops_at_first_bad_file_naming_it(image_folder: Path):
     (image_folder / "green" / "broken.png").write_bytes(b"nope")
-    from edgetl.run import run_train
+    from edgetl.train.run import run_train
     from tests.core.conftest import tiny_cfg
 
     with pytest.raises(UserError, match=r"broken\.png: not an image .*--strict"):
@@ -173,12 +174,13 @@ def test_jpeg_draft_decodes_at_a_reduced_scale_never_below_the_input_size():
 
 
 def test_training_and_predict_decode_files_the_same_way(tmp_path: Path):
-    from edgetl.features import decode
     from edgetl.preprocess import Preprocess
+    from edgetl.train.features import decode
 
     path = tmp_path / "photo.jpg"
     Image.fromarray(np.random.default_rng(1).integers(0, 256, (400, 300, 3), dtype=np.uint8)).save(path)
-    from edgetl.data import Item, Skipper
+    from edgetl.images import Skipper
+    from edgetl.train.data import Item
 
     pre = Preprocess(size=(48, 48))
     _, x = decode([Item(str(path), 0)], pre, Skipper(False, print))

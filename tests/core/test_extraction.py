@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from edgetl.backbones import build_backbone
-from edgetl.cache import FeatureCache
-from edgetl.data import Item, Skipper
-from edgetl.features import TorchExtractor, _decode_batch, auto_batch, extract
+from edgetl.images import Skipper
 from edgetl.preprocess import Preprocess
-from edgetl.train import SoftmaxLoss, class_weights, one_blas_thread
+from edgetl.train.backbones import build_backbone
+from edgetl.train.cache import FeatureCache
+from edgetl.train.data import Item
+from edgetl.train.features import TorchExtractor, _decode_batch, auto_batch, extract
+from edgetl.train.fit import SoftmaxLoss, class_weights, one_blas_thread
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +60,7 @@ def test_batched_preprocess_equals_one_frame_at_a_time():
 
 
 def test_prefetching_extract_equals_decode_then_backbone_and_reports_bad_files(tmp_path: Path, image_folder: Path):
-    from edgetl.data import load_image_folder
+    from edgetl.train.data import load_image_folder
 
     (image_folder / "red" / "broken.png").write_bytes(b"not a png")
     skipped: list[str] = []

@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgetl.config import TrainCfg
-from edgetl.run import Pipeline, rows, run_train
+from edgetl.train.config import TrainCfg
+from edgetl.train.pipeline import Pipeline, rows
+from edgetl.train.run import run_train
 
 pytest.importorskip("skimage")
 from tests.photos import make_photo_folder  # noqa: E402
@@ -64,7 +65,7 @@ def test_class_weights_balance_a_skewed_folder(tmp_path: Path):
     """One class with 4x the images of the others: the balanced loss weights are n / (k * count)."""
     import torch
 
-    from edgetl.train import class_weights
+    from edgetl.train.fit import class_weights
 
     y = torch.tensor([0] * 40 + [1] * 10 + [2] * 10)
     w = class_weights(y, 3, balanced=True)

@@ -11,7 +11,8 @@ pytest.importorskip(
     "skimage", reason="real-photo folders are cut from scikit-image's sample photos: pip install scikit-image"
 )
 
-from edgetl.data import decode_image, load_image_folder  # noqa: E402
+from edgetl.images import decode_image
+from edgetl.train.data import load_image_folder  # noqa: E402
 from tests.photos import CLASSES, KINDS, make_photo_folder  # noqa: E402
 
 

@@ -8,11 +8,12 @@ import numpy as np
 import onnx
 import pytest
 
-from edgetl.config import QuantizeCfg
 from edgetl.errors import UserError
-from edgetl.quantize import check_calibration, select_calibration
-from edgetl.run import Pipeline, run_train
-from edgetl.run_int8 import Int8Run
+from edgetl.quant.calibration import check_calibration, select_calibration
+from edgetl.train.config import QuantizeCfg
+from edgetl.train.int8 import Int8Run
+from edgetl.train.pipeline import Pipeline
+from edgetl.train.run import run_train
 from tests.core.conftest import make_folder, tiny_cfg
 
 
@@ -119,7 +120,7 @@ def test_too_few_training_images_to_calibrate(tmp_path: Path):
 
 
 def test_select_calibration_is_seeded(folder: Path):
-    from edgetl.data import load_image_folder
+    from edgetl.train.data import load_image_folder
 
     ds = load_image_folder(folder, 0, False, print)
     a = [it.key for it in select_calibration(ds.train, 10, seed=1)]
@@ -130,7 +131,7 @@ def test_select_calibration_is_seeded(folder: Path):
 def test_a_collapsed_int8_run_is_never_exported(folder: Path, tmp_path: Path):
     import json
 
-    from edgetl.export import export_run
+    from edgetl.export.model import export_run
 
     out = tmp_path / "r"
     run_train(_int8(folder, out, target="onnxruntime"))
@@ -143,7 +144,7 @@ def test_a_collapsed_int8_run_is_never_exported(folder: Path, tmp_path: Path):
 
 
 def test_verdict_names_the_fix():
-    from edgetl.run_int8 import _verdict
+    from edgetl.train.int8 import _verdict
 
     assert _verdict(0.004, 0.96, QuantizeCfg()) == ("ok", [])
     status, lines = _verdict(0.02, 0.96, QuantizeCfg())

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from edgetl.cli import main
+from edgetl.cli.main import main
 from tests.conftest import run_cli
 from tests.deploy.conftest import COLOURS
 
@@ -112,7 +112,7 @@ def test_tampered_bundle_is_refused_by_predict(capsys, tmp_path, bundles, images
 
 
 def test_compile_tensorrt_says_so_in_one_line(capsys, tmp_path, colour_onnx):
-    from edgetl.targets import get_target
+    from edgetl.deploy.targets import get_target
 
     if get_target("tensorrt").available() is None:
         pytest.skip("TensorRT is installed here: compile builds a real engine")

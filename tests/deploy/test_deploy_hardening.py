@@ -16,12 +16,12 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from edgetl import cli as cli_module
-from edgetl.bundle import MANIFEST, package, read_manifest, write_manifest
+from edgetl.cli import main as cli_module
+from edgetl.deploy.bundle import MANIFEST, package, read_manifest, write_manifest
+from edgetl.deploy.onnx_safety import check_bundled_onnx, check_external_data, external_locations
+from edgetl.deploy.predictor import Predictor
+from edgetl.deploy.targets import Artifact, CompileOptions, get_target, registry
 from edgetl.errors import UserError
-from edgetl.onnx_safety import check_bundled_onnx, check_external_data, external_locations
-from edgetl.runtime import Predictor
-from edgetl.targets import Artifact, CompileOptions, get_target, registry
 from tests.conftest import run_cli
 from tests.deploy.conftest import COLOURS
 
@@ -239,7 +239,7 @@ def test_openvino_build_check_failure_is_one_line(colour_onnx):
 
 
 def test_tensorrt_without_a_usable_gpu_is_one_line(monkeypatch, tmp_path):
-    from edgetl.targets import tensorrt as trt_target
+    from edgetl.deploy.targets import tensorrt as trt_target
 
     def no_gpu():
         raise RuntimeError("CUDA cudaGetDevice failed: cudaErrorNoDevice")
@@ -275,7 +275,8 @@ def test_main_exits_with_the_command_return_value(capsys, monkeypatch):
 
 
 def test_bad_frame_size_is_one_line_for_compile_and_bench(capsys, tmp_path, colour_onnx):
-    from edgetl import cli_bench, cli_deploy
+    from edgetl.cli import bench as cli_bench
+    from edgetl.cli import deploy as cli_deploy
 
     assert cli_bench.parse_frame_size is cli_deploy.parse_frame_size
     code, _, err = run_cli(
@@ -286,14 +287,14 @@ def test_bad_frame_size_is_one_line_for_compile_and_bench(capsys, tmp_path, colo
 
 
 def test_openvino_precision_names_are_shared():
-    from edgetl.targets.openvino import HINTS, precision_name
+    from edgetl.deploy.targets.openvino import HINTS, precision_name
 
     assert [precision_name(HINTS[p]) for p in HINTS] == list(HINTS)
     assert precision_name("i8") == "i8"
 
 
 def test_cache_root_expands_the_home_folder(monkeypatch):
-    from edgetl.targets.base import cache_root
+    from edgetl.deploy.targets.base import cache_root
 
     monkeypatch.setenv("EDGETL_CACHE_DIR", "~/edgetl-cache-test")
     assert cache_root() == Path.home() / "edgetl-cache-test"

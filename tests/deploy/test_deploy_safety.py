@@ -11,10 +11,10 @@ from pathlib import Path
 import onnx
 import pytest
 
-from edgetl.bundle import MANIFEST, extract, open_bundle, package
+from edgetl.deploy.bundle import MANIFEST, extract, open_bundle, package
+from edgetl.deploy.onnx_safety import check_external_data, check_location
+from edgetl.deploy.targets import CompileOptions, get_target
 from edgetl.errors import UserError
-from edgetl.onnx_safety import check_external_data, check_location
-from edgetl.targets import CompileOptions, get_target
 from tests.deploy.conftest import external_data_model
 
 # --- ONNX external data ---------------------------------------------------------------------------

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgetl.bundle import package
-from edgetl.data import decode_image
+from edgetl.deploy.bundle import package
+from edgetl.deploy.predictor import Predictor
+from edgetl.deploy.targets import CompileOptions, Runner, get_target, registry
 from edgetl.errors import UserError
-from edgetl.runtime import Predictor
-from edgetl.targets import CompileOptions, Runner, get_target, registry
+from edgetl.images import decode_image
 from tests.deploy.conftest import CLASSES, COLOURS, reference_probs
 
 
@@ -67,7 +67,7 @@ def test_openvino_static_variant_and_cache(tmp_path, colour_onnx):
         predictor.predict_frame(np.zeros((50, 60, 3), np.uint8))
     import openvino
 
-    from edgetl.targets.openvino import model_cache_dir
+    from edgetl.deploy.targets.openvino import model_cache_dir
 
     cache = model_cache_dir("CPU")
     assert list(cache.glob("*.blob"))
@@ -106,7 +106,7 @@ def test_device_errors(tmp_path, colour_onnx):
 
 
 def test_fused_kernels_hook_fails_clearly_without_native_ops(tmp_path, colour_onnx):
-    from edgetl.targets.openvino import native_extension
+    from edgetl.deploy.targets.openvino import native_extension
 
     try:
         path = native_extension()

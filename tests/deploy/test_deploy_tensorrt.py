@@ -14,10 +14,10 @@ import types
 import numpy as np
 import pytest
 
-from edgetl.bundle import open_bundle, package
+from edgetl.deploy.bundle import open_bundle, package
+from edgetl.deploy.targets import CompileOptions, get_target
+from edgetl.deploy.targets.tensorrt_plan import BuildSettings, engine_mismatch, on_device_steps
 from edgetl.errors import RuntimeMissing, UserError
-from edgetl.targets import CompileOptions, get_target
-from edgetl.targets.tensorrt_plan import BuildSettings, engine_mismatch, on_device_steps
 from tests.deploy.conftest import reference_probs
 
 TRT_MISSING = get_target("tensorrt").available()
@@ -61,7 +61,7 @@ def test_compile_without_tensorrt_writes_onnx_and_steps_not_an_engine(tmp_path, 
     package(artifact.root, tmp_path / "trt.tar.gz")
     with open_bundle(tmp_path / "trt.tar.gz") as opened, pytest.raises(RuntimeMissing, match="edgetl\\[tensorrt\\]"):
         get_target("tensorrt").load(opened)
-    from edgetl.targets.tensorrt import build_engine_bundle
+    from edgetl.deploy.targets.tensorrt import build_engine_bundle
 
     with pytest.raises(RuntimeMissing, match="build-engine: .*pip install"):
         build_engine_bundle(tmp_path / "trt.tar.gz", None)
@@ -105,7 +105,7 @@ def test_builder_calls_follow_the_settings_with_a_tensorrt_stand_in(tmp_path, mo
         BuilderFlag=types.SimpleNamespace(FP16="FP16", INT8="INT8"),
     )
     monkeypatch.setitem(sys.modules, "tensorrt", fake)
-    from edgetl.targets import tensorrt as trt_target
+    from edgetl.deploy.targets import tensorrt as trt_target
 
     monkeypatch.setattr(
         trt_target, "device_identity", lambda: {"tensorrt": "stand-in", "gpu": "none", "compute_capability": "0.0"}
@@ -124,7 +124,7 @@ def test_builder_calls_follow_the_settings_with_a_tensorrt_stand_in(tmp_path, mo
 
 @pytest.mark.skipif(TRT_MISSING is not None, reason=f"TensorRT is not usable here: {TRT_MISSING}")
 def test_real_engine_matches_numpy(tmp_path, colour_onnx):
-    from edgetl.targets.tensorrt import device_identity
+    from edgetl.deploy.targets.tensorrt import device_identity
 
     try:
         device_identity()

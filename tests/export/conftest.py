@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edgetl import export
-from edgetl.config import TrainCfg
-from edgetl.run import run_train
+from edgetl.export import model as export
+from edgetl.train.config import TrainCfg
+from edgetl.train.run import run_train
 
 COLOURS = {"red": (200, 40, 40), "green": (40, 190, 60), "blue": (40, 50, 200)}
 SIZES = [(24, 32), (40, 30), (33, 33)]  # (H, W): frames of several sizes, none equal to the 32x32 input
@@ -63,8 +63,9 @@ def exported(tmp_path_factory, tiny_run) -> tuple[Path, dict]:
 
 def _int8_backbone(run: Path, path: Path) -> None:
     """The run's backbone quantized by edgetl's own ONNX Runtime quantizer (QDQ), on random frames."""
-    from edgetl.config import QuantizeCfg
-    from edgetl.quantize import export_backbone_onnx, quantize
+    from edgetl.quant.backbone_onnx import export_backbone_onnx
+    from edgetl.quant.quantize import quantize
+    from edgetl.train.config import QuantizeCfg
 
     parts = export.load_run(run)
     fp32 = export_backbone_onnx(parts.backbone, parts.pre.size, path.with_name("backbone.fp32.onnx"))

@@ -9,9 +9,9 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from edgetl import export
 from edgetl.errors import UserError
-from edgetl.onnx_graph import add_head, read_metadata
+from edgetl.export import model as export
+from edgetl.export.graph import add_head, read_metadata
 
 
 def test_export_json_contract(exported):
@@ -112,7 +112,7 @@ def _head_only_graph(head, fused_ops: bool) -> onnx.ModelProto:
 def test_mlp_head_matches_pytorch():
     import torch
 
-    from edgetl.heads import build_head
+    from edgetl.train.heads import build_head
 
     torch.manual_seed(0)
     head = build_head("mlp", 4, 3, hidden=8).eval()
@@ -136,7 +136,7 @@ def test_peers_see_the_default_fused_export_as_standard_ops_that_openvino_reads(
     """`bench --peers` times by-hand pipelines: they get the decomposition, which plain OpenVINO can read."""
     import openvino as ov
 
-    from edgetl.bench_peers import open_source
+    from edgetl.bench.peers import open_source
 
     with open_source(exported[0]) as src:
         model = onnx.load(str(src.given))

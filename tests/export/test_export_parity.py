@@ -9,9 +9,10 @@ import onnx
 import pytest
 from onnx import helper, numpy_helper
 
-from edgetl import export, parity
-from edgetl.cli import main
-from edgetl.onnx_graph import read_metadata
+from edgetl.cli.main import main
+from edgetl.export import model as export
+from edgetl.export import parity
+from edgetl.export.graph import read_metadata
 
 
 def _reference(run):

@@ -8,9 +8,9 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from edgetl import export
-from edgetl.data import decode_image
-from edgetl.onnx_graph import mark_all_outputs
+from edgetl.export import model as export
+from edgetl.export.graph import mark_all_outputs
+from edgetl.images import decode_image
 
 
 @pytest.mark.parametrize("fused_ops", [True, False])

@@ -10,9 +10,9 @@ import onnx
 import pytest
 from click.testing import CliRunner
 
-from edgetl import export
-from edgetl.cli import cli
+from edgetl.cli.main import cli
 from edgetl.errors import UserError
+from edgetl.export import model as export
 
 
 def test_training_mode_is_refused(tiny_run, monkeypatch):

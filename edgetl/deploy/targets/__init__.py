@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import importlib
 
+from edgetl.deploy.targets.base import TARGETS, Artifact, CompileOptions, Runner, Target
 from edgetl.registry import Registry
-from edgetl.targets.base import TARGETS, Artifact, CompileOptions, Runner, Target
 
 _MODULES = ("onnxruntime", "openvino", "tensorrt")
 
@@ -15,7 +15,7 @@ __all__ = ["Artifact", "CompileOptions", "Runner", "Target", "get_target", "regi
 
 def registry() -> Registry[Target]:
     for module in _MODULES:
-        importlib.import_module(f"edgetl.targets.{module}")
+        importlib.import_module(f"edgetl.deploy.targets.{module}")
     return TARGETS
 
 

@@ -1,7 +1,7 @@
 """The Target and Runner protocols every runtime backend implements, and the options they share.
 
 Polygraphy-style: one small module per runtime behind one interface. A target module imports its runtime
-only inside functions, so `import edgetl.targets` works on a device that has just one runtime (or none)
+only inside functions, so `import edgetl.deploy.targets` works on a device that has just one runtime (or none)
 and a missing runtime surfaces as one `RuntimeMissing` line that says how to install it.
 """
 
@@ -13,10 +13,9 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from edgetl.contract import MAX_BATCH, PRECISIONS
 from edgetl.errors import RuntimeMissing, UserError
 from edgetl.registry import Registry
-
-PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8")
 
 
 @dataclass(frozen=True)
@@ -37,15 +36,15 @@ class CompileOptions:
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise UserError(f"--precision: unknown {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
-        if not 1 <= self.max_batch <= 1024:
-            raise UserError(f"--max-batch: {self.max_batch} is out of range; use 1..1024")
+        if not 1 <= self.max_batch <= MAX_BATCH:
+            raise UserError(f"--max-batch: {self.max_batch} is out of range; use 1..{MAX_BATCH}")
         if self.threads < 0:
             raise UserError(f"--threads: {self.threads} is negative; use 0 for the runtime's default")
 
 
 @dataclass
 class Artifact:
-    """A compiled model folder: the model files plus manifest.json (see edgetl.bundle for the format)."""
+    """A compiled model folder: the model files plus manifest.json (see edgetl.deploy.bundle for the format)."""
 
     root: Path
     manifest: dict
@@ -116,10 +115,37 @@ def require_output(outputs: list[str], model: Path) -> None:
             raise UserError(f"{model}: output {name!r} missing (has {outputs}); re-export with `edgetl export`")
 
 
+def open_source(target: Target, onnx: Path, options: CompileOptions, precisions: tuple[str, ...], need_runtime=True):
+    """The checks every `compile` starts with: the runtime is usable here (unless the model is only staged
+    for the device, as TensorRT does), the model is edgetl's and safe to read, it has probs and label, and the
+    precision asked for is one this target offers. Returns (SourceModel, the precision to build)."""
+    from edgetl.deploy.targets.source import SourceModel
+
+    if need_runtime:
+        require(target)
+    src = SourceModel.open(onnx)
+    require_output(src.outputs, src.path)
+    return src, src.precision_for(options.precision, precisions, target.name)
+
+
+def manifest_entry(target: str, src, device: str, model: str, precision: dict, **fields) -> dict:
+    """What every manifest.json holds besides the target's own fields (settings, runtime, ...): the source's
+    input/preprocess/classes block, where it runs, and `precision` as {requested, runtime}, with the model's
+    own precision (int8 when it carries QDQ) added here."""
+    return {
+        **src.manifest_fields(),
+        "target": target,
+        "device": device,
+        "model": model,
+        "precision": {"model": "int8" if src.has_qdq else "fp32", **precision},
+        **fields,
+    }
+
+
 def cache_root() -> Path:
     """Where compiled-model caches live on this machine: $EDGETL_CACHE_DIR, else $XDG_CACHE_HOME/edgetl.
 
-    Kept apart from edgetl.cache.default_cache_dir on purpose: that is the feature store ($EDGETL_CACHE_DIR itself,
+    Kept apart from edgetl.train.cache.default_cache_dir on purpose: that is the feature store ($EDGETL_CACHE_DIR itself,
     else this root's features/), and the runtime caches here (openvino/, tensorrt/) never collide with its v1/.
     """
     import os

@@ -15,8 +15,17 @@ from pathlib import Path
 import numpy as np
 
 from edgetl.contract import UINT8_NHWC
+from edgetl.deploy.targets.base import (
+    TARGETS,
+    Artifact,
+    CompileOptions,
+    cache_root,
+    manifest_entry,
+    missing,
+    open_source,
+    require,
+)
 from edgetl.errors import UserError
-from edgetl.targets.base import TARGETS, Artifact, CompileOptions, cache_root, missing, require, require_output
 
 HINTS = {"fp32": "f32", "fp16": "f16", "bf16": "bf16"}  # --precision -> INFERENCE_PRECISION_HINT
 
@@ -135,16 +144,12 @@ class OpenVINOTarget:
         return [f"{d} ({core.get_property(d, 'FULL_DEVICE_NAME')})" for d in core.available_devices]
 
     def compile(self, onnx: Path, out: Path, options: CompileOptions) -> Artifact:
-        from edgetl.bundle import artifact_writer, write_manifest
-        from edgetl.targets.source import SourceModel
+        from edgetl.deploy.bundle import artifact_writer, write_manifest
 
-        require(self)
+        src, _ = open_source(self, onnx, options, ("fp32", "fp16", "bf16", "int8"))
         import openvino as ov
 
-        src = SourceModel.open(onnx)
-        require_output(src.outputs, src.path)
         device = options.device or "CPU"
-        src.precision_for(options.precision, ("fp32", "fp16", "bf16", "int8"), self.name)
         extension = _extension_for(src, options.fused_kernels)
         static = options.static or device.startswith("NPU")
         try:
@@ -182,20 +187,17 @@ class OpenVINOTarget:
             info = self._check_compiles(model, device, settings, fields["input"], extension)
             manifest = write_manifest(
                 stage,
-                {
-                    **fields,
-                    "target": self.name,
-                    "device": device,
-                    "model": "model.xml",
-                    "precision": {
-                        "model": "int8" if src.has_qdq else "fp32",
-                        "requested": options.precision,
-                        "runtime": info.get("precision"),
-                    },
-                    "settings": settings,
-                    "runtime": {"openvino": _version()},
-                    "build": info,
-                },
+                manifest_entry(
+                    self.name,
+                    src,
+                    device,
+                    "model.xml",
+                    {"requested": options.precision, "runtime": info.get("precision")},
+                    settings=settings,
+                    runtime={"openvino": _version()},
+                    build=info,
+                )
+                | {"input": fields["input"]},
             )
         return Artifact(Path(out), manifest)
 
@@ -248,7 +250,7 @@ class OpenVINOTarget:
 
 def bundled_extension(artifact: Artifact, name) -> Path:
     """The native extension a bundle names: only one of the bundle's own listed (hash-checked) files is loaded."""
-    from edgetl.bundle import check_name
+    from edgetl.deploy.bundle import check_name
 
     origin = artifact.root
     if not isinstance(name, str):

@@ -12,9 +12,9 @@ from pathlib import Path
 
 from edgetl.contract import DOMAIN as CUSTOM_DOMAIN
 from edgetl.contract import INPUT_FORMATS
+from edgetl.deploy.onnx_safety import check_external_data
 from edgetl.errors import UserError
 from edgetl.fileio import sha256_file
-from edgetl.onnx_safety import check_external_data
 from edgetl.preprocess import Preprocess
 
 

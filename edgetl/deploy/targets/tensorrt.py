@@ -16,9 +16,17 @@ from pathlib import Path
 import numpy as np
 
 from edgetl.contract import UINT8_NHWC
+from edgetl.deploy.targets.base import (
+    TARGETS,
+    Artifact,
+    CompileOptions,
+    cache_root,
+    manifest_entry,
+    missing,
+    open_source,
+)
+from edgetl.deploy.targets.tensorrt_plan import BuildSettings, engine_mismatch, on_device_steps
 from edgetl.errors import RuntimeMissing, UserError
-from edgetl.targets.base import TARGETS, Artifact, CompileOptions, cache_root, missing, require_output
-from edgetl.targets.tensorrt_plan import BuildSettings, engine_mismatch, on_device_steps
 
 NOTE = "on a Jetson it comes with JetPack; the device side also needs cuda-python"
 
@@ -180,12 +188,10 @@ class TensorRTTarget:
         return [f"GPU 0 ({here['gpu']}, compute capability {here['compute_capability']})"]
 
     def compile(self, onnx: Path, out: Path, options: CompileOptions) -> Artifact:
-        from edgetl.bundle import artifact_writer, write_manifest
-        from edgetl.targets.source import SourceModel
+        from edgetl.deploy.bundle import artifact_writer, write_manifest
 
-        src = SourceModel.open(onnx)
-        require_output(src.outputs, src.path)
-        precision = src.precision_for(options.precision, ("fp32", "fp16", "int8"), self.name)
+        # the engine is built where the GPU is: TensorRT need not be installed to stage the bundle
+        src, precision = open_source(self, onnx, options, ("fp32", "fp16", "int8"), need_runtime=False)
         settings = build_settings(
             src, options, "fp16" if precision == "fp32" and options.precision == "auto" else precision
         )
@@ -211,21 +217,17 @@ class TensorRTTarget:
                 (stage / "BUILD_ON_DEVICE.txt").write_text(on_device_steps(settings, f"{Path(out).name}.tar.gz"))
             manifest = write_manifest(
                 stage,
-                {
-                    **src.manifest_fields(),
-                    "target": self.name,
-                    "device": options.device or "GPU",
-                    "model": "model.engine" if engine else "model.onnx",
-                    "engine": engine,
-                    "precision": {
-                        "model": "int8" if src.has_qdq else "fp32",
-                        "requested": settings.precision,
-                        "runtime": settings.precision if engine else None,
-                    },
-                    "settings": settings.to_dict(),
-                    "runtime": {"tensorrt": engine["tensorrt"] if engine else None},
-                    "on_device": {"edgetl": "edgetl build-engine BUNDLE", "trtexec": settings.trtexec()},
-                },
+                manifest_entry(
+                    self.name,
+                    src,
+                    options.device or "GPU",
+                    "model.engine" if engine else "model.onnx",
+                    {"requested": settings.precision, "runtime": settings.precision if engine else None},
+                    engine=engine,
+                    settings=settings.to_dict(),
+                    runtime={"tensorrt": engine["tensorrt"] if engine else None},
+                    on_device={"edgetl": "edgetl build-engine BUNDLE", "trtexec": settings.trtexec()},
+                ),
             )
         return Artifact(Path(out), manifest)
 
@@ -235,7 +237,7 @@ class TensorRTTarget:
             raise RuntimeMissing(f"bundle target tensorrt: {problem}")
         import tensorrt as trt
 
-        from edgetl.onnx_safety import check_bundled_onnx
+        from edgetl.deploy.onnx_safety import check_bundled_onnx
 
         here = usable_gpu(f"{artifact.root}: TensorRT bundle")
         engine_path, built = artifact.path("model.engine"), artifact.manifest.get("engine")
@@ -293,7 +295,7 @@ def cached_engine_path(manifest: dict, here: dict) -> Path:
 
 def build_engine_bundle(bundle: Path, out: Path | None) -> Path:
     """`edgetl build-engine`: add an engine for this device to a bundle (replaced atomically unless --out)."""
-    from edgetl.bundle import open_bundle, package, write_manifest
+    from edgetl.deploy.bundle import open_bundle, package, write_manifest
 
     problem = TensorRTTarget().available()
     if problem:
@@ -302,7 +304,7 @@ def build_engine_bundle(bundle: Path, out: Path | None) -> Path:
         manifest = artifact.manifest
         if manifest["target"] != "tensorrt":
             raise UserError(f"{bundle}: a {manifest['target']} bundle; build-engine needs one from --target tensorrt")
-        from edgetl.onnx_safety import check_bundled_onnx
+        from edgetl.deploy.onnx_safety import check_bundled_onnx
 
         check_bundled_onnx(artifact.path("model.onnx"), artifact.root, manifest["files"], bundle)
         settings = BuildSettings.from_dict(manifest["settings"])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -22,11 +22,6 @@ class BackboneCfg:
     preprocess: Preprocess  # the backbone's native preprocessing (size may be overridden per run)
     weights_sha256: str
     weights_source: str  # where the weights came from (package file, user file, "random (seed 0)")
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["preprocess"] = self.preprocess.to_dict()
-        return d
 
 
 class Backbone(nn.Module):

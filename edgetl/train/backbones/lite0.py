@@ -12,10 +12,10 @@ from pathlib import Path
 
 import torch
 
-from edgetl.backbones.base import Backbone, BackboneCfg, describers, load_weights_file, registry
 from edgetl.errors import UserError
 from edgetl.fileio import sha256_file
 from edgetl.preprocess import Preprocess
+from edgetl.train.backbones.base import Backbone, BackboneCfg, describers, load_weights_file, registry
 
 ARCH = "tf_efficientnet_lite0"
 

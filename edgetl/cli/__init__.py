@@ -1,0 +1,4 @@
+"""The `edgetl` command (`main`), one module per command group: `train` (train, cache), `export`, `deploy`
+(compile, package, predict, doctor, build-engine), `bench`, `demo`. Each command parses its options into one
+config and calls one library function; the training stack is imported inside the commands that need it.
+"""

@@ -1,0 +1,54 @@
+"""Calibration: a seeded subset of the training images (never validation), its hash, its sanity checks, and
+the one ONNX Runtime calibration reader."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+
+import numpy as np
+
+from edgetl.errors import UserError
+from edgetl.train.config import MIN_CALIB
+from edgetl.train.data import Item
+
+
+def select_calibration(train: list[Item], n: int, seed: int) -> list[Item]:
+    """A seeded subset of the TRAINING images (never validation): the whole train set if it is smaller."""
+    unique = list({it.key: it for it in train}.values())
+    unique.sort(key=lambda it: it.key)
+    order = np.random.default_rng(seed).permutation(len(unique))
+    return [unique[i] for i in order[:n]]
+
+
+def calibration_hash(items: list[Item]) -> str:
+    return hashlib.sha256("\n".join(sorted(it.key for it in items)).encode()).hexdigest()
+
+
+def check_calibration(x: np.ndarray, requested: int) -> None:
+    if len(x) < MIN_CALIB:
+        raise UserError(
+            f"--calib-size: only {len(x)} usable training images to calibrate INT8 (asked for {requested}); "
+            f"need at least {MIN_CALIB}: add training images or train without --quantize"
+        )
+    flat = x.reshape(len(x), -1)
+    constant = int((flat.max(1) - flat.min(1) < 1e-6).sum())
+    if constant > len(x) // 2:
+        raise UserError(
+            f"calibration: {constant} of {len(x)} training images are constant (blank frames); "
+            "INT8 ranges would be meaningless: remove blank images from the training data"
+        )
+
+
+def feeds_reader(feeds: Iterable[dict[str, np.ndarray]]):
+    """ONNX Runtime's CalibrationDataReader over input feeds, one dict per calibration batch."""
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class Feeds(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._it = iter(feeds)
+
+        def get_next(self):
+            return next(self._it, None)
+
+    return Feeds()

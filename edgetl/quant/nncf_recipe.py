@@ -1,0 +1,38 @@
+"""`--target openvino`: NNCF's ONNX backend (symmetric per-channel weights, per-tensor activations)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edgetl.quant.backbone_onnx import INPUT
+from edgetl.train.config import QuantizeCfg
+
+
+def quantize_nncf(fp32: Path, out: Path, qcfg: QuantizeCfg, calib: np.ndarray) -> None:
+    import nncf
+    import onnx
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
+    from nncf.quantization.range_estimator import RangeEstimatorParametersSet
+
+    estimators = {
+        "mean_minmax": None,  # NNCF's own default for per-tensor activations
+        "minmax": RangeEstimatorParametersSet.MINMAX,
+        "percentile": RangeEstimatorParametersSet.MEAN_QUANTILE,
+        "histogram": RangeEstimatorParametersSet.HISTOGRAM,
+    }
+    params = AdvancedQuantizationParameters()
+    if estimators[qcfg.calib_method] is not None:
+        params.activations_range_estimator_params = estimators[qcfg.calib_method]
+    dataset = nncf.Dataset([{INPUT: calib[i : i + 1]} for i in range(len(calib))])
+    model = nncf.quantize(
+        onnx.load(str(fp32)),
+        dataset,
+        preset=nncf.QuantizationPreset.PERFORMANCE,
+        subset_size=len(calib),
+        ignored_scope=nncf.IgnoredScope(names=list(qcfg.ignore)),
+        advanced_parameters=params,
+        fast_bias_correction=False,
+    )
+    onnx.save(model, str(out))
