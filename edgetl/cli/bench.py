@@ -257,6 +257,9 @@ def gate_ab(bundles: tuple[Path, Path], args: BenchArgs) -> int:
     return 1 if any(r.verdict.regressed for r in outcome) else 0
 
 
+PATH = click.Path(path_type=Path)
+
+
 @click.command("bench", epilog=EXAMPLES)
 @click.argument("bundle", required=False, type=click.Path(path_type=Path))
 @click.option("--batch", default="1", show_default=True, help="Batch sizes, comma-separated (e.g. 1,8).")
@@ -294,20 +297,8 @@ def gate_ab(bundles: tuple[Path, Path], args: BenchArgs) -> int:
     type=click.Path(path_type=Path),
     help="With --peers: edgetl bundles to time alongside (repeatable).",
 )
-@click.option(
-    "--compare",
-    nargs=2,
-    type=click.Path(path_type=Path),
-    metavar="BASE.json NEW.json",
-    help="CI gate on two saved --json files.",
-)
-@click.option(
-    "--ab",
-    nargs=2,
-    type=click.Path(path_type=Path),
-    metavar="BASE NEW",
-    help="CI gate: time two bundles interleaved in this job.",
-)
+@click.option("--compare", nargs=2, type=PATH, metavar="BASE.json NEW.json", help="CI gate on two saved --json files.")
+@click.option("--ab", nargs=2, type=PATH, metavar="BASE NEW", help="CI gate: time two bundles interleaved in this job.")
 @click.option("--rounds", default=7, show_default=True, type=int, help="--ab/--peers: interleaved rounds.")
 @click.option("--max-regression", default="10%", show_default=True, help="--compare/--ab: allowed slowdown of p50.")
 @click.option("--force", is_flag=True, help="--compare: compare even when hardware or settings differ.")

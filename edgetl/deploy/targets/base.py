@@ -96,10 +96,39 @@ class Target(Protocol):
 TARGETS: Registry[Target] = Registry("target", "--target")
 
 
+class RuntimeTarget:
+    """What every Target shares: `available()` is whether its runtime's Python modules import here. The pip
+    extra and the module default to the target's name (`edgetl[openvino]` installs `openvino`)."""
+
+    name: str
+    modules: tuple[str, ...] = ()  # default: (name,)
+    note: str = ""  # appended to the how-to-install line
+
+    @property
+    def extra(self) -> str:
+        return self.name
+
+    def available(self) -> str | None:
+        return importable(*(self.modules or (self.name,)), extra=self.extra, note=self.note)
+
+
 def missing(module: str, extra: str, note: str = "") -> str:
     """The one-line message for a runtime that cannot be imported."""
     tail = f" ({note})" if note else ""
     return f"the {module} Python package is not importable; install it with: pip install 'edgetl[{extra}]'{tail}"
+
+
+def importable(*modules: str, extra: str, note: str = "") -> str | None:
+    """A target's `available()`: None when every module imports, else the how-to-install line of the first
+    that does not."""
+    import importlib
+
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            return missing(module.split(".")[0], extra, note)
+    return None
 
 
 def require(target: Target) -> None:
@@ -128,11 +157,13 @@ def open_source(target: Target, onnx: Path, options: CompileOptions, precisions:
     return src, src.precision_for(options.precision, precisions, target.name)
 
 
-def manifest_entry(target: str, src, device: str, model: str, precision: dict, **fields) -> dict:
-    """What every manifest.json holds besides the target's own fields (settings, runtime, ...): the source's
-    input/preprocess/classes block, where it runs, and `precision` as {requested, runtime}, with the model's
-    own precision (int8 when it carries QDQ) added here."""
-    return {
+def write_target_manifest(stage: Path, target: str, src, device: str, model: str, precision: dict, **fields) -> dict:
+    """Writes manifest.json into `stage`: the source's input/preprocess/classes block, where it runs, `precision`
+    as {requested, runtime} with the model's own precision added (int8 when it carries QDQ), then the target's
+    own `fields` (settings, runtime, ...). Returns the manifest."""
+    from edgetl.deploy.bundle import write_manifest
+
+    entry = {
         **src.manifest_fields(),
         "target": target,
         "device": device,
@@ -140,6 +171,7 @@ def manifest_entry(target: str, src, device: str, model: str, precision: dict, *
         "precision": {"model": "int8" if src.has_qdq else "fp32", **precision},
         **fields,
     }
+    return write_manifest(stage, entry)
 
 
 def cache_root() -> Path:

@@ -14,7 +14,15 @@ from pathlib import Path
 import numpy as np
 
 from edgetl.deploy.ort_session import session
-from edgetl.deploy.targets.base import TARGETS, Artifact, CompileOptions, manifest_entry, missing, open_source, require
+from edgetl.deploy.targets.base import (
+    TARGETS,
+    Artifact,
+    CompileOptions,
+    RuntimeTarget,
+    open_source,
+    require,
+    write_target_manifest,
+)
 from edgetl.errors import UserError
 
 DEVICES = {"CPU": "CPUExecutionProvider", "CUDA": "CUDAExecutionProvider", "GPU": "CUDAExecutionProvider"}
@@ -46,16 +54,8 @@ class ORTRunner:
         return dict(zip(self._names, self._session.run(self._names, feeds), strict=True))
 
 
-class ORTTarget:
+class ORTTarget(RuntimeTarget):
     name = "onnxruntime"
-    extra = "onnxruntime"
-
-    def available(self) -> str | None:
-        try:
-            import onnxruntime  # noqa: F401
-        except ImportError:
-            return missing("onnxruntime", self.extra)
-        return None
 
     def devices(self) -> list[str]:
         if self.available():
@@ -65,7 +65,7 @@ class ORTTarget:
         return [p for p in ort.get_available_providers() if p != "AzureExecutionProvider"]
 
     def compile(self, onnx: Path, out: Path, options: CompileOptions) -> Artifact:
-        from edgetl.deploy.bundle import artifact_writer, write_manifest
+        from edgetl.deploy.bundle import artifact_writer
 
         src, _ = open_source(self, onnx, options, ("fp32", "int8"))
         import onnxruntime as ort
@@ -92,17 +92,15 @@ class ORTTarget:
                 "execution_mode": "ORT_SEQUENTIAL",
                 "providers": loaded.get_providers(),
             }
-            manifest = write_manifest(
+            manifest = write_target_manifest(
                 stage,
-                manifest_entry(
-                    self.name,
-                    src,
-                    device,
-                    "model.onnx",
-                    {"requested": options.precision, "runtime": "int8" if src.has_qdq else "fp32"},
-                    settings=settings,
-                    runtime={"onnxruntime": ort.__version__},
-                ),
+                self.name,
+                src,
+                device,
+                "model.onnx",
+                {"requested": options.precision, "runtime": "int8" if src.has_qdq else "fp32"},
+                settings=settings,
+                runtime={"onnxruntime": ort.__version__},
             )
         return Artifact(Path(out), manifest)
 

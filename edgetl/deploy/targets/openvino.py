@@ -19,11 +19,11 @@ from edgetl.deploy.targets.base import (
     TARGETS,
     Artifact,
     CompileOptions,
+    RuntimeTarget,
     cache_root,
-    manifest_entry,
-    missing,
     open_source,
     require,
+    write_target_manifest,
 )
 from edgetl.errors import UserError
 
@@ -124,16 +124,8 @@ class OpenVINORunner:
         return {name: np.asarray(result[port]) for name, port in self._outputs}
 
 
-class OpenVINOTarget:
+class OpenVINOTarget(RuntimeTarget):
     name = "openvino"
-    extra = "openvino"
-
-    def available(self) -> str | None:
-        try:
-            import openvino  # noqa: F401
-        except ImportError:
-            return missing("openvino", self.extra)
-        return None
 
     def devices(self) -> list[str]:
         if self.available():
@@ -144,7 +136,7 @@ class OpenVINOTarget:
         return [f"{d} ({core.get_property(d, 'FULL_DEVICE_NAME')})" for d in core.available_devices]
 
     def compile(self, onnx: Path, out: Path, options: CompileOptions) -> Artifact:
-        from edgetl.deploy.bundle import artifact_writer, write_manifest
+        from edgetl.deploy.bundle import artifact_writer
 
         src, _ = open_source(self, onnx, options, ("fp32", "fp16", "bf16", "int8"))
         import openvino as ov
@@ -185,19 +177,17 @@ class OpenVINOTarget:
                 (stage / "extensions").mkdir()
                 shutil.copy2(extension, stage / settings["extension"])
             info = self._check_compiles(model, device, settings, fields["input"], extension)
-            manifest = write_manifest(
+            manifest = write_target_manifest(
                 stage,
-                manifest_entry(
-                    self.name,
-                    src,
-                    device,
-                    "model.xml",
-                    {"requested": options.precision, "runtime": info.get("precision")},
-                    settings=settings,
-                    runtime={"openvino": _version()},
-                    build=info,
-                )
-                | {"input": fields["input"]},
+                self.name,
+                src,
+                device,
+                "model.xml",
+                {"requested": options.precision, "runtime": info.get("precision")},
+                input=fields["input"],  # with the static shape, when --static
+                settings=settings,
+                runtime={"openvino": _version()},
+                build=info,
             )
         return Artifact(Path(out), manifest)
 

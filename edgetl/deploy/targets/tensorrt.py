@@ -16,15 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from edgetl.contract import UINT8_NHWC
-from edgetl.deploy.targets.base import (
-    TARGETS,
-    Artifact,
-    CompileOptions,
-    cache_root,
-    manifest_entry,
-    missing,
-    open_source,
-)
+from edgetl.deploy.targets import base
+from edgetl.deploy.targets.base import TARGETS, Artifact, CompileOptions
 from edgetl.deploy.targets.tensorrt_plan import BuildSettings, engine_mismatch, on_device_steps
 from edgetl.errors import RuntimeMissing, UserError
 
@@ -166,17 +159,10 @@ class TensorRTRunner:
         return results
 
 
-class TensorRTTarget:
+class TensorRTTarget(base.RuntimeTarget):
     name = "tensorrt"
-    extra = "tensorrt"
-
-    def available(self) -> str | None:
-        for module in ("tensorrt", "cuda.bindings.runtime"):
-            try:
-                __import__(module)
-            except ImportError:
-                return missing(module.split(".")[0], self.extra, NOTE)
-        return None
+    modules = ("tensorrt", "cuda.bindings.runtime")
+    note = NOTE
 
     def devices(self) -> list[str]:
         if self.available():
@@ -188,10 +174,10 @@ class TensorRTTarget:
         return [f"GPU 0 ({here['gpu']}, compute capability {here['compute_capability']})"]
 
     def compile(self, onnx: Path, out: Path, options: CompileOptions) -> Artifact:
-        from edgetl.deploy.bundle import artifact_writer, write_manifest
+        from edgetl.deploy.bundle import artifact_writer
 
         # the engine is built where the GPU is: TensorRT need not be installed to stage the bundle
-        src, precision = open_source(self, onnx, options, ("fp32", "fp16", "int8"), need_runtime=False)
+        src, precision = base.open_source(self, onnx, options, ("fp32", "fp16", "int8"), need_runtime=False)
         settings = build_settings(
             src, options, "fp16" if precision == "fp32" and options.precision == "auto" else precision
         )
@@ -215,19 +201,17 @@ class TensorRTTarget:
                 engine = build_engine(stage / "model.onnx", settings, stage / "model.engine", timing_cache_path())
             else:
                 (stage / "BUILD_ON_DEVICE.txt").write_text(on_device_steps(settings, f"{Path(out).name}.tar.gz"))
-            manifest = write_manifest(
+            manifest = base.write_target_manifest(
                 stage,
-                manifest_entry(
-                    self.name,
-                    src,
-                    options.device or "GPU",
-                    "model.engine" if engine else "model.onnx",
-                    {"requested": settings.precision, "runtime": settings.precision if engine else None},
-                    engine=engine,
-                    settings=settings.to_dict(),
-                    runtime={"tensorrt": engine["tensorrt"] if engine else None},
-                    on_device={"edgetl": "edgetl build-engine BUNDLE", "trtexec": settings.trtexec()},
-                ),
+                self.name,
+                src,
+                options.device or "GPU",
+                "model.engine" if engine else "model.onnx",
+                {"requested": settings.precision, "runtime": settings.precision if engine else None},
+                engine=engine,
+                settings=settings.to_dict(),
+                runtime={"tensorrt": engine["tensorrt"] if engine else None},
+                on_device={"edgetl": "edgetl build-engine BUNDLE", "trtexec": settings.trtexec()},
             )
         return Artifact(Path(out), manifest)
 
@@ -284,13 +268,13 @@ def timing_cache_path() -> Path:
     """Timing caches are per TensorRT version and GPU too, so they live on the machine, not in bundles."""
     import tensorrt as trt
 
-    return cache_root() / "tensorrt" / trt.__version__ / "timing.cache"
+    return base.cache_root() / "tensorrt" / trt.__version__ / "timing.cache"
 
 
 def cached_engine_path(manifest: dict, here: dict) -> Path:
     key = f"{manifest['source']['onnx_sha256'][:16]}-{BuildSettings.from_dict(manifest['settings']).key()}"
     folder = f"{here['tensorrt']}-sm{here['compute_capability'].replace('.', '')}"
-    return cache_root() / "tensorrt" / folder / f"{key}.engine"
+    return base.cache_root() / "tensorrt" / folder / f"{key}.engine"
 
 
 def build_engine_bundle(bundle: Path, out: Path | None) -> Path:
