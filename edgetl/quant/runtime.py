@@ -38,7 +38,10 @@ class RuntimeExtractor:
             if self.threads:
                 config["INFERENCE_NUM_THREADS"] = self.threads
             compiled = core.compile_model(str(self.path), "CPU", config)
-            self.precision_used = f"int8 + {compiled.get_property('INFERENCE_PRECISION_HINT')}"
+            from edgetl.deploy.targets.openvino import precision_name
+
+            hint = compiled.get_property("INFERENCE_PRECISION_HINT")  # an ov.Type: its str() is "<Type: 'float32'>"
+            self.precision_used = f"int8 + {precision_name(hint.to_string())}"
             request = compiled.create_infer_request()
             return lambda x: request.infer({0: x})[0].copy()
         from edgetl.deploy.ort_session import session as ort_session

@@ -73,6 +73,8 @@ def test_fallback_search_finds_the_deliberately_sensitive_layer(folder: Path, tm
     ranking = r["quantize"]["sensitivity"]
     assert ranking[0]["layer"] == "/tail/Conv", ranking[:3]
     assert ranking[0]["injected"] > 2 * ranking[1]["injected"]
+    # what ran, in edgetl's names (OpenVINO pinned to f32 outside the quantized ops; ORT runs the QDQ graph)
+    assert r["quantize"]["precision_used"] == {"openvino": "int8 + fp32"}.get(target, "int8 (QDQ) + fp32")
 
 
 def test_quant_ignore_keeps_the_layer_in_float(folder: Path, tmp_path: Path):
