@@ -162,8 +162,7 @@ def bench_peers(model: Path, a: BenchArgs) -> int:
     from edgetl.deploy.predictor import Predictor
 
     threads = bench.use_threads(a.threads)
-    batch = a.batch
-    if len(batch) != 1:
+    if len(a.batch) != 1:
         raise UserError("--peers: give one --batch (the peers are compared at one batch size)")
     jpegs = bench.load_jpegs(a.images, a.frame_size or bench.CAMERA_FRAME)
     frames = [bench.decode_image(j) for j in jpegs]
@@ -171,10 +170,12 @@ def bench_peers(model: Path, a: BenchArgs) -> int:
     with contextlib.ExitStack() as stack:
         src = stack.enter_context(peers.open_source(model))
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="edgetl-peers-")))
-        cases, skipped = peers.peer_cases(src, frames, batch[0], threads, workdir, say)
+        cases, skipped = peers.peer_cases(src, frames, a.batch[0], threads, workdir, say)
         for path in a.bundles:
             predictor = stack.enter_context(Predictor(path))
-            for case in bench.bundle_cases(predictor, f"edgetl {Path(path).name}", jpegs, batch[0], ["model"], threads):
+            for case in bench.bundle_cases(
+                predictor, f"edgetl {Path(path).name}", jpegs, a.batch[0], ["model"], threads
+            ):
                 case.fields["pipeline"] = "edgetl"
                 cases.append(case)
         with _progress(f"{len(cases)} pipelines, {a.rounds} interleaved rounds", a.rounds * len(cases), "blocks") as t:

@@ -14,8 +14,6 @@ import click
 from edgetl.contract import MAX_FRAME_SIDE, MIN_SIDE, PRECISIONS, TARGETS
 from edgetl.errors import UserError
 
-TARGET_NAMES = TARGETS
-
 
 def parse_frame_size(text: str | None) -> tuple[int, int] | None:
     """--frame-size HEIGHTxWIDTH (used by compile and bench)."""
@@ -40,7 +38,7 @@ def _stderr(message: str) -> None:
 
 @click.command("compile")
 @click.argument("onnx", type=click.Path(path_type=Path))
-@click.option("--target", required=True, type=click.Choice(TARGET_NAMES), help="Runtime to compile for.")
+@click.option("--target", required=True, type=click.Choice(TARGETS), help="Runtime to compile for.")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Output folder (replaced atomically).")
 @click.option("--device", default="", help="OpenVINO: CPU (default), GPU, NPU; ONNX Runtime: CPU, CUDA; TensorRT: GPU.")
 @click.option(

@@ -9,7 +9,6 @@ from edgetl.contract import TARGETS
 from edgetl.errors import UserError
 
 MIN_CALIB = 16  # fewer images give ranges that do not generalize; refuse rather than ship a bad model
-QUANTIZE_TARGETS = TARGETS  # every target has its own INT8 layout
 # Calibration methods each quantizer really offers; the first is the target's default ("auto").
 CALIB_METHODS = {
     "openvino": ("mean_minmax", "minmax", "percentile", "histogram"),  # NNCF range estimators
@@ -30,8 +29,8 @@ class QuantizeCfg:
     max_drop: float = 0.01  # accuracy drop (absolute) that counts as "INT8 hurt": fallback, then reported loudly
 
     def __post_init__(self) -> None:
-        if self.target not in QUANTIZE_TARGETS:
-            raise UserError(f"--target: {self.target!r} unknown; choose one of {', '.join(QUANTIZE_TARGETS)}")
+        if self.target not in TARGETS:  # every target has its own INT8 layout
+            raise UserError(f"--target: {self.target!r} unknown; choose one of {', '.join(TARGETS)}")
         methods = CALIB_METHODS[self.target]
         if self.calib_method == "auto":
             object.__setattr__(self, "calib_method", methods[0])
