@@ -11,6 +11,13 @@ FRAMES = "image"  # graph input name of the uint8-nhwc format
 TENSOR = "input"  # graph input name of float-nchw, and the backbone's input in every graph
 # input format -> (graph input name, dtype)
 INPUT_FORMATS: dict[str, tuple[str, str]] = {UINT8_NHWC: (FRAMES, "uint8"), FLOAT_NCHW: (TENSOR, "float32")}
+# Sentence models. `edgetl export` writes the token-ids graph (encoder + pooling + head); `edgetl compile` puts
+# the tokenizer in front of it where the runtime has string ops (OpenVINO, ONNX Runtime): the text format.
+TOKEN_IDS = "token-ids"  # graph inputs: int64 input_ids + attention_mask [N, T] (tokenized on the host)
+TEXT = "text"  # graph input: a string tensor of texts [N]; the tokenizer runs inside the graph
+TOKEN_INPUTS = ("input_ids", "attention_mask")
+TEXT_FORMATS: dict[str, tuple[str, str]] = {TOKEN_IDS: ("input_ids", "int64"), TEXT: ("text", "string")}
+ALL_FORMATS: dict[str, tuple[str, str]] = {**INPUT_FORMATS, **TEXT_FORMATS}
 DOMAIN = "ai.edgetl"  # ONNX domain of edgetl's fused ops (kernels/spec.json)
 METADATA_KEY = "edgetl"  # ONNX metadata_props key holding the export record
 TARGETS = ("openvino", "onnxruntime", "tensorrt")  # the runtimes a model is laid out, compiled and bundled for

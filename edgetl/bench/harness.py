@@ -273,9 +273,12 @@ def check_batch(manifest: dict, batch: int, name: str) -> None:
 def bundle_cases(
     predictor, name: str, jpegs: list[bytes], batch: int, modes: Sequence[str], threads: int
 ) -> list[Case]:
-    """`model`: Runner.infer on prepared batches; `end_to_end`: JPEG bytes -> decode -> inputs -> infer -> labels."""
+    """`model`: Runner.infer on prepared batches; `end_to_end`: JPEG bytes -> decode -> inputs -> infer -> labels.
+    A text bundle is timed on `SAMPLE_TEXTS` instead (`text_cases`)."""
     check_batch(predictor.manifest, batch, name)
     fields = bundle_fields(predictor, threads)
+    if predictor.is_text:
+        return text_cases(predictor, name, batch, modes, fields)
     frames = [decode_image(j) for j in jpegs]
     feeds = [batch_feeds(predictor, group) for group in batches(frames, batch)]
     shape = list(next(iter(feeds[0].values())).shape)
@@ -290,6 +293,37 @@ def bundle_cases(
     calls = {"model": (runner.infer, feeds), "end_to_end": (end_to_end, batches(jpegs, batch))}
     return [
         Case(name, calls[mode][0], calls[mode][1], {**fields, "mode": mode, "batch": batch, "input_shape": shape})
+        for mode in modes
+    ]
+
+
+SAMPLE_TEXTS = [  # short commands to a paragraph: token counts 5..~90, so padding and truncation both play
+    "turn on the kitchen lights",
+    "what's the weather like in São Paulo this weekend?",
+    "remind me to call the dentist at three tomorrow afternoon",
+    "play something relaxing, maybe piano, not too loud ☔🎵",
+    "the battery died after a day",
+    "add milk, eggs, crème fraîche and two loaves of bread to my shopping list before Friday",
+    "i can't see anything in here, it's pitch black; could you do something about the lights in the hallway",
+    " ".join(["This is a long review of a product that kept going on and on about its features."] * 6),
+]
+
+
+def text_cases(predictor, name: str, batch: int, modes: Sequence[str], fields: dict) -> list[Case]:
+    """`model`: Runner.infer on prepared inputs (the string tensor, or host token ids); `end_to_end`:
+    str -> NFC -> inputs -> infer -> class names, as `edgetl predict --text` does."""
+    runner = predictor.runner
+    groups = batches(SAMPLE_TEXTS, batch)
+
+    feeds_of = predictor.texts_feeds
+
+    def end_to_end(group: list[str]) -> list[str]:
+        out = runner.infer(feeds_of(group))
+        return [predictor.class_name(int(label)) for label in np.asarray(out["label"]).reshape(-1)]
+
+    calls = {"model": (runner.infer, [feeds_of(g) for g in groups]), "end_to_end": (end_to_end, groups)}
+    return [
+        Case(name, calls[mode][0], calls[mode][1], {**fields, "mode": mode, "batch": batch, "input_shape": ["N"]})
         for mode in modes
     ]
 

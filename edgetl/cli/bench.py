@@ -147,9 +147,14 @@ def bench_bundle(bundle: Path, a: BenchArgs) -> int:
             for case in bench.bundle_cases(predictor, Path(bundle).name, jpegs, batch, a.modes, threads)
         ]
         info = predictor.info
+        inputs = (
+            f"{len(bench.SAMPLE_TEXTS)} sample texts"
+            if predictor.is_text
+            else f"{len(jpegs)} images at {frame[0]}x{frame[1]}"
+        )
         click.echo(
             f"{bundle}: {info['target']} on {info.get('device')}, precision {info.get('precision')}, "
-            f"{threads} thread(s), {len(jpegs)} images at {frame[0]}x{frame[1]}",
+            f"{threads} thread(s), {inputs}",
             err=True,
         )
         results, interrupted = bench.run_cases(cases, settings, _progress)

@@ -113,28 +113,43 @@ def package_cmd(folder: Path, out: Path) -> None:
 
 @click.command("predict")
 @click.argument("bundle", type=click.Path(path_type=Path))
-@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("images", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--text", "texts", multiple=True, help="A text to classify (text bundles; repeat for more).")
 @click.option("--top-k", default=5, show_default=True, type=click.IntRange(1, 1000), help="Classes listed per image.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per image: path, label, class, prob, topk, ms.")
 @click.option("--strict", is_flag=True, help="Stop at the first unreadable image (exit 2) instead of skipping it.")
 @click.option("--device", default=None, help="Run on another device than the bundle's (e.g. GPU).")
 def predict_cmd(
-    bundle: Path, images: tuple[Path, ...], top_k: int, as_json: bool, strict: bool, device: str | None
+    bundle: Path,
+    images: tuple[Path, ...],
+    texts: tuple[str, ...],
+    top_k: int,
+    as_json: bool,
+    strict: bool,
+    device: str | None,
 ) -> None:
-    """Label images with a bundle. Needs only numpy, pillow and the bundle's runtime (no torch).
+    """Label images (or texts, with --text) with a bundle. Needs only numpy, pillow and the bundle's runtime.
 
     \b
     edgetl predict parts-ov.tar.gz photo.jpg other.png --top-k 3
     edgetl predict parts-ort.tar.gz shots/*.jpg --json > labels.jsonl
     edgetl predict build/ov photo.jpg          # a compiled folder works too
+    edgetl predict intents-ov.tar.gz --text "dim the kitchen lights" --json
     ms is the model time per frame (input preparation + inference), not file decoding.
     """
     from edgetl.deploy.predictor import Predictor
+    from edgetl.errors import UserError
 
+    if bool(images) == bool(texts):
+        raise UserError("predict: give image files or --text '...' (one of the two)")
     with Predictor(bundle, device) as predictor:
         info = predictor.info
         _stderr(f"{bundle}: {info['target']} on {info.get('device')}, precision {info.get('precision')}")
-        for p in predictor.predict_files(images, top_k, strict, _stderr):
+        if texts:
+            results = (predictor.predict_text(t, top_k) for t in texts)
+        else:
+            results = predictor.predict_files(images, top_k, strict, _stderr)
+        for p in results:
             if as_json:
                 click.echo(json.dumps(p.to_json()))
             else:

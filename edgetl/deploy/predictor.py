@@ -17,13 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
-from edgetl.contract import FLOAT_NCHW, INPUT_FORMATS
+from edgetl.contract import ALL_FORMATS, FLOAT_NCHW, TEXT, TEXT_FORMATS
 from edgetl.deploy.bundle import open_bundle
 from edgetl.deploy.targets import get_target
 from edgetl.deploy.targets.base import Runner
 from edgetl.errors import RuntimeMissing, UserError
 from edgetl.images import BadImage, Skipper, decode_image
-from edgetl.preprocess import Preprocess, resize_bilinear
+from edgetl.preprocess import resize_bilinear
+from edgetl.texts import read_preprocess, strings
 
 
 @dataclass
@@ -58,6 +59,7 @@ class Predictor:
             if problem:
                 raise RuntimeMissing(f"{bundle}: built for {artifact.target}; {problem}")
             self.manifest = artifact.manifest
+            self._root = artifact.root
             self._read_spec(bundle)  # before loading: a damaged manifest fails fast, without a runtime started
             self.runner: Runner = self._stack.enter_context(target.load(artifact, device))
         except BaseException:
@@ -75,13 +77,14 @@ class Predictor:
             self.input_format: str = spec["format"]
             frame = spec.get("frame_size")
             self.frame_size: tuple[int, int] | None = (int(frame[0]), int(frame[1])) if frame else None
-            self.preprocess = Preprocess.from_dict(self.manifest["preprocess"])
+            tok = self.manifest.get("tokenizer")
+            self.preprocess = read_preprocess(self.manifest["preprocess"], self._root / tok if tok else None)
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
             raise UserError(
                 f"{bundle}: manifest.json has a damaged input/classes/preprocess entry ({type(e).__name__}: {e}); "
                 "rebuild the bundle with `edgetl compile` and `edgetl package`"
             ) from None
-        if self.input_format not in INPUT_FORMATS:
+        if self.input_format not in ALL_FORMATS:
             raise UserError(
                 f"{bundle}: manifest.json input format {self.input_format!r} is unknown; rebuild the bundle"
             )
@@ -110,9 +113,32 @@ class Predictor:
             batch = np.clip(np.rint(resized), 0, 255).astype(np.uint8)
         return {self.input_name: np.ascontiguousarray(batch)}
 
-    def predict_frame(self, frame: np.ndarray, top_k: int = 5, path: str = "") -> Prediction:
+    @property
+    def is_text(self) -> bool:
+        return self.input_format in TEXT_FORMATS
+
+    def text_feeds(self, text: str) -> dict[str, np.ndarray]:
+        """One text -> the model's inputs: the string itself (tokenizer in the graph) or host-made token ids."""
+        return self.texts_feeds([text])
+
+    def texts_feeds(self, texts: list[str]) -> dict[str, np.ndarray]:
+        if self.input_format == TEXT:
+            return {self.input_name: strings(texts)}
+        return self.preprocess(texts).feeds()
+
+    def predict_text(self, text: str, top_k: int = 5) -> Prediction:
+        if not self.is_text:
+            raise UserError("--text: this bundle classifies images; give image files instead")
         start = time.perf_counter()
-        out = self.runner.infer(self.feeds(frame))
+        return self._prediction(self.runner.infer(self.text_feeds(text)), start, top_k, text)
+
+    def predict_frame(self, frame: np.ndarray, top_k: int = 5, path: str = "") -> Prediction:
+        if self.is_text:
+            raise UserError("this bundle classifies texts: use `edgetl predict BUNDLE --text '...'`")
+        start = time.perf_counter()
+        return self._prediction(self.runner.infer(self.feeds(frame)), start, top_k, path)
+
+    def _prediction(self, out: dict, start: float, top_k: int, path: str) -> Prediction:
         ms = (time.perf_counter() - start) * 1000.0
         probs = np.asarray(out["probs"], np.float64)[0]
         label = int(np.asarray(out["label"]).reshape(-1)[0])

@@ -228,6 +228,12 @@ def export_run(
     The parity ladder runs after the files are written (so a failing model can be inspected) and raises
     `parity.ParityFailed` (exit 1) when a stage is out of tolerance.
     """
+    from edgetl.export.text import export_text_run, is_text_run
+
+    if is_text_run(run_dir):  # sentences in: the tokenizer, not image preprocessing, goes in front
+        if input_format != UINT8_NHWC or debug_parity:
+            raise UserError(f"{run_dir}: a text run takes neither --input nor --debug-parity; drop them")
+        return export_text_run(run_dir, out, max_images, echo)
     if input_format not in onnx_graph.INPUT_FORMATS:
         raise UserError(f"--input: {input_format!r} unknown; choose one of {', '.join(onnx_graph.INPUT_FORMATS)}")
     parts = load_run(run_dir)

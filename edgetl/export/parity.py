@@ -210,12 +210,18 @@ def int8_reference(ref: Reference, backbone: onnx.ModelProto, frames) -> Outputs
         return _outputs(torch.cat(feats), ref.head)
 
 
-def ladder(ref: Reference, frames, labels, input_format, fp32, int8, int8_backbone=None) -> list[dict]:
-    """The stages as export.json records them; each says whether it passed its precision's tolerance."""
-    results = {"pytorch-fp32": ref.run(frames), "onnx-fp32": onnx_run(fp32, frames, ref.pre, input_format)}
+def ladder(
+    ref, frames, labels, input_format, fp32, int8, int8_backbone=None, onnx_runner=None, int8_runner=None
+) -> list[dict]:
+    """The stages as export.json records them; each says whether it passed its precision's tolerance.
+
+    `frames` are whatever `ref.run` and the runners take: images here, sentences for text runs
+    (edgetl.export.text passes its own runners)."""
+    onnx_runner, int8_runner = onnx_runner or onnx_run, int8_runner or int8_reference
+    results = {"pytorch-fp32": ref.run(frames), "onnx-fp32": onnx_runner(fp32, frames, ref.pre, input_format)}
     if int8 is not None:
-        results["onnx-int8"] = onnx_run(int8, frames, ref.pre, input_format)
-    own = int8_reference(ref, int8_backbone, frames) if int8 is not None and int8_backbone is not None else None
+        results["onnx-int8"] = onnx_runner(int8, frames, ref.pre, input_format)
+    own = int8_runner(ref, int8_backbone, frames) if int8 is not None and int8_backbone is not None else None
     names = list(results)
     stages = []
     for i, name in enumerate(names):

@@ -17,10 +17,14 @@ def source_sha(*functions) -> str:
     return hashlib.sha256("".join(inspect.getsource(f) for f in functions).encode()).hexdigest()[:16]
 
 
-def exporter_version() -> str:
+def exporter_version(text: bool = False) -> str:
     """What shapes the cached FP32 backbone graph besides weights and preprocessing."""
     import torch
 
+    if text:
+        from edgetl.export.text import export_text_encoder
+
+        return f"torch {torch.__version__} {source_sha(export_text_encoder)}"
     return f"torch {torch.__version__} opset {OPSET} {source_sha(export_backbone_onnx)}"
 
 

@@ -9,6 +9,8 @@ from collections.abc import Iterable
 import numpy as np
 
 from edgetl.errors import UserError
+from edgetl.quant.backbone_onnx import INPUT
+from edgetl.texts import Tokens
 from edgetl.train.config import MIN_CALIB
 from edgetl.train.data import Item
 
@@ -25,12 +27,14 @@ def calibration_hash(items: list[Item]) -> str:
     return hashlib.sha256("\n".join(sorted(it.key for it in items)).encode()).hexdigest()
 
 
-def check_calibration(x: np.ndarray, requested: int) -> None:
+def check_calibration(x: np.ndarray | Tokens, requested: int) -> None:
     if len(x) < MIN_CALIB:
         raise UserError(
             f"--calib-size: only {len(x)} usable training images to calibrate INT8 (asked for {requested}); "
             f"need at least {MIN_CALIB}: add training images or train without --quantize"
         )
+    if isinstance(x, Tokens):
+        return  # texts were checked one by one when read (edgetl.texts.check_text)
     flat = x.reshape(len(x), -1)
     constant = int((flat.max(1) - flat.min(1) < 1e-6).sum())
     if constant > len(x) // 2:
@@ -38,6 +42,13 @@ def check_calibration(x: np.ndarray, requested: int) -> None:
             f"calibration: {constant} of {len(x)} training images are constant (blank frames); "
             "INT8 ranges would be meaningless: remove blank images from the training data"
         )
+
+
+def sample_feeds(calib: np.ndarray | Tokens) -> list[dict[str, np.ndarray]]:
+    """One input dict per calibration sample (a batch of one): preprocessed images, or one text's tokens."""
+    if isinstance(calib, Tokens):
+        return [calib[i : i + 1].feeds() for i in range(len(calib))]
+    return [{INPUT: calib[i : i + 1]} for i in range(len(calib))]
 
 
 def feeds_reader(feeds: Iterable[dict[str, np.ndarray]]):

@@ -6,11 +6,12 @@ from pathlib import Path
 
 import numpy as np
 
-from edgetl.quant.backbone_onnx import INPUT
+from edgetl.quant.calibration import sample_feeds
+from edgetl.texts import Tokens
 from edgetl.train.config import QuantizeCfg
 
 
-def quantize_nncf(fp32: Path, out: Path, qcfg: QuantizeCfg, calib: np.ndarray) -> None:
+def quantize_nncf(fp32: Path, out: Path, qcfg: QuantizeCfg, calib: np.ndarray | Tokens) -> None:
     import nncf
     import onnx
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
@@ -25,7 +26,11 @@ def quantize_nncf(fp32: Path, out: Path, qcfg: QuantizeCfg, calib: np.ndarray) -
     params = AdvancedQuantizationParameters()
     if estimators[qcfg.calib_method] is not None:
         params.activations_range_estimator_params = estimators[qcfg.calib_method]
-    dataset = nncf.Dataset([{INPUT: calib[i : i + 1]} for i in range(len(calib))])
+    dataset = nncf.Dataset(sample_feeds(calib))
+    # a sentence encoder: NNCF's transformer scheme (keeps LayerNorm/Softmax paths in floating point)
+    # (NNCF's full bias correction cannot rebuild this ONNX graph's subgraphs: its fast variant, NNCF's default)
+    text = isinstance(calib, Tokens)
+    extra = {"model_type": nncf.ModelType.TRANSFORMER} if text else {}
     model = nncf.quantize(
         onnx.load(str(fp32)),
         dataset,
@@ -33,6 +38,7 @@ def quantize_nncf(fp32: Path, out: Path, qcfg: QuantizeCfg, calib: np.ndarray) -
         subset_size=len(calib),
         ignored_scope=nncf.IgnoredScope(names=list(qcfg.ignore)),
         advanced_parameters=params,
-        fast_bias_correction=False,
+        fast_bias_correction=text,
+        **extra,
     )
     onnx.save(model, str(out))

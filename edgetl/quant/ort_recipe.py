@@ -7,8 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgetl.quant.backbone_onnx import INPUT
-from edgetl.quant.calibration import feeds_reader
+from edgetl.quant.calibration import feeds_reader, sample_feeds
 from edgetl.train.config import QuantizeCfg
 
 
@@ -41,7 +40,7 @@ def quantize_ort(fp32: Path, out: Path, qcfg: QuantizeCfg, calib: np.ndarray) ->
     quantize_static(
         str(fp32),
         str(out),
-        feeds_reader({INPUT: calib[i : i + 1]} for i in range(len(calib))),
+        feeds_reader(sample_feeds(calib)),
         quant_format=QuantFormat.QDQ,
         per_channel=True,
         weight_type=QuantType.QInt8,

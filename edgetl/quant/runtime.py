@@ -8,6 +8,7 @@ import numpy as np
 
 from edgetl.errors import RuntimeMissing
 from edgetl.quant.backbone_onnx import INPUT
+from edgetl.texts import Tokens
 
 
 def engine_for(target: str) -> str:
@@ -43,17 +44,18 @@ class RuntimeExtractor:
             hint = compiled.get_property("INFERENCE_PRECISION_HINT")  # an ov.Type: its str() is "<Type: 'float32'>"
             self.precision_used = f"int8 + {precision_name(hint.to_string())}"
             request = compiled.create_infer_request()
-            return lambda x: request.infer({0: x})[0].copy()
+            return lambda feeds: request.infer(feeds)[0].copy()
         from edgetl.deploy.ort_session import session as ort_session
 
         session = ort_session(self.path, self.threads)
         self.precision_used = "int8 (QDQ) + fp32"
-        return lambda x: session.run(None, {INPUT: x})[0]
+        return lambda feeds: session.run(None, feeds)[0]
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
+    def __call__(self, x: np.ndarray | Tokens) -> np.ndarray:
         if self._run is None:
             self._run = self._load()
-        return np.asarray(self._run(np.ascontiguousarray(x, np.float32)), np.float32)
+        feeds = x.feeds() if isinstance(x, Tokens) else {INPUT: np.ascontiguousarray(x, np.float32)}
+        return np.asarray(self._run(feeds), np.float32)
 
 
 def runtime_version(engine: str) -> str:

@@ -37,8 +37,11 @@ class Item:
     label: int
     key: str = ""
     pixels: np.ndarray | None = None  # built-in data carries its pixels; files are read on demand
+    text: str | None = None  # a text item (edgetl.train.text_data) carries its normalised text
 
-    def load(self, min_size: tuple[int, int] | None = None) -> np.ndarray:
+    def load(self, min_size: tuple[int, int] | None = None) -> np.ndarray | str:
+        if self.text is not None:
+            return self.text
         if self.pixels is not None:
             return self.pixels
         return decode_image(Path(self.path).read_bytes(), min_size)
@@ -190,7 +193,11 @@ def check_classes(classes: list[str], train: list[Item], root) -> None:
         )
 
 
-def load_dataset(data: str, seed: int, strict: bool, warn) -> Dataset:
+def load_dataset(data: str, seed: int, strict: bool, warn, modality: str = "image") -> Dataset:
+    if modality == "text":
+        from edgetl.train.text_data import load_text_dataset
+
+        return load_text_dataset(data, seed, strict, warn)
     if data == "digits":
         return load_digits(seed)
     path = Path(data).expanduser()

@@ -48,12 +48,17 @@ class Int8Run:
 
     # --- FP32 reference ---------------------------------------------------------------------------
     def fp32_onnx(self) -> Path:
-        recipe = f"{self.p.bcfg.weights_sha256}|{self.p.pre.key()}|{exporter_version()}"
+        recipe = f"{self.p.bcfg.weights_sha256}|{self.p.pre.key()}|{exporter_version(self.p.text)}"
         tag = hashlib.sha256(recipe.encode()).hexdigest()[:24]
         path = self.models / f"{tag}.fp32.onnx"
         if not path.exists():
             tmp = path.with_name(f".{path.name}.{time.time_ns()}.tmp.onnx")
-            export_backbone_onnx(self.p.backbone(), self.p.pre.size, tmp)
+            if self.p.text:  # the same exporter as `edgetl export` (token ids in, pooled features out)
+                from edgetl.export.text import export_text_encoder
+
+                atomic_write_bytes(tmp, export_text_encoder(self.p.backbone()).SerializeToString())
+            else:
+                export_backbone_onnx(self.p.backbone(), self.p.pre.size, tmp)
             tmp.replace(path)
         return path
 
@@ -133,7 +138,9 @@ def run_quantized(p: Pipeline) -> tuple:
     ext, got, res, agree = r.evaluate(qcfg, items, chash, fp32_feats.features)
     drop = res32.val_acc - res.val_acc
     ranking: list[dict] = []
-    if qcfg.auto_fallback and drop > qcfg.max_drop:
+    if qcfg.auto_fallback and drop > qcfg.max_drop and p.text:
+        info("the fallback search ranks convolution layers of image backbones; for a text encoder use --quant-ignore")
+    elif qcfg.auto_fallback and drop > qcfg.max_drop:
         info(
             f"INT8 costs {drop * 100:.1f} points (more than {qcfg.max_drop * 100:.0f}): searching for sensitive layers"
         )

@@ -22,12 +22,9 @@ def print_train_summary(r: dict) -> None:
     m, c, tm, d = r["metrics"], r["cache"], r["timing"], r["data"]
     t.add_row("data", f"{d['source']}: {len(r['classes'])} classes, {d['train']} train / {d['val']} val ({d['split']})")
     if d["skipped"]:
-        t.add_row("skipped", f"{len(d['skipped'])} files (listed in run.json data.skipped)")
+        t.add_row("skipped", f"{len(d['skipped'])} files or rows (listed in run.json data.skipped)")
     t.add_row("backbone", f"{r['backbone']['name']}  (weights sha256 {r['backbone']['weights_sha256'][:12]}…)")
-    pre = r["preprocess"]
-    t.add_row(
-        "preprocess", f"{pre['size'][0]}x{pre['size'][1]} {pre['interpolation']}, mean {pre['mean']}, std {pre['std']}"
-    )
+    t.add_row("preprocess", preprocess_line(r["preprocess"]))
     q = r.get("quantize")
     if q:
         t.add_row(
@@ -45,15 +42,25 @@ def print_train_summary(r: dict) -> None:
     else:
         t.add_row("feature cache", "off (backbone in the loop at every solver step)")
     timing = f"extract {_fmt_s(tm.get('extract_s'))}, train {_fmt_s(tm.get('train_s'))}, total {_fmt_s(tm['total_s'])}"
+    unit = "texts/s" if r["preprocess"].get("kind") == "text" else "img/s"
     if tm.get("extract_images_per_s"):
-        timing += f"  ·  {tm['extract_images_per_s']:.0f} img/s"
+        timing += f"  ·  {tm['extract_images_per_s']:.0f} {unit}"
     if tm.get("extract_images_per_s_fp32_eager"):
-        timing += f" vs PyTorch FP32 eager {tm['extract_images_per_s_fp32_eager']:.0f} img/s"
+        timing += f" vs PyTorch FP32 eager {tm['extract_images_per_s_fp32_eager']:.0f} {unit}"
     t.add_row("time", timing)
     t.add_row("output", f"{r['config']['out'] or 'runs/' + r['run_id']}  (head.safetensors, run.json)")
     out.print(t)
     for line in r.get("warnings", []):
         out.print(f"[bold red]![/] {line}")
+
+
+def preprocess_line(pre: dict) -> str:
+    if pre.get("kind") == "text":
+        return (
+            f"{pre['tokenizer']} tokenizer (sha256 {pre['tokenizer_sha256'][:12]}…), max {pre['max_length']} tokens, "
+            f"truncation on, {pre['pooling']} pooling, {pre['normalize']} normalised"
+        )
+    return f"{pre['size'][0]}x{pre['size'][1]} {pre['interpolation']}, mean {pre['mean']}, std {pre['std']}"
 
 
 def _head_line(h: dict) -> str:
@@ -68,7 +75,8 @@ def print_cache_table(root: Path, contexts: list[dict]) -> None:
         t.add_column(col)
     for c in contexts:
         ctx = c["context"]
-        size = ctx.get("preprocess", {}).get("size", ["?", "?"])
+        pre = ctx.get("preprocess", {})
+        size = pre.get("size") or [f"text/{pre.get('max_length', '?')}", "tok"]
         engine = f"{ctx.get('engine', '?')} {ctx.get('precision', '')}".strip()
         age = (time.time() - c["last_used"]) / 86400
         t.add_row(

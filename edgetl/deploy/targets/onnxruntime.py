@@ -82,6 +82,10 @@ class ORTTarget(RuntimeTarget):
                 file=sys.stderr,
             )
         with artifact_writer(out) as stage:
+            extra = {}
+            if src.is_text:  # token ids in: the host tokenizer ships with the model (edgetl.texts.HostTokenizer)
+                (stage / "tokenizer.json").write_bytes(src.tokenizer_file("tokenizer.json").read_bytes())
+                extra["tokenizer"] = "tokenizer.json"
             _session(src.path, options.threads, "ORT_ENABLE_EXTENDED", provider, optimized_to=stage / "model.onnx")
             loaded = _session(stage / "model.onnx", options.threads, "ORT_ENABLE_ALL", provider)
             settings = {
@@ -101,6 +105,7 @@ class ORTTarget(RuntimeTarget):
                 {"requested": options.precision, "runtime": "int8" if src.has_qdq else "fp32"},
                 settings=settings,
                 runtime={"onnxruntime": ort.__version__},
+                **extra,
             )
         return Artifact(Path(out), manifest)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgetl.contract import UINT8_NHWC
+from edgetl.contract import TEXT, TOKEN_INPUTS, UINT8_NHWC
 from edgetl.deploy.targets.base import (
     TARGETS,
     Artifact,
@@ -159,6 +159,11 @@ class OpenVINOTarget(RuntimeTarget):
         except Exception as e:  # OpenVINO raises plain RuntimeError/OpConversionFailure with long text
             raise UserError(f"{src.path}: OpenVINO cannot convert it: {str(e).splitlines()[0]}") from None
         fields = src.manifest_fields()
+        if src.is_text:
+            if static:
+                raise UserError("--static / NPU: a text model has a variable sequence length; use --device CPU or GPU")
+            model = with_tokenizer(src, model)
+            fields["input"] = {"name": "text", "format": TEXT, "dtype": "string", "shape": ["N"], "frame_size": None}
         if static:
             frame = _static_shape(src, options)
             model.reshape({src.input_name: frame})
@@ -217,6 +222,8 @@ class OpenVINOTarget(RuntimeTarget):
 
         device = device or artifact.device
         settings = artifact.manifest["settings"]
+        if artifact.manifest["input"]["format"] == TEXT:
+            load_tokenizer_ops()  # before the Core exists: openvino_tokenizers adds its ops to Cores made after
         core = ov.Core()
         if settings.get("extension"):
             extension = bundled_extension(artifact, settings["extension"])
@@ -253,6 +260,41 @@ def bundled_extension(artifact: Artifact, name) -> Path:
     return artifact.path(name)
 
 
+def load_tokenizer_ops() -> None:
+    """Importing openvino_tokenizers registers its string ops with OpenVINO (text models need them)."""
+    try:
+        import openvino_tokenizers  # noqa: F401
+    except ImportError:
+        raise UserError(
+            "this text model tokenizes inside the graph: pip install openvino-tokenizers (the version of openvino)"
+        ) from None
+
+
+_TOKENIZER_CORE = None
+
+
+def with_tokenizer(src, encoder):
+    """The exported tokenizer (hash-checked) connected in front of the token-ids graph: strings in."""
+    import openvino as ov
+
+    load_tokenizer_ops()
+    import openvino_tokenizers
+
+    src.tokenizer_file("tokenizer.openvino.bin")
+    # one Core for the process: a read model must not outlive the Core that loaded its ops (measured: segfault)
+    global _TOKENIZER_CORE
+    _TOKENIZER_CORE = _TOKENIZER_CORE or ov.Core()
+    tokenizer = _TOKENIZER_CORE.read_model(str(src.tokenizer_file("tokenizer.openvino.xml")))
+    # token_type_ids is not an encoder input: the tokenizer keeps only the outputs the encoder takes
+    kept = [(r, o.get_any_name()) for r, o in zip(tokenizer.get_results(), tokenizer.outputs, strict=True)]
+    kept = [(r, name) for r, name in kept if name in TOKEN_INPUTS]
+    tokenizer = ov.Model([r for r, _ in kept], tokenizer.get_sinks(), tokenizer.get_parameters(), "tokenizer")
+    full = openvino_tokenizers.connect_models(tokenizer, encoder, name_map={name: name for _, name in kept})
+    full.add_sinks(tokenizer.get_sinks())  # measured: without the tokenizer's sinks the joined model cannot run
+    full.inputs[0].get_tensor().set_names({"text"})  # the manifest's input name, like `image` for frames
+    return full
+
+
 def _first_line(e: Exception) -> str:
     return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
@@ -270,6 +312,8 @@ def _static_shape(src, options: CompileOptions) -> list[int]:
 
 def example_input(input_spec: dict) -> np.ndarray:
     """A zero batch of one frame matching the input spec (for build-time smoke runs)."""
+    if input_spec["format"] == TEXT:
+        return np.array(["edgetl"])
     if input_spec["format"] == UINT8_NHWC:
         h, w = input_spec.get("frame_size") or (32, 32)
         return np.zeros((1, h, w, 3), np.uint8)

@@ -10,12 +10,13 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edgetl.contract import ALL_FORMATS, TOKEN_IDS, TOKEN_INPUTS
 from edgetl.contract import DOMAIN as CUSTOM_DOMAIN
-from edgetl.contract import INPUT_FORMATS
 from edgetl.deploy.onnx_safety import check_external_data
 from edgetl.errors import UserError
 from edgetl.fileio import sha256_file
 from edgetl.preprocess import Preprocess
+from edgetl.texts import TextPreprocess, read_preprocess
 
 
 @dataclass
@@ -35,8 +36,23 @@ class SourceModel:
         return self.meta["input_format"]
 
     @property
-    def preprocess(self) -> Preprocess:
-        return Preprocess.from_dict(self.meta["preprocess"])
+    def preprocess(self) -> Preprocess | TextPreprocess:
+        return read_preprocess(self.meta["preprocess"], self.path.parent / "tokenizer.json")
+
+    @property
+    def is_text(self) -> bool:
+        return self.input_format == TOKEN_IDS
+
+    def tokenizer_file(self, name: str) -> Path:
+        """A tokenizer file export wrote beside the graph, checked against the sha256 the graph records."""
+        expected = (self.meta.get("tokenizer") or {}).get(name)
+        path = self.path.parent / name
+        if not expected or not path.is_file() or sha256_file(path) != expected:
+            raise UserError(
+                f"{path}: missing or not the tokenizer this graph was exported with; keep the files `edgetl export` "
+                "wrote next to the model, or re-export"
+            )
+        return path
 
     @classmethod
     def open(cls, path: Path) -> SourceModel:
@@ -47,9 +63,12 @@ class SourceModel:
         model = onnx.load(str(path), load_external_data=False)
         meta = _read_meta(model, path)
         graph_inputs = [i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
-        if len(graph_inputs) != 1:
-            raise UserError(f"{path}: expected one graph input, found {[i.name for i in graph_inputs]}; re-export")
-        name, dtype = INPUT_FORMATS[meta["input_format"]]
+        expected = list(TOKEN_INPUTS) if meta["input_format"] == TOKEN_IDS else None
+        if [i.name for i in graph_inputs] != (expected or [i.name for i in graph_inputs[:1]]) or (
+            not expected and len(graph_inputs) != 1
+        ):
+            raise UserError(f"{path}: unexpected graph inputs {[i.name for i in graph_inputs]}; re-export")
+        name, dtype = ALL_FORMATS[meta["input_format"]]
         graph_input = graph_inputs[0]
         if graph_input.name != name:
             raise UserError(
@@ -92,7 +111,7 @@ class SourceModel:
 
     def manifest_fields(self) -> dict:
         """The parts of the bundle manifest that come from the exported model."""
-        _, dtype = INPUT_FORMATS[self.input_format]
+        _, dtype = ALL_FORMATS[self.input_format]
         return {
             "classes": list(self.meta["classes"]),
             "preprocess": self.preprocess.to_dict(),
@@ -123,8 +142,8 @@ def _read_meta(model, path: Path) -> dict:
         )
     try:
         meta = json.loads(props["edgetl"])
-        Preprocess.from_dict(meta["preprocess"])
-        if meta["input_format"] not in INPUT_FORMATS or not meta["classes"]:
+        read_preprocess(meta["preprocess"])
+        if meta["input_format"] not in ALL_FORMATS or not meta["classes"]:
             raise ValueError(meta["input_format"])
     except (ValueError, KeyError, TypeError) as e:
         raise UserError(

@@ -6,7 +6,15 @@ A Backbone is a torch.nn.Module with `forward_features(x) -> [N, D]` pooled feat
 
 # Importing the modules registers their backbones.
 from edgetl.train.backbones import lite0 as _lite0  # noqa: F401,E402
+from edgetl.train.backbones import text as _text  # noqa: F401,E402
 from edgetl.train.backbones import tiny as _tiny  # noqa: F401,E402
-from edgetl.train.backbones.base import Backbone, BackboneCfg, build_backbone, describe_backbone, registry
+from edgetl.train.backbones.base import (
+    Backbone,
+    BackboneCfg,
+    build_backbone,
+    describe_backbone,
+    registry,
+    text_registry,
+)
 
-__all__ = ["Backbone", "BackboneCfg", "build_backbone", "describe_backbone", "registry"]
+__all__ = ["Backbone", "BackboneCfg", "build_backbone", "describe_backbone", "registry", "text_registry"]

