@@ -4,14 +4,15 @@
 every other form must equal id for id (tests/text/test_tokenizers.py):
 
 - `openvino_tokenizer`: `openvino_tokenizers.convert_tokenizer`, a string tensor [N] in, int64 `input_ids`,
-  `token_type_ids`, `attention_mask` [N, T] out. `connect_openvino` puts it in front of an encoder.
+  `token_type_ids`, `attention_mask` [N, T] out; `connect_openvino` puts it in front of an encoder. Converted
+  from a copy whose BertNormalizer is spelled out step by step (`_openvino_normalizer`): as is, OpenVINO
+  case-folds (ς -> σ, µ -> μ), pads all of \\p{Han} (人々は differs) and keeps U+FFFD and private use characters.
 - `ort_tokenizer`: ONNX Runtime extensions ops (domain `ai.onnx.contrib`), one string [1] in, the same three int64
-  outputs [1, T]. Its `BertTokenizer` op alone is not BERT's tokenizer: it lowercases and strips accents only in
-  Latin-1 (ひらがな, Ελληνικά, Русский, 한국어 and Latin Extended differ), and a word with one unknown character
-  gives its known pieces + [UNK] where BERT gives one [UNK]. So the graph first runs BERT's normalizer as a
-  per-character table built from the Hugging Face normalizer itself (delete, map, pad punctuation), turns every
-  word holding a character outside the vocabulary into one unknown character, and only then calls the op with
-  its own lowercasing and accent stripping off.
+  outputs [1, T]. Their `BertTokenizer` op alone is not BERT's tokenizer: it lowercases and strips accents only in
+  Latin-1 (ひらがな, Ελληνικά, Русский, 한국어, Latin Extended differ), and a word with an unknown character gives
+  its known pieces + [UNK] where BERT gives one [UNK]. So the graph first runs BERT's normalizer as a
+  per-character table measured on the Hugging Face normalizer itself, turns every word holding a character
+  outside the vocabulary into one unknown character, and only then calls the op, its own normalizing off.
 """
 
 from __future__ import annotations
@@ -21,8 +22,15 @@ import hashlib
 import json
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import onnx
+    import onnxruntime
+    import openvino
+    from transformers import PreTrainedTokenizerFast
 
 TOKEN_OUTPUTS = ("input_ids", "attention_mask", "token_type_ids")
 TEXT_INPUT = "text"  # edgetl.contract.TEXT: the string input of a tokenizer-in-the-graph model
@@ -33,14 +41,14 @@ _UNKNOWN_WORD = "\u16a0"  # RUNIC LETTER FEHU: a letter outside BERT's vocabular
 _SPECIAL = re.compile(r"^\[[^\[\]]+\]$")  # [CLS], [unused7]: vocabulary entries that are not text pieces
 
 
-def hf_tokenizer(model_dir: Path):
+def hf_tokenizer(model_dir: Path) -> PreTrainedTokenizerFast:
     """transformers' fast tokenizer of a model folder, offline: the reference the in-graph tokenizers must equal."""
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
 
 
-def hf_encode(tok, texts: list[str], max_length: int) -> dict[str, np.ndarray]:
+def hf_encode(tok: PreTrainedTokenizerFast, texts: list[str], max_length: int) -> dict[str, np.ndarray]:
     """Texts -> int64 input_ids / attention_mask / token_type_ids [N, T], truncated at max_length, padded to the
     longest text of the batch: what training fed the encoder, so what every deployed tokenizer must give."""
     enc = tok(list(texts), truncation=True, max_length=max_length, padding=True, return_tensors="np")
@@ -55,15 +63,19 @@ def tokenizer_sha256(model_dir: Path) -> str:
 # --- OpenVINO ------------------------------------------------------------------------------------------------------
 
 
-def openvino_tokenizer(model_dir: Path, max_length: int):
+def openvino_tokenizer(model_dir: Path, max_length: int) -> openvino.Model:
     """The tokenizer as an `openvino.Model`: string tensor [N] (input `text`) -> int64 input_ids, token_type_ids,
     attention_mask [N, T], truncated at max_length (truncation is a state variable defaulting to on: the model
-    has one ReadValue/Assign sink) and padded to the longest text of the batch (`use_max_padding=False`)."""
+    has one ReadValue/Assign sink) and padded to the longest text of the batch (`use_max_padding=False`).
+
+    Converted from `_openvino_normalizer(tok)`, not from the tokenizer as is: see there. Known difference left:
+    openvino_tokenizers caps a word at 100 UTF-8 bytes where BERT caps it at 100 characters (a 51-letter Cyrillic
+    word is [UNK] here, pieces in transformers)."""
     import openvino as ov
     import openvino_tokenizers
 
     model = openvino_tokenizers.convert_tokenizer(
-        hf_tokenizer(model_dir),
+        _openvino_normalizer(hf_tokenizer(model_dir)),
         with_detokenizer=False,
         truncation=True,
         max_length=max_length,
@@ -77,11 +89,62 @@ def openvino_tokenizer(model_dir: Path, max_length: int):
     return model
 
 
-def connect_openvino(tokenizer_model, encoder_model):
+_OV_KEEP_LOWERCASE = "\u03c2\u00b5"  # ς, µ (micro sign): lowercase already, case folding makes them σ, μ
+
+
+def _openvino_normalizer(tok: PreTrainedTokenizerFast) -> PreTrainedTokenizerFast:
+    """A copy of `tok` whose BertNormalizer is spelled out as steps that openvino_tokenizers converts to what BERT
+    does (the copy is only a conversion source: its own `$1` is literal in transformers). Converted as is,
+    OpenVINO keeps U+FFFD and private use characters (BERT deletes them), puts spaces around all of \\p{Han} (々 and
+    〇 too: 人々は differs) where BERT takes fixed CJK ranges, and case-folds instead of lowercasing (ς -> σ in
+    every Greek word ending in ς, µ -> μ). So: delete those first, pad BERT's own ranges, and carry ς and µ
+    through the case folding as private use placeholders."""
+    import copy
+
+    from tokenizers import Regex, normalizers
+
+    spec = json.loads(tok.backend_tokenizer.to_str()).get("normalizer") or {}
+    if spec.get("type") != "BertNormalizer":
+        return tok
+    lowercase = bool(spec.get("lowercase"))
+    strip = lowercase if spec.get("strip_accents") is None else bool(spec["strip_accents"])
+    keep = [(ch, chr(0xF0000 + i)) for i, ch in enumerate(_OV_KEEP_LOWERCASE)] if lowercase else []
+    steps = [normalizers.Replace(Regex(r"[\x{FFFD}\p{Co}]"), "")] if spec.get("clean_text") else []
+    steps.append(
+        normalizers.BertNormalizer(
+            clean_text=bool(spec.get("clean_text")), handle_chinese_chars=False, strip_accents=False, lowercase=False
+        )
+    )
+    if spec.get("handle_chinese_chars"):
+        steps.append(normalizers.Replace(Regex(f"({_re_class(_bert_cjk())})"), " $1 "))  # PCRE2 substitution
+    steps += [normalizers.Replace(ch, mark) for ch, mark in keep]
+    steps += [normalizers.NFD(), normalizers.StripAccents()] if strip else []
+    steps += [normalizers.Lowercase()] if lowercase else []
+    steps += [normalizers.Replace(mark, ch) for ch, mark in keep]
+    out = copy.deepcopy(tok)
+    out.backend_tokenizer.normalizer = normalizers.Sequence(steps)
+    return out
+
+
+@functools.lru_cache(maxsize=1)
+def _bert_cjk() -> list[int]:
+    """The code points BertNormalizer's handle_chinese_chars puts spaces around, measured (planes 0-3)."""
+    from tokenizers import normalizers
+
+    pad = normalizers.BertNormalizer(clean_text=False, handle_chinese_chars=True, strip_accents=False, lowercase=False)
+    found = []
+    for chunk in _chunks([c for c in range(0x40000) if c != 0x7C]):
+        out = pad.normalize_str("|".join(chunk)).split("|")
+        found += [ord(ch) for ch, o in zip(chunk, out, strict=True) if o == f" {ch} "]
+    return found
+
+
+def connect_openvino(tokenizer_model: openvino.Model, encoder_model: openvino.Model) -> openvino.Model:
     """One `openvino.Model`, strings in (input `text`), the encoder's outputs out: each tokenizer output feeds the
     encoder input of the same name. A tokenizer output the encoder does not take (token_type_ids for most sentence
     encoders) is left out of the joined model, never a dangling output. Both models are consumed (rewired in
     place): pass fresh ones."""
+    import openvino as ov
     import openvino_tokenizers
 
     tok_outputs = {o.get_any_name(): o for o in tokenizer_model.outputs}
@@ -99,11 +162,16 @@ def connect_openvino(tokenizer_model, encoder_model):
                 f"encoder input {name} is {port.get_element_type()}, the tokenizer gives "
                 f"{tok_outputs[name].get_element_type()}"
             )
-    sinks = [*tokenizer_model.get_sinks(), *encoder_model.get_sinks()]
+    tok_sinks, enc_sinks = list(tokenizer_model.get_sinks()), list(encoder_model.get_sinks())
+    if len(enc_inputs) < len(tok_outputs):  # connect_models would crash logging the unused output (.name)
+        results = zip(tokenizer_model.get_results(), tokenizer_model.outputs, strict=True)
+        kept = [result for result, port in results if port.get_any_name() in enc_inputs]
+        tokenizer_model = ov.Model(kept, tok_sinks, list(tokenizer_model.get_parameters()), "tokenizer")
     full = openvino_tokenizers.connect_models(tokenizer_model, encoder_model, name_map={n: n for n in enc_inputs})
     # connect_models builds the joined model from results and parameters only: the tokenizer's truncation
-    # ReadValue/Assign pair is not reachable from a result, so without its sink the model does not compile
-    full.add_sinks(sinks)
+    # ReadValue/Assign pair hangs off no result, and without its sink the CPU plugin refuses the model
+    # ("ReadValue node ... doesn't have sibling output")
+    full.add_sinks(tok_sinks + enc_sinks)
     full.inputs[0].get_tensor().set_names({TEXT_INPUT})
     return full
 
@@ -111,7 +179,7 @@ def connect_openvino(tokenizer_model, encoder_model):
 # --- ONNX Runtime extensions ---------------------------------------------------------------------------------------
 
 
-def ort_session_options():
+def ort_session_options() -> onnxruntime.SessionOptions:
     """`onnxruntime.SessionOptions` with the extensions' custom op library registered (the tokenizer's ops)."""
     import onnxruntime as ort
     import onnxruntime_extensions
@@ -121,7 +189,7 @@ def ort_session_options():
     return options
 
 
-def ort_encode(session, texts: list[str], pad_id: int = 0) -> dict[str, np.ndarray]:
+def ort_encode(session: onnxruntime.InferenceSession, texts: list[str], pad_id: int = 0) -> dict[str, np.ndarray]:
     """A batch through an `ort_tokenizer` session: the op takes one sentence per call (two strings would be a
     sentence pair), so loop and pad to the longest like `hf_encode`. Feed object arrays: numpy `str` arrays end a
     string at its first NUL."""
@@ -135,14 +203,15 @@ def ort_encode(session, texts: list[str], pad_id: int = 0) -> dict[str, np.ndarr
     return out
 
 
-def ort_tokenizer(model_dir: Path, max_length: int):
+def ort_tokenizer(model_dir: Path, max_length: int) -> onnx.ModelProto:
     """The tokenizer as an `onnx.ModelProto` on ONNX Runtime extensions ops: one string [1] (input `text`) ->
     int64 input_ids, attention_mask, token_type_ids [1, T], equal to `hf_encode([text], max_length)`.
 
     One sentence per call (the input is declared [1]: the op reads two strings as a sentence pair; `ort_encode`
     loops a batch). Run it with `ort_session_options()`. BERT WordPiece tokenizers only (BertNormalizer,
-    BertPreTokenizer, WordPiece). Known difference: the extensions' string ops end a text at a NUL character
-    (transformers deletes the NUL and keeps the rest)."""
+    BertPreTokenizer, WordPiece). Known differences: the extensions' string ops end a text at a NUL character
+    (transformers deletes the NUL, keeps the rest), and special tokens typed in the text ("[MASK]") are
+    punctuation and a word here (transformers gives their ids)."""
     import onnx
     from onnx import TensorProto, helper
 
@@ -165,30 +234,46 @@ def ort_tokenizer(model_dir: Path, max_length: int):
     table = _bert_tables(str(Path(model_dir).resolve()), tokenizer_sha256(model_dir))
 
     def string(name: str, value: str):
-        return helper.make_node("Constant", [], [name], value=helper.make_tensor(name, TensorProto.STRING, [1],
-                                                                                [value.encode()]))
+        return helper.make_node(
+            "Constant", [], [name], value=helper.make_tensor(name, TensorProto.STRING, [1], [value.encode()])
+        )
 
     def ints(name: str, values: list[int]):
-        return helper.make_node("Constant", [], [name], value=helper.make_tensor(name, TensorProto.INT64,
-                                                                                [len(values)], values))
+        return helper.make_node(
+            "Constant", [], [name], value=helper.make_tensor(name, TensorProto.INT64, [len(values)], values)
+        )
 
     def op(kind: str, inputs: list[str], outputs: list[str] | str, contrib: bool = False, **attrs):
         outputs = [outputs] if isinstance(outputs, str) else outputs
         return helper.make_node(kind, inputs, outputs, domain=CONTRIB if contrib else "", **attrs)
 
     def regex(source: str, pattern: str, rewrite: str, out: str) -> list:
-        return [string(f"{out}_pattern", pattern), string(f"{out}_rewrite", rewrite),
-                op("StringRegexReplace", [source, f"{out}_pattern", f"{out}_rewrite"], out, True, global_replace=1)]
+        return [
+            string(f"{out}_pattern", pattern),
+            string(f"{out}_rewrite", rewrite),
+            op("StringRegexReplace", [source, f"{out}_pattern", f"{out}_rewrite"], out, True, global_replace=1),
+        ]
 
     def chars(source: str, out: str) -> list:  # a string [1] -> its characters [L]
-        return [op("StringRegexSplitWithOffsets", [source, "one_char", "any_char"],
-                   [out, f"{out}_begins", f"{out}_ends", f"{out}_rows"], True)]
+        return [
+            op(
+                "StringRegexSplitWithOffsets",
+                [source, "one_char", "any_char"],
+                [out, f"{out}_begins", f"{out}_ends", f"{out}_rows"],
+                True,
+            )
+        ]
 
     nodes = [
-        string("empty", ""), string("space", " "), string("unknown_char", _UNKNOWN_WORD),
-        string("one_char", "((?s).)"), string("any_char", "(?s)."),  # RE2 FindAndConsume splits at the group
-        ints("axis0", [0]), ints("zero", [0]), ints("one", [1]), helper.make_node(
-            "Constant", [], ["true"], value=helper.make_tensor("true", TensorProto.BOOL, [1], [True])),
+        string("empty", ""),
+        string("space", " "),
+        string("unknown_char", _UNKNOWN_WORD),
+        string("one_char", "((?s).)"),
+        string("any_char", "(?s)."),  # RE2 FindAndConsume splits at the group
+        ints("axis0", [0]),
+        ints("zero", [0]),
+        ints("one", [1]),
+        helper.make_node("Constant", [], ["true"], value=helper.make_tensor("true", TensorProto.BOOL, [1], [True])),
         # 1. BertNormalizer, character by character, from a table of what it does to every code point: tabs and
         #    newlines -> space (they cannot be table keys), then the table (lowercase, NFD without nonspacing
         #    marks, whitespace -> space, punctuation padded with spaces, deletions -> U+E000), then delete U+E000
@@ -204,7 +289,8 @@ def ort_tokenizer(model_dir: Path, max_length: int):
         op("StringConcat", ["space", "cjk_spaced"], "normalized", True),  # >= 1 character: StringEqual needs it
         *chars("normalized", "norm_chars"),
         op("StringMapping", ["norm_chars"], "classes", True, map=table["classes"]),  # known -> "k", " " -> "s"
-        string("class_space", "s"), string("class_known", "k"),
+        string("class_space", "s"),
+        string("class_known", "k"),
         op("StringEqual", ["classes", "class_space"], "is_space", True),
         op("StringEqual", ["classes", "class_known"], "is_known", True),
         op("Or", ["is_space", "is_known"], "not_unknown"),
