@@ -16,6 +16,7 @@ INPUT_FORMATS: dict[str, tuple[str, str]] = {UINT8_NHWC: (FRAMES, "uint8"), FLOA
 TOKEN_IDS = "token-ids"  # graph inputs: int64 input_ids + attention_mask [N, T] (tokenized on the host)
 TEXT = "text"  # graph input: a string tensor of texts [N]; the tokenizer runs inside the graph
 TOKEN_INPUTS = ("input_ids", "attention_mask")
+TOKENIZER_PLACES = ("auto", "graph", "host")  # `compile --tokenizer`: see edgetl.deploy.targets.base
 TEXT_FORMATS: dict[str, tuple[str, str]] = {TOKEN_IDS: ("input_ids", "int64"), TEXT: ("text", "string")}
 ALL_FORMATS: dict[str, tuple[str, str]] = {**INPUT_FORMATS, **TEXT_FORMATS}
 DOMAIN = "ai.edgetl"  # ONNX domain of edgetl's fused ops (kernels/spec.json)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from edgetl.contract import MAX_FRAME_SIDE, MIN_SIDE, PRECISIONS, TARGETS
+from edgetl.contract import MAX_FRAME_SIDE, MIN_SIDE, PRECISIONS, TARGETS, TOKENIZER_PLACES
 from edgetl.errors import UserError
 
 
@@ -59,6 +59,14 @@ def _stderr(message: str) -> None:
     "(measured faster), the standard-op decomposition elsewhere; --fused-kernels requires them.",
 )
 @click.option("--workspace-mb", default=1024, show_default=True, type=int, help="TensorRT builder workspace.")
+@click.option(
+    "--tokenizer",
+    default="auto",
+    show_default=True,
+    type=click.Choice(TOKENIZER_PLACES),
+    help="Text models: graph = inside the compiled model, strings in (OpenVINO, ONNX Runtime); host = token ids in, "
+    "tokenizer.json beside it; auto = graph where the runtime has string tensors (TensorRT: host).",
+)
 def compile_cmd(onnx: Path, target: str, out: Path, **options) -> None:
     """Compile an exported model.onnx for one runtime into a folder with manifest.json.
 
@@ -68,6 +76,7 @@ def compile_cmd(onnx: Path, target: str, out: Path, **options) -> None:
     edgetl compile runs/parts/model.onnx --target openvino --precision fp32 --out build/ov-f32
     edgetl compile runs/parts/model.onnx --target onnxruntime --threads 2 --out build/ort
     edgetl compile runs/parts/model.onnx --target tensorrt --precision int8 --max-batch 8 --out build/trt
+    edgetl compile runs/text/model.onnx --target onnxruntime --tokenizer host --out build/ort-text
     """
     from rich.console import Console
 

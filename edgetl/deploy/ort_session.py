@@ -1,7 +1,7 @@
 """The one way edgetl opens an ONNX Runtime session: compile checks, bundles, INT8 features, parity, bench.
 
 Sequential execution, one inter-op thread, warnings about unused initializers silenced; `threads` None keeps
-ORT's own intra-op default. `source` names a file the user handed in: then a model ORT cannot load is one
+ORT's own intra-op default; `string_ops` registers onnxruntime-extensions' ops (an in-graph tokenizer). `source` names a file the user handed in: then a model ORT cannot load is one
 line naming it (exit 2). Without it (edgetl's own graphs) a load failure is a bug and keeps its traceback.
 """
 
@@ -21,6 +21,7 @@ def session(
     provider: str = CPU,
     optimized_to: Path | None = None,
     source: str | None = None,
+    string_ops: bool = False,
 ):
     try:
         import onnxruntime as ort
@@ -38,6 +39,15 @@ def session(
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.log_severity_level = 3
+    if string_ops:  # a tokenizer inside the graph: the onnxruntime-extensions custom op library
+        try:
+            import onnxruntime_extensions
+        except ImportError:
+            raise RuntimeMissing(
+                "this text model tokenizes inside the graph: pip install onnxruntime-extensions "
+                "(or compile it with --tokenizer host)"
+            ) from None
+        so.register_custom_ops_library(onnxruntime_extensions.get_library_path())
     if optimized_to is not None:
         so.optimized_model_filepath = str(optimized_to)
     model = model if isinstance(model, bytes) else str(model)

@@ -1,10 +1,11 @@
 """`edgetl export` for a sentence-backbone run: encoder + pooling + head in one ONNX graph, plus its tokenizer.
 
 The graph takes token ids (`input_ids`, `attention_mask` int64 [N, T], both dims symbolic) and gives `probs`
-and `label`, like the image graph. Next to it export writes the run's tokenizer in the two forms the targets
+and `label`, like the image graph. Next to it export writes the run's tokenizer in the forms the targets
 need, every file's sha256 in the graph's metadata (compile refuses a tokenizer that does not match):
-`tokenizer.json` (host tokenization: ONNX Runtime and TensorRT) and `tokenizer.openvino.xml/.bin` (OpenVINO
-tokenizers: compile connects it in front of the encoder, so the OpenVINO bundle takes strings).
+`tokenizer.json` (host tokenization: TensorRT, and `--tokenizer host`), `tokenizer.openvino.xml/.bin` (OpenVINO
+tokenizers) and `tokenizer.onnx` (ONNX Runtime-extensions ops): compile joins the last two in front of the
+encoder, so OpenVINO and ONNX Runtime bundles take strings.
 The parity ladder is the image one (`edgetl.export.parity`), on the run's validation sentences.
 """
 
@@ -33,7 +34,7 @@ from edgetl.train.backbones import build_backbone
 from edgetl.train.data import load_dataset, split_fingerprint
 from edgetl.train.heads import load_head
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer.openvino.xml", "tokenizer.openvino.bin")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.openvino.xml", "tokenizer.openvino.bin", "tokenizer.onnx")
 
 
 def is_text_run(run_dir: Path) -> bool:
@@ -158,10 +159,11 @@ def write_tokenizers(folder: Path, pre: TextPreprocess, out: Path) -> dict[str, 
     """The tokenizer files beside the graph; returns {file name: sha256}."""
     import openvino as ov
 
-    from edgetl.export.tokenizers import openvino_tokenizer
+    from edgetl.export.tokenizers import openvino_tokenizer, ort_tokenizer
 
     shutil.copyfile(pre.tokenizer_file, out / "tokenizer.json")
     ov.save_model(openvino_tokenizer(folder, pre.max_length), str(out / "tokenizer.openvino.xml"))
+    atomic_write_bytes(out / "tokenizer.onnx", ort_tokenizer(folder, pre.max_length).SerializeToString())
     return {name: sha256_file(out / name) for name in TOKENIZER_FILES}
 
 

@@ -39,6 +39,16 @@ def test_profile_and_trtexec_command():
         BuildSettings("image", "uint8-nhwc", (8, 8), "bf16")
 
 
+def test_token_ids_profile_covers_every_sequence_length():
+    s = BuildSettings("input_ids", "token-ids", (0, 0), "fp16", max_batch=4, max_length=128)
+    assert s.profiles() == {name: ((1, 1), (1, 32), (4, 128)) for name in ("input_ids", "attention_mask")}
+    assert "--minShapes=input_ids:1x1,attention_mask:1x1 " in s.trtexec()
+    assert "--maxShapes=input_ids:4x128,attention_mask:4x128 " in s.trtexec()
+    assert BuildSettings.from_dict(s.to_dict()) == s
+    with pytest.raises(UserError, match="max_length"):
+        BuildSettings("input_ids", "token-ids", (0, 0), "fp16")
+
+
 def test_engine_mismatch_means_rebuild():
     here = {"tensorrt": "10.3.0", "gpu": "Orin", "compute_capability": "8.7"}
     assert engine_mismatch(dict(here), here) is None

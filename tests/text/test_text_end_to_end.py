@@ -1,7 +1,8 @@
 """Sentences end to end on the real MiniLM: train (cached, INT8) -> export -> compile -> package -> predict --text.
 
 Token ids are checked against transformers' own tokenizer on accents, CJK, emoji and over-length input, for
-the host tokenizer (ONNX Runtime / TensorRT bundles) and for the tokenizer inside the OpenVINO graph.
+the host tokenizer (TensorRT, --tokenizer host) and for the tokenizer inside the OpenVINO graph; the ONNX
+Runtime graph with the extensions' tokenizer gives the host-tokenized bundle's probabilities on the same text.
 `predict` runs in a subprocess where torch and transformers cannot be imported.
 """
 
@@ -117,28 +118,56 @@ def test_train_int8_export_compile_predict(tmp_path, capsys):
     assert report["passed"] and [s["name"] for s in report["stages"]] == ["pytorch-fp32", "onnx-fp32", "onnx-int8"]
     assert report["stages"][1]["vs_pytorch"]["max_abs"] < 1e-4
 
-    for target in ("openvino", "onnxruntime"):
-        build = tmp_path / f"build-{target}"
-        code, out, err = run_cli(capsys, "compile", run / "model.onnx", "--target", target, "--out", build)
+    for target, tokenizer in (("openvino", "auto"), ("onnxruntime", "auto"), ("onnxruntime", "host")):
+        name = f"{target}-{tokenizer}"
+        build = tmp_path / f"build-{name}"
+        code, out, err = run_cli(capsys, "compile", run / "model.onnx", "--target", target, "--tokenizer", tokenizer,
+                                 "--out", build)  # fmt: skip
         assert code == 0, err
         manifest = json.loads((build / "manifest.json").read_text())
-        assert manifest["input"]["format"] == ("text" if target == "openvino" else "token-ids")
-        code, _, err = run_cli(capsys, "package", build, "--out", tmp_path / f"{target}.tar.gz")
+        assert manifest["input"]["format"] == ("text" if tokenizer == "auto" else "token-ids")
+        assert ("tokenizer" in manifest) == (tokenizer == "host")  # in the graph: no tokenizer file beside it
+        code, _, err = run_cli(capsys, "package", build, "--out", tmp_path / f"{name}.tar.gz")
         assert code == 0, err
         proc = subprocess.run(
-            [sys.executable, "-c", PREDICT_BLOCKED, "predict", tmp_path / f"{target}.tar.gz", "--json",
+            [sys.executable, "-c", PREDICT_BLOCKED, "predict", tmp_path / f"{name}.tar.gz", "--json",
              "--text", "please switch the lamp off", "--text", "will it rain in London tomorrow ☔"],
             capture_output=True, text=True, timeout=300,
         )  # fmt: skip
         assert proc.returncode == 0, proc.stderr
         got = [json.loads(line)["class"] for line in proc.stdout.splitlines()]
-        assert got == ["lights", "weather"], (target, proc.stdout)
-        code, _, err = run_cli(capsys, "bench", tmp_path / f"{target}.tar.gz", *FAST_BENCH, "--json",
-                               tmp_path / f"{target}.json")  # fmt: skip
+        assert got == ["lights", "weather"], (name, proc.stdout)
+        if tokenizer == "host":
+            continue
+        code, _, err = run_cli(capsys, "bench", tmp_path / f"{name}.tar.gz", *FAST_BENCH, "--json",
+                               tmp_path / f"{name}.json")  # fmt: skip
         assert code == 0, err
-        results = json.loads((tmp_path / f"{target}.json").read_text())["results"]
+        results = json.loads((tmp_path / f"{name}.json").read_text())["results"]
         assert {r["mode"] for r in results} == {"model", "end_to_end"}
         assert all(r["input_format"] == manifest["input"]["format"] and r["latency_ms"]["p50"] > 0 for r in results)
+
+    # ONNX Runtime-extensions' tokenizer in the graph = the host tokenizer: the same probabilities on hard text,
+    # batches included (the extensions' op takes one sentence per call: the runner loops)
+    from edgetl.deploy.predictor import Predictor
+
+    with (
+        Predictor(tmp_path / "build-onnxruntime-auto") as graph,
+        Predictor(tmp_path / "build-onnxruntime-host") as host,
+    ):
+        want = host.runner.infer(host.texts_feeds(HARD))["probs"]
+        np.testing.assert_allclose(graph.runner.infer(graph.texts_feeds(HARD))["probs"], want, atol=1e-5)
+        for text, row in zip(HARD, want, strict=True):
+            np.testing.assert_allclose(graph.runner.infer(graph.text_feeds(text))["probs"][0], row, atol=1e-5)
+
+    # TensorRT: the host tokenizer ships with the ONNX; the profile covers 1..max_length tokens
+    code, out, err = run_cli(capsys, "compile", run / "model.onnx", "--target", "tensorrt", "--out", tmp_path / "trt")
+    assert code == 0, err
+    manifest = json.loads((tmp_path / "trt" / "manifest.json").read_text())
+    assert manifest["tokenizer"] == "tokenizer.json" and manifest["input"]["format"] == "token-ids"
+    assert "--maxShapes=input_ids:1x128,attention_mask:1x128" in manifest["on_device"]["trtexec"]
+    code, _, err = run_cli(capsys, "compile", run / "model.onnx", "--target", "tensorrt", "--tokenizer", "graph",
+                           "--out", tmp_path / "trt-graph")  # fmt: skip
+    assert code == 2 and "--tokenizer graph" in err and not (tmp_path / "trt-graph").exists()
 
 
 def test_text_bundle_refuses_images_and_image_options(tmp_path, capsys):

@@ -13,7 +13,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from edgetl.contract import MAX_BATCH, PRECISIONS
+from edgetl.contract import MAX_BATCH, PRECISIONS, TOKENIZER_PLACES
 from edgetl.errors import RuntimeMissing, UserError
 from edgetl.registry import Registry
 
@@ -32,12 +32,18 @@ class CompileOptions:
     # False = run their standard-op decomposition.
     fused_kernels: bool | None = None
     workspace_mb: int = 1024  # TensorRT builder workspace
+    # Text models: "graph" = the tokenizer inside the compiled model (strings in; OpenVINO, ONNX Runtime),
+    # "host" = token ids in, tokenizer.json run by the `tokenizers` library beside it; "auto" = graph where the
+    # target can (TensorRT has no string tensors: host).
+    tokenizer: str = "auto"
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise UserError(f"--precision: unknown {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
         if not 1 <= self.max_batch <= MAX_BATCH:
             raise UserError(f"--max-batch: {self.max_batch} is out of range; use 1..{MAX_BATCH}")
+        if self.tokenizer not in TOKENIZER_PLACES:
+            raise UserError(f"--tokenizer: unknown {self.tokenizer!r}; choose one of {', '.join(TOKENIZER_PLACES)}")
         if self.threads < 0:
             raise UserError(f"--threads: {self.threads} is negative; use 0 for the runtime's default")
 
@@ -155,6 +161,24 @@ def open_source(target: Target, onnx: Path, options: CompileOptions, precisions:
     src = SourceModel.open(onnx)
     require_output(src.outputs, src.path)
     return src, src.precision_for(options.precision, precisions, target.name)
+
+
+def tokenizer_place(src, target: str, options: CompileOptions, graph: bool = True) -> str | None:
+    """Where a compile puts the tokenizer: None for image models, "graph" (inside the model: strings in) or
+    "host" (tokenizer.json beside it). `graph` False: the target has no string tensors."""
+    if not src.is_text:
+        if options.tokenizer != "auto":
+            raise UserError(f"--tokenizer {options.tokenizer}: {src.path} classifies images; drop the option")
+        return None
+    if options.tokenizer == "graph" and not graph:
+        raise UserError(f"--tokenizer graph: {target} has no string tensors; use --tokenizer host (the default)")
+    return "host" if options.tokenizer == "host" or not graph else "graph"
+
+
+def copy_tokenizer_json(src, stage: Path) -> str:
+    """Host tokenization: the hash-checked tokenizer.json goes into the bundle; returns its name there."""
+    (stage / "tokenizer.json").write_bytes(src.tokenizer_file("tokenizer.json").read_bytes())
+    return "tokenizer.json"
 
 
 def write_target_manifest(stage: Path, target: str, src, device: str, model: str, precision: dict, **fields) -> dict:

@@ -13,18 +13,23 @@ from pathlib import Path
 
 import numpy as np
 
+from edgetl.contract import TEXT, TOKEN_INPUTS
 from edgetl.deploy.ort_session import session
 from edgetl.deploy.targets.base import (
     TARGETS,
     Artifact,
     CompileOptions,
     RuntimeTarget,
+    copy_tokenizer_json,
     open_source,
     require,
+    tokenizer_place,
     write_target_manifest,
 )
 from edgetl.errors import UserError
 
+ORT_TOKENIZER = "tokenizer.onnx"  # written by `edgetl export` beside a text model (edgetl.export.tokenizers)
+TEXT_INPUT = "text"
 DEVICES = {"CPU": "CPUExecutionProvider", "CUDA": "CUDAExecutionProvider", "GPU": "CUDAExecutionProvider"}
 
 
@@ -34,8 +39,34 @@ def _provider(device: str) -> str:
     return DEVICES[device.upper()]
 
 
-def _session(path: Path, threads: int, level: str, provider: str, optimized_to: Path | None = None):
-    return session(path, threads, level, provider, optimized_to, source=str(path))
+def _session(path: Path, threads: int, level: str, provider: str, optimized_to: Path | None = None, text=False):
+    return session(path, threads, level, provider, optimized_to, source=str(path), string_ops=text)
+
+
+def with_tokenizer(src, stage: Path) -> Path:
+    """The exported ONNX Runtime-extensions tokenizer (hash-checked) joined in front of the token-ids graph:
+    one model, string in. Written to `stage`/joined.onnx (removed after the offline optimization)."""
+    import onnx
+    from onnx import compose
+
+    tokenizer = onnx.load(str(src.tokenizer_file(ORT_TOKENIZER)))
+    encoder = onnx.load(str(src.path))
+    tokenizer.ir_version = encoder.ir_version = max(tokenizer.ir_version, encoder.ir_version)
+    joined = compose.merge_models(
+        tokenizer,
+        encoder,
+        io_map=[(name, name) for name in TOKEN_INPUTS],
+        outputs=[o.name for o in encoder.graph.output],
+        prefix1="tokenizer/",
+    )
+    joined.graph.input[0].name = TEXT_INPUT  # undo the prefix on the one input: it is the manifest's name
+    for node in joined.graph.node:
+        node.input[:] = [TEXT_INPUT if i == f"tokenizer/{TEXT_INPUT}" else i for i in node.input]
+    del joined.metadata_props[:]
+    joined.metadata_props.extend(encoder.metadata_props)
+    path = stage / "joined.onnx"
+    onnx.save(joined, str(path))
+    return path
 
 
 class ORTRunner:
@@ -43,6 +74,9 @@ class ORTRunner:
         self._session = session
         self._names = [o.name for o in session.get_outputs()]
         self.info = info
+        first = session.get_inputs()[0]
+        # The extensions' tokenizer takes one sentence per call (two strings are a sentence pair): loop a batch.
+        self._one_text = first.name if first.type == "tensor(string)" else None
 
     def __enter__(self) -> ORTRunner:
         return self
@@ -51,7 +85,11 @@ class ORTRunner:
         self._session = None
 
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return dict(zip(self._names, self._session.run(self._names, feeds), strict=True))
+        if self._one_text is None:
+            return dict(zip(self._names, self._session.run(self._names, feeds), strict=True))
+        # object arrays: ORT reads a numpy str array's items as C strings, ending each at a NUL
+        rows = [self._session.run(self._names, {self._one_text: np.array([t], object)}) for t in feeds[self._one_text]]
+        return {name: np.concatenate([r[i] for r in rows]) for i, name in enumerate(self._names)}
 
 
 class ORTTarget(RuntimeTarget):
@@ -81,13 +119,24 @@ class ORTTarget(RuntimeTarget):
                 "a slow path: for an ONNX Runtime bundle train with --quantize int8 --target onnxruntime",
                 file=sys.stderr,
             )
+        tokenizer = tokenizer_place(src, self.name, options)
+        text = tokenizer == "graph"
         with artifact_writer(out) as stage:
             extra = {}
-            if src.is_text:  # token ids in: the host tokenizer ships with the model (edgetl.texts.HostTokenizer)
-                (stage / "tokenizer.json").write_bytes(src.tokenizer_file("tokenizer.json").read_bytes())
-                extra["tokenizer"] = "tokenizer.json"
-            _session(src.path, options.threads, "ORT_ENABLE_EXTENDED", provider, optimized_to=stage / "model.onnx")
-            loaded = _session(stage / "model.onnx", options.threads, "ORT_ENABLE_ALL", provider)
+            if tokenizer == "host":  # token ids in: tokenizer.json ships with the model (edgetl.texts.HostTokenizer)
+                extra["tokenizer"] = copy_tokenizer_json(src, stage)
+            model = with_tokenizer(src, stage) if text else src.path
+            _session(model, options.threads, "ORT_ENABLE_EXTENDED", provider, stage / "model.onnx", text)
+            if text:
+                model.unlink()
+                extra["input"] = {
+                    **src.manifest_fields()["input"],
+                    "name": TEXT_INPUT,
+                    "format": TEXT,
+                    "dtype": "string",
+                    "shape": [1],
+                }
+            loaded = _session(stage / "model.onnx", options.threads, "ORT_ENABLE_ALL", provider, text=text)
             settings = {
                 "offline_optimization": "ORT_ENABLE_EXTENDED",
                 "load_optimization": "ORT_ENABLE_ALL",
@@ -95,6 +144,7 @@ class ORTTarget(RuntimeTarget):
                 "inter_op_num_threads": 1,
                 "execution_mode": "ORT_SEQUENTIAL",
                 "providers": loaded.get_providers(),
+                "string_ops": "onnxruntime-extensions" if text else None,
             }
             manifest = write_target_manifest(
                 stage,
@@ -104,7 +154,7 @@ class ORTTarget(RuntimeTarget):
                 "model.onnx",
                 {"requested": options.precision, "runtime": "int8" if src.has_qdq else "fp32"},
                 settings=settings,
-                runtime={"onnxruntime": ort.__version__},
+                runtime={"onnxruntime": ort.__version__, **_extensions_version(text)},
                 **extra,
             )
         return Artifact(Path(out), manifest)
@@ -117,9 +167,9 @@ class ORTTarget(RuntimeTarget):
         check_bundled_onnx(artifact.model_path, artifact.root, artifact.manifest["files"], artifact.root)
         settings = artifact.manifest["settings"]
         provider = _provider(device or artifact.device)
-        loaded = _session(
-            artifact.model_path, settings["intra_op_num_threads"], settings["load_optimization"], provider
-        )
+        text = settings.get("string_ops") == "onnxruntime-extensions"
+        threads = settings["intra_op_num_threads"]
+        loaded = _session(artifact.model_path, threads, settings["load_optimization"], provider, text=text)
         info = {
             "device": device or artifact.device,
             "providers": loaded.get_providers(),
@@ -127,6 +177,14 @@ class ORTTarget(RuntimeTarget):
             "intra_op_num_threads": settings["intra_op_num_threads"],
         }
         return ORTRunner(loaded, info)
+
+
+def _extensions_version(text: bool) -> dict:
+    if not text:
+        return {}
+    import onnxruntime_extensions
+
+    return {"onnxruntime_extensions": onnxruntime_extensions.__version__}
 
 
 TARGETS.add(ORTTarget.name, ORTTarget())

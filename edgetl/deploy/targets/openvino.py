@@ -14,15 +14,17 @@ from pathlib import Path
 
 import numpy as np
 
-from edgetl.contract import TEXT, TOKEN_INPUTS, UINT8_NHWC
+from edgetl.contract import TEXT, TOKEN_IDS, TOKEN_INPUTS, UINT8_NHWC
 from edgetl.deploy.targets.base import (
     TARGETS,
     Artifact,
     CompileOptions,
     RuntimeTarget,
     cache_root,
+    copy_tokenizer_json,
     open_source,
     require,
+    tokenizer_place,
     write_target_manifest,
 )
 from edgetl.errors import UserError
@@ -159,9 +161,10 @@ class OpenVINOTarget(RuntimeTarget):
         except Exception as e:  # OpenVINO raises plain RuntimeError/OpConversionFailure with long text
             raise UserError(f"{src.path}: OpenVINO cannot convert it: {str(e).splitlines()[0]}") from None
         fields = src.manifest_fields()
-        if src.is_text:
-            if static:
-                raise UserError("--static / NPU: a text model has a variable sequence length; use --device CPU or GPU")
+        tokenizer = tokenizer_place(src, self.name, options)
+        if tokenizer and static:
+            raise UserError("--static / NPU: a text model has a variable sequence length; use --device CPU or GPU")
+        if tokenizer == "graph":
             model = with_tokenizer(src, model)
             fields["input"] = {"name": "text", "format": TEXT, "dtype": "string", "shape": ["N"], "frame_size": None}
         if static:
@@ -177,6 +180,7 @@ class OpenVINOTarget(RuntimeTarget):
             "fused_ops": _fused_ops(model),  # which edgetl ops run as native kernels (empty: decomposition)
         }
         with artifact_writer(out) as stage:
+            extra = {"tokenizer": copy_tokenizer_json(src, stage)} if tokenizer == "host" else {}
             ov.save_model(model, str(stage / "model.xml"), compress_to_fp16=False)
             if extension:
                 (stage / "extensions").mkdir()
@@ -193,6 +197,7 @@ class OpenVINOTarget(RuntimeTarget):
                 settings=settings,
                 runtime={"openvino": _version()},
                 build=info,
+                **extra,
             )
         return Artifact(Path(out), manifest)
 
@@ -208,7 +213,7 @@ class OpenVINOTarget(RuntimeTarget):
                 core.add_extension(str(extension))
             compiled = core.compile_model(model, device, _compile_config(settings, device))
             request = compiled.create_infer_request()
-            request.infer({input_spec["name"]: example_input(input_spec)})
+            request.infer(example_feeds(input_spec))
         except Exception as e:  # OpenVINO raises plain RuntimeError with many lines of plugin text
             raise UserError(
                 f"--device {device}: OpenVINO cannot compile or run the model here ({_first_line(e)}); "
@@ -310,15 +315,17 @@ def _static_shape(src, options: CompileOptions) -> list[int]:
     return [1, h, w, 3] if src.input_format == UINT8_NHWC else [1, 3, *src.preprocess.size]
 
 
-def example_input(input_spec: dict) -> np.ndarray:
-    """A zero batch of one frame matching the input spec (for build-time smoke runs)."""
+def example_feeds(input_spec: dict) -> dict[str, np.ndarray]:
+    """A batch of one zero frame (or one short text) matching the input spec, for build-time smoke runs."""
     if input_spec["format"] == TEXT:
-        return np.array(["edgetl"])
+        return {input_spec["name"]: np.array(["edgetl"])}
+    if input_spec["format"] == TOKEN_IDS:  # [CLS] x [SEP] for any BERT vocabulary: 3 ids, all attended
+        return {"input_ids": np.array([[101, 1060, 102]], np.int64), "attention_mask": np.ones((1, 3), np.int64)}
     if input_spec["format"] == UINT8_NHWC:
         h, w = input_spec.get("frame_size") or (32, 32)
-        return np.zeros((1, h, w, 3), np.uint8)
+        return {input_spec["name"]: np.zeros((1, h, w, 3), np.uint8)}
     shape = [1] + [int(d) for d in input_spec["shape"][1:]]
-    return np.zeros(shape, np.float32)
+    return {input_spec["name"]: np.zeros(shape, np.float32)}
 
 
 TARGETS.add(OpenVINOTarget.name, OpenVINOTarget())

@@ -82,7 +82,8 @@ def build_engine(onnx: Path, settings: BuildSettings, engine_out: Path, timing_c
     for flag in settings.flags():
         config.set_flag(getattr(trt.BuilderFlag, flag))
     profile = builder.create_optimization_profile()
-    profile.set_shape(settings.input_name, *settings.profile())
+    for name, shapes in settings.profiles().items():
+        profile.set_shape(name, *shapes)
     config.add_optimization_profile(profile)
     cache = config.create_timing_cache(timing_cache.read_bytes() if timing_cache.is_file() else b"")
     config.set_timing_cache(cache, ignore_mismatch=False)
@@ -182,7 +183,11 @@ class TensorRTTarget(base.RuntimeTarget):
             src, options, "fp16" if precision == "fp32" and options.precision == "auto" else precision
         )
         buildable = self.available() is None
+        extra = {}
+        host_tokenizer = base.tokenizer_place(src, self.name, options, graph=False)
         with artifact_writer(out) as stage:
+            if host_tokenizer:  # TensorRT has no string tensors: the host tokenizer ships with the engine
+                extra["tokenizer"] = base.copy_tokenizer_json(src, stage)
             if src.custom_ops and not options.fused_kernels:
                 # Without edgetl's plugin on the device the ai.edgetl nodes become their standard-op decomposition.
                 import onnx
@@ -212,6 +217,7 @@ class TensorRTTarget(base.RuntimeTarget):
                 settings=settings.to_dict(),
                 runtime={"tensorrt": engine["tensorrt"] if engine else None},
                 on_device={"edgetl": "edgetl build-engine BUNDLE", "trtexec": settings.trtexec()},
+                **extra,
             )
         return Artifact(Path(out), manifest)
 
@@ -249,7 +255,9 @@ class TensorRTTarget(base.RuntimeTarget):
 
 
 def build_settings(src, options: CompileOptions, precision: str) -> BuildSettings:
-    if src.input_format == UINT8_NHWC:
+    if src.is_text:
+        frame = (0, 0)  # no frames: the profile's sequence lengths come from max_length
+    elif src.input_format == UINT8_NHWC:
         frame = options.frame_size or src.preprocess.size
     else:
         frame = src.preprocess.size
@@ -261,6 +269,7 @@ def build_settings(src, options: CompileOptions, precision: str) -> BuildSetting
         options.max_batch,
         workspace_mb=options.workspace_mb,
         plugins=bool(src.custom_ops and options.fused_kernels),
+        max_length=src.preprocess.max_length if src.is_text else 0,
     )
 
 

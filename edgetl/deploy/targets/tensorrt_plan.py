@@ -12,7 +12,7 @@ import json
 import shlex
 from dataclasses import asdict, dataclass
 
-from edgetl.contract import UINT8_NHWC
+from edgetl.contract import TOKEN_IDS, TOKEN_INPUTS, UINT8_NHWC
 from edgetl.errors import UserError
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -32,12 +32,15 @@ class BuildSettings:
     opt_batch: int = 1  # the profile is tuned for single-frame latency, valid up to max_batch
     workspace_mb: int = 1024
     plugins: bool = False  # the graph keeps ai.edgetl nodes: edgetl's TensorRT plugin library must be loaded
+    max_length: int = 0  # token-ids models: the tokenizer's max_length, the profile's longest sequence
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise UserError(f"--precision {self.precision}: TensorRT builds {', '.join(PRECISIONS)}")
         if not 1 <= self.opt_batch <= self.max_batch:
             raise UserError(f"--max-batch {self.max_batch}: must be at least 1 (and >= the optimization batch)")
+        if self.input_format == TOKEN_IDS and self.max_length < 1:
+            raise UserError("a token-ids model needs the tokenizer's max_length for its TensorRT profile")
 
     def shape(self, batch: int) -> tuple[int, ...]:
         h, w = self.frame_size
@@ -46,6 +49,15 @@ class BuildSettings:
     def profile(self) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
         """min / opt / max shapes of the one optimization profile: batch 1..max_batch, fixed frame size."""
         return self.shape(1), self.shape(self.opt_batch), self.shape(self.max_batch)
+
+    def profiles(self) -> dict[str, tuple[tuple[int, ...], ...]]:
+        """{input name: (min, opt, max)} for every input. Token-ids models (host tokenizer) have two inputs
+        [N, T] with T from 1 to max_length, tuned for a short sentence (T = 32)."""
+        if self.input_format != TOKEN_IDS:
+            return {self.input_name: self.profile()}
+        t = self.max_length
+        shapes = (1, 1), (self.opt_batch, min(32, t)), (self.max_batch, t)
+        return {name: shapes for name in TOKEN_INPUTS}
 
     def flags(self) -> list[str]:
         """Builder flags. Explicit-QDQ INT8 models also get FP16 so layers left unquantized do not fall back to FP32."""
@@ -66,14 +78,18 @@ class BuildSettings:
 
     def trtexec(self, onnx: str = "model.onnx", engine: str = "model.engine", cache: str = "timing.cache") -> str:
         """The trtexec command line that builds the same engine as `edgetl build-engine`."""
-        dims = ["x".join(str(d) for d in s) for s in self.profile()]
+        profiles = self.profiles()
+
+        def dims(i: int) -> str:
+            return ",".join(f"{name}:{'x'.join(str(d) for d in p[i])}" for name, p in profiles.items())
+
         args = [
             "trtexec",
             f"--onnx={onnx}",
             f"--saveEngine={engine}",
-            f"--minShapes={self.input_name}:{dims[0]}",
-            f"--optShapes={self.input_name}:{dims[1]}",
-            f"--maxShapes={self.input_name}:{dims[2]}",
+            f"--minShapes={dims(0)}",
+            f"--optShapes={dims(1)}",
+            f"--maxShapes={dims(2)}",
             *[f"--{flag.lower()}" for flag in self.flags()],
             f"--memPoolSize=workspace:{self.workspace_mb}M",
             f"--timingCacheFile={cache}",
