@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
@@ -94,3 +95,13 @@ class Skipper:
             return
         self.warn(f"skipping {path}: {reason}")
         self.skipped.append({"path": path, "reason": reason})
+
+    def decode(self, path: Path, decode, bad: type[Exception]):
+        """`decode(file bytes)`, or None after skipping the file: unreadable, or `decode` raised `bad`."""
+        try:
+            return decode(Path(path).read_bytes())
+        except bad as e:
+            self(str(path), str(e))
+        except OSError as e:
+            self(str(path), f"unreadable ({e.strerror or e})")
+        return None

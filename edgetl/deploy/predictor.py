@@ -164,13 +164,11 @@ class Predictor:
     ) -> Iterator[Prediction]:
         """Decode each file as training did; unusable files are skipped with one line (or stop with --strict)."""
         skip = Skipper(strict, warn)
+
+        def decode(data: bytes) -> np.ndarray:
+            return decode_image(data, self.preprocess.decode_min_size)
+
         for path in paths:
-            try:
-                frame = decode_image(Path(path).read_bytes(), self.preprocess.decode_min_size)
-            except BadImage as e:
-                skip(str(path), str(e))
-                continue
-            except OSError as e:
-                skip(str(path), f"unreadable ({e.strerror or e})")
-                continue
-            yield self.predict_frame(frame, top_k, str(path))
+            frame = skip.decode(path, decode, BadImage)
+            if frame is not None:
+                yield self.predict_frame(frame, top_k, str(path))

@@ -77,15 +77,9 @@ def _folder_rows(root: Path, skip: Skipper) -> list[Row]:
                 if _hidden(name) or not name.lower().endswith(TEXT_EXTENSIONS):
                     continue
                 path = Path(dirpath) / name
-                try:
-                    text = decode_text(path.read_bytes())
-                except BadText as e:
-                    skip(str(path), str(e))
-                    continue
-                except OSError as e:
-                    skip(str(path), f"unreadable ({e.strerror or e})")
-                    continue
-                rows.append((str(path), text, class_dir.name))
+                text = skip.decode(path, decode_text, BadText)
+                if text is not None:
+                    rows.append((str(path), text, class_dir.name))
     return rows
 
 
