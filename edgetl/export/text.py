@@ -159,7 +159,8 @@ def write_tokenizers(folder: Path, pre: TextPreprocess, out: Path) -> dict[str, 
     """The tokenizer files beside the graph; returns {file name: sha256}."""
     import openvino as ov
 
-    from edgetl.export.tokenizers import openvino_tokenizer, ort_tokenizer
+    from edgetl.export.ort_tokenizer import ort_tokenizer
+    from edgetl.export.tokenizers import openvino_tokenizer
 
     shutil.copyfile(pre.tokenizer_file, out / "tokenizer.json")
     ov.save_model(openvino_tokenizer(folder, pre.max_length), str(out / "tokenizer.openvino.xml"))

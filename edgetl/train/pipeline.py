@@ -207,9 +207,8 @@ def versions(text: bool = False) -> dict:
         "timm": timm.__version__,
         "numpy": np.__version__,
     }
-    if text:
-        import tokenizers
-        import transformers
+    if text:  # from the installed metadata: importing transformers costs more than a warm-cache run
+        from importlib.metadata import version
 
-        found.update(transformers=transformers.__version__, tokenizers=tokenizers.__version__)
+        found.update(transformers=version("transformers"), tokenizers=version("tokenizers"))
     return found

@@ -26,10 +26,11 @@ def print_train_summary(r: dict) -> None:
     t.add_row("backbone", f"{r['backbone']['name']}  (weights sha256 {r['backbone']['weights_sha256'][:12]}…)")
     t.add_row("preprocess", preprocess_line(r["preprocess"]))
     q = r.get("quantize")
+    unit = "texts" if r["preprocess"].get("kind") == "text" else "images"
     if q:
         t.add_row(
             "quantize",
-            f"INT8 for {q['target']} ({q['method']}, {q['calib_size']} calib images, "
+            f"INT8 for {q['target']} ({q['method']}, {q['calib_size']} calib {unit}, "
             f"{len(q['ignored'])} layers kept FP), run by {q['engine']}",
         )
     t.add_row("head", _head_line(r["head"]))
@@ -42,11 +43,11 @@ def print_train_summary(r: dict) -> None:
     else:
         t.add_row("feature cache", "off (backbone in the loop at every solver step)")
     timing = f"extract {_fmt_s(tm.get('extract_s'))}, train {_fmt_s(tm.get('train_s'))}, total {_fmt_s(tm['total_s'])}"
-    unit = "texts/s" if r["preprocess"].get("kind") == "text" else "img/s"
+    rate = "texts/s" if unit == "texts" else "img/s"
     if tm.get("extract_images_per_s"):
-        timing += f"  ·  {tm['extract_images_per_s']:.0f} {unit}"
+        timing += f"  ·  {tm['extract_images_per_s']:.0f} {rate}"
     if tm.get("extract_images_per_s_fp32_eager"):
-        timing += f" vs PyTorch FP32 eager {tm['extract_images_per_s_fp32_eager']:.0f} {unit}"
+        timing += f" vs PyTorch FP32 eager {tm['extract_images_per_s_fp32_eager']:.0f} {rate}"
     t.add_row("time", timing)
     t.add_row("output", f"{r['config']['out'] or 'runs/' + r['run_id']}  (head.safetensors, run.json)")
     out.print(t)

@@ -1,5 +1,6 @@
-"""The in-graph tokenizers (edgetl.export.tokenizers) against transformers, id for id: OpenVINO tokenizers
-compiled on CPU and the ONNX Runtime extensions graph, on the real all-MiniLM-L6-v2 tokenizer. No mocks."""
+"""The in-graph tokenizers against transformers, id for id: OpenVINO tokenizers compiled on CPU
+(edgetl.export.tokenizers) and the ONNX Runtime extensions graph (edgetl.export.ort_tokenizer), on the real
+all-MiniLM-L6-v2 tokenizer. No mocks."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgetl.deploy.targets.openvino import connect_tokenizer
+from edgetl.export import ort_tokenizer as O
 from edgetl.export import tokenizers as T
 
 pytest.importorskip("transformers", reason="the reference tokenizer is transformers' fast tokenizer")
@@ -53,12 +56,12 @@ def ov_tokenizer(model_dir):
 @pytest.fixture(scope="module")
 def ort_graph(model_dir):
     pytest.importorskip("onnxruntime_extensions", reason="onnxruntime-extensions has the string ops")
-    return T.ort_tokenizer(model_dir, MAX)
+    return O.ort_tokenizer(model_dir, MAX)
 
 
 def session(graph):
     ort = pytest.importorskip("onnxruntime", reason="ONNX Runtime")
-    return ort.InferenceSession(graph.SerializeToString(), T.ort_session_options(), providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(graph.SerializeToString(), O.ort_session_options(), providers=["CPUExecutionProvider"])
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +71,7 @@ def ort_session(ort_graph):
 
 @pytest.fixture(scope="module")
 def ort_session_untruncated(ort_graph, model_dir):
-    return session(T.ort_tokenizer(model_dir, 1 << 20))  # the tables are cached: this one is cheap
+    return session(O.ort_tokenizer(model_dir, 1 << 20))  # the tables are cached: this one is cheap
 
 
 def ov_encode(compiled, texts: list[str]) -> dict[str, np.ndarray]:
@@ -135,11 +138,11 @@ def test_openvino_normalizer_copy_leaves_the_original_alone(tok):
 
 @pytest.mark.parametrize("case", CASES)
 def test_ort_equals_transformers(ort_session, tok, case):
-    assert_same(T.ort_encode(ort_session, [CASES[case]]), T.hf_encode(tok, [CASES[case]], MAX))
+    assert_same(O.ort_encode(ort_session, [CASES[case]]), T.hf_encode(tok, [CASES[case]], MAX))
 
 
 def test_ort_batch_is_a_loop_padded_to_the_longest(ort_session, tok):
-    assert_same(T.ort_encode(ort_session, list(CASES.values())), T.hf_encode(tok, list(CASES.values()), MAX))
+    assert_same(O.ort_encode(ort_session, list(CASES.values())), T.hf_encode(tok, list(CASES.values()), MAX))
 
 
 def test_ort_graph_contract(ort_graph, ort_session, model_dir):
@@ -147,7 +150,7 @@ def test_ort_graph_contract(ort_graph, ort_session, model_dir):
 
     onnx.checker.check_model(ort_graph)
     domains = {o.domain: o.version for o in ort_graph.opset_import}
-    assert domains == {"": T.ORT_OPSET, T.CONTRIB: 1}
+    assert domains == {"": O.ORT_OPSET, O.CONTRIB: 1}
     assert {p.key: p.value for p in ort_graph.metadata_props}["tokenizer_sha256"] == T.tokenizer_sha256(model_dir)
     (text,) = ort_session.get_inputs()
     assert (text.name, text.type, text.shape) == (T.TEXT_INPUT, "tensor(string)", [1])
@@ -163,7 +166,7 @@ def test_ort_equals_transformers_on_every_bmp_character(ort_session_untruncated,
     points = [c for c in range(0x10000) if not 0xD800 <= c <= 0xDFFF and c != 0]  # NUL: see the xfail below
     texts = [" ".join(around.format(chr(c)) for c in points[i : i + 400]) for i in range(0, len(points), 400)]
     want = tok(texts)["input_ids"]  # whole texts, no truncation
-    got = [T.ort_encode(ort_session_untruncated, [t])["input_ids"][0].tolist() for t in texts]
+    got = [O.ort_encode(ort_session_untruncated, [t])["input_ids"][0].tolist() for t in texts]
     assert not [hex(points[i * 400]) for i in range(len(texts)) if got[i] != want[i]]
 
 
@@ -174,7 +177,7 @@ def test_over_length_is_truncated_to_max_length_ending_with_sep(ov_tokenizer, or
     text = " ".join(f"word{i} café" for i in range(200))
     want = T.hf_encode(tok, [text], MAX)
     assert want["input_ids"].shape == (1, MAX) and want["input_ids"][0, -1] == tok.sep_token_id
-    for got in (ov_encode(ov_tokenizer, [text]), T.ort_encode(ort_session, [text])):
+    for got in (ov_encode(ov_tokenizer, [text]), O.ort_encode(ort_session, [text])):
         assert_same(got, want)
         assert got["attention_mask"].all()
 
@@ -188,7 +191,7 @@ def test_over_length_is_truncated_to_max_length_ending_with_sep(ov_tokenizer, or
     "deletes the NUL: [CLS] x ##y [SEP] ([101, 1060, 102] vs [101, 1060, 2100, 102])",
 )
 def test_ort_nul_character(ort_session, tok):
-    assert_same(T.ort_encode(ort_session, ["x\x00y"]), T.hf_encode(tok, ["x\x00y"], MAX))
+    assert_same(O.ort_encode(ort_session, ["x\x00y"]), T.hf_encode(tok, ["x\x00y"], MAX))
 
 
 @pytest.mark.xfail(
@@ -198,7 +201,7 @@ def test_ort_nul_character(ort_session, tok):
 )
 def test_ort_special_tokens_in_the_text(ort_session, tok):
     text = "hello [MASK] world"
-    assert_same(T.ort_encode(ort_session, [text]), T.hf_encode(tok, [text], MAX))
+    assert_same(O.ort_encode(ort_session, [text]), T.hf_encode(tok, [text], MAX))
 
 
 def test_openvino_special_tokens_and_nul_match(ov_tokenizer, tok):
@@ -261,10 +264,10 @@ def tiny_encoder(with_token_types: bool):
 
 
 @pytest.mark.parametrize("with_token_types", [False, True])
-def test_connect_openvino_runs_strings_through_the_encoder(model_dir, tok, with_token_types):
+def test_connect_tokenizer_runs_strings_through_the_encoder(model_dir, tok, with_token_types):
     ov = pytest.importorskip("openvino")
     pytest.importorskip("openvino_tokenizers")
-    full = T.connect_openvino(T.openvino_tokenizer(model_dir, MAX), tiny_encoder(with_token_types))
+    full = connect_tokenizer(T.openvino_tokenizer(model_dir, MAX), tiny_encoder(with_token_types))
     assert [(i.get_any_name(), i.get_element_type()) for i in full.inputs] == [(T.TEXT_INPUT, ov.Type.string)]
     names = {o.get_any_name() for o in full.outputs}
     assert names == ({"score", "length", "types"} if with_token_types else {"score", "length"})  # nothing dangles
@@ -279,7 +282,7 @@ def test_connect_openvino_runs_strings_through_the_encoder(model_dir, tok, with_
     assert got["length"].tolist()[3] == MAX
 
 
-def test_connect_openvino_refuses_an_encoder_it_cannot_feed(model_dir):
+def test_connect_tokenizer_refuses_an_encoder_it_cannot_feed(model_dir):
     ov = pytest.importorskip("openvino")
     pytest.importorskip("openvino_tokenizers")
     from openvino import opset13 as ops
@@ -288,4 +291,4 @@ def test_connect_openvino_refuses_an_encoder_it_cannot_feed(model_dir):
     other = ops.parameter([-1, -1], ov.Type.i64, name="position_ids")
     encoder = ov.Model([ops.add(ids, other)], [ids, other], "needs_position_ids")
     with pytest.raises(ValueError, match="attention_mask"):
-        T.connect_openvino(T.openvino_tokenizer(model_dir, MAX), encoder)
+        connect_tokenizer(T.openvino_tokenizer(model_dir, MAX), encoder)

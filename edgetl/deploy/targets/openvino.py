@@ -146,20 +146,7 @@ class OpenVINOTarget(RuntimeTarget):
         device = options.device or "CPU"
         extension = _extension_for(src, options.fused_kernels)
         static = options.static or device.startswith("NPU")
-        try:
-            if src.custom_ops:
-                # OpenVINO's ONNX frontend does not expand model-local functions: the fused ops come from the
-                # extension, or the edgetl nodes are inlined into their standard-op decomposition first.
-                from edgetl.ops.ov_reader import read_model
-
-                core = ov.Core()
-                if extension:
-                    core.add_extension(str(extension))
-                model = read_model(core, src.path, fused=extension is not None)
-            else:
-                model = ov.convert_model(str(src.path))
-        except Exception as e:  # OpenVINO raises plain RuntimeError/OpConversionFailure with long text
-            raise UserError(f"{src.path}: OpenVINO cannot convert it: {str(e).splitlines()[0]}") from None
+        model = _convert(src, extension)
         fields = src.manifest_fields()
         tokenizer = tokenizer_place(src, self.name, options)
         if tokenizer and static:
@@ -283,21 +270,67 @@ def with_tokenizer(src, encoder):
     import openvino as ov
 
     load_tokenizer_ops()
-    import openvino_tokenizers
-
     src.tokenizer_file("tokenizer.openvino.bin")
     # one Core for the process: a read model must not outlive the Core that loaded its ops (measured: segfault)
     global _TOKENIZER_CORE
     _TOKENIZER_CORE = _TOKENIZER_CORE or ov.Core()
-    tokenizer = _TOKENIZER_CORE.read_model(str(src.tokenizer_file("tokenizer.openvino.xml")))
-    # token_type_ids is not an encoder input: the tokenizer keeps only the outputs the encoder takes
-    kept = [(r, o.get_any_name()) for r, o in zip(tokenizer.get_results(), tokenizer.outputs, strict=True)]
-    kept = [(r, name) for r, name in kept if name in TOKEN_INPUTS]
-    tokenizer = ov.Model([r for r, _ in kept], tokenizer.get_sinks(), tokenizer.get_parameters(), "tokenizer")
-    full = openvino_tokenizers.connect_models(tokenizer, encoder, name_map={name: name for _, name in kept})
-    full.add_sinks(tokenizer.get_sinks())  # measured: without the tokenizer's sinks the joined model cannot run
+    return connect_tokenizer(_TOKENIZER_CORE.read_model(str(src.tokenizer_file("tokenizer.openvino.xml"))), encoder)
+
+
+def connect_tokenizer(tokenizer_model, encoder_model):
+    """One `openvino.Model`, strings in (input `text`), the encoder's outputs out: each tokenizer output feeds the
+    encoder input of the same name. A tokenizer output the encoder does not take (token_type_ids for most sentence
+    encoders) is left out of the joined model, never a dangling output. Both models are consumed (rewired in
+    place): pass fresh ones."""
+    import openvino as ov
+    import openvino_tokenizers
+
+    tok_outputs = {o.get_any_name(): o for o in tokenizer_model.outputs}
+    enc_inputs = {i.get_any_name(): i for i in encoder_model.inputs}
+    missing = [name for name in TOKEN_INPUTS if name not in enc_inputs]
+    extra = [name for name in enc_inputs if name not in tok_outputs]
+    if missing or extra:
+        raise ValueError(
+            f"the encoder takes {sorted(enc_inputs)}: it needs input_ids and attention_mask and nothing the "
+            f"tokenizer does not give ({sorted(tok_outputs)})"
+        )
+    for name, port in enc_inputs.items():
+        if port.get_element_type() != tok_outputs[name].get_element_type():
+            raise ValueError(
+                f"encoder input {name} is {port.get_element_type()}, the tokenizer gives "
+                f"{tok_outputs[name].get_element_type()}"
+            )
+    tok_sinks, enc_sinks = list(tokenizer_model.get_sinks()), list(encoder_model.get_sinks())
+    if len(enc_inputs) < len(tok_outputs):  # connect_models would crash logging the unused output (.name)
+        results = zip(tokenizer_model.get_results(), tokenizer_model.outputs, strict=True)
+        kept = [result for result, port in results if port.get_any_name() in enc_inputs]
+        tokenizer_model = ov.Model(kept, tok_sinks, list(tokenizer_model.get_parameters()), "tokenizer")
+    full = openvino_tokenizers.connect_models(tokenizer_model, encoder_model, name_map={n: n for n in enc_inputs})
+    # connect_models builds the joined model from results and parameters only: the tokenizer's truncation
+    # ReadValue/Assign pair hangs off no result, and without its sink the CPU plugin refuses the model
+    # ("ReadValue node ... doesn't have sibling output")
+    full.add_sinks(tok_sinks + enc_sinks)
     full.inputs[0].get_tensor().set_names({"text"})  # the manifest's input name, like `image` for frames
     return full
+
+
+def _convert(src, extension: Path | None):
+    """The source ONNX as an `openvino.Model`; a model OpenVINO cannot convert is one line naming the file."""
+    import openvino as ov
+
+    try:
+        if not src.custom_ops:
+            return ov.convert_model(str(src.path))
+        # OpenVINO's ONNX frontend does not expand model-local functions: the fused ops come from the
+        # extension, or the edgetl nodes are inlined into their standard-op decomposition first.
+        from edgetl.ops.ov_reader import read_model
+
+        core = ov.Core()
+        if extension:
+            core.add_extension(str(extension))
+        return read_model(core, src.path, fused=extension is not None)
+    except Exception as e:  # OpenVINO raises plain RuntimeError/OpConversionFailure with long text
+        raise UserError(f"{src.path}: OpenVINO cannot convert it: {str(e).splitlines()[0]}") from None
 
 
 def _first_line(e: Exception) -> str:
