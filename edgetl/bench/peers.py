@@ -168,11 +168,11 @@ def ort_int8(src: Source, threads: int, calibration: Sequence[np.ndarray], workd
 
 def _ov_compile(model, config: dict, model_precision: str) -> tuple[Callable, dict]:
     ov = _import("openvino", "edgetl[openvino]")
-    from edgetl.deploy.targets.openvino import precision_name
+    from edgetl.deploy.targets.openvino import runtime_precision
 
     compiled = ov.Core().compile_model(model, "CPU", config)
     request = compiled.create_infer_request()
-    precision = precision_name(compiled.get_property("INFERENCE_PRECISION_HINT").to_string())
+    precision = runtime_precision(compiled)
     return (lambda frames: request.infer({0: frames})), {
         "target": "openvino",
         "precision": precision,

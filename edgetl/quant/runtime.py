@@ -39,10 +39,9 @@ class RuntimeExtractor:
             if self.threads:
                 config["INFERENCE_NUM_THREADS"] = self.threads
             compiled = core.compile_model(str(self.path), "CPU", config)
-            from edgetl.deploy.targets.openvino import precision_name
+            from edgetl.deploy.targets.openvino import runtime_precision
 
-            hint = compiled.get_property("INFERENCE_PRECISION_HINT")  # an ov.Type: its str() is "<Type: 'float32'>"
-            self.precision_used = f"int8 + {precision_name(hint.to_string())}"
+            self.precision_used = runtime_precision(compiled)
             request = compiled.create_infer_request()
             return lambda feeds: request.infer(feeds)[0].copy()
         from edgetl.deploy.ort_session import session as ort_session

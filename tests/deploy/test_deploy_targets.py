@@ -78,6 +78,8 @@ def test_openvino_static_variant_and_cache(tmp_path, colour_onnx):
 def test_int8_models_label_real_images(tmp_path, images, colour_int8_onnx, target):
     artifact = get_target(target).compile(colour_int8_onnx, tmp_path / "int8", CompileOptions(precision="int8"))
     assert artifact.manifest["precision"]["model"] == "int8"
+    if target == "openvino":  # read off the execution graph: the quantized convolutions ran in int8
+        assert artifact.manifest["precision"]["runtime"].startswith("int8 + ")
     with Predictor(artifact.root) as predictor:
         for name in COLOURS:
             frame = decode_image(images[name].read_bytes())

@@ -98,12 +98,30 @@ def _compile_config(settings: dict, device: str) -> dict:
     return config
 
 
+_COMPUTE_LAYERS = {"Convolution", "GroupConvolution", "Deconvolution", "FullyConnected", "MatMul"}
+
+
+def runtime_precision(compiled) -> str | None:
+    """What the compiled model runs in, read off the runtime: the floating-point precision the plugin chose,
+    prefixed "int8 + " when convolutions or matrix products of its execution graph run in i8/u8."""
+    try:
+        floating = precision_name(compiled.get_property("INFERENCE_PRECISION_HINT").to_string())
+    except RuntimeError:  # some plugins (NPU) do not report it
+        return None
+    try:
+        layers = [op.get_rt_info() for op in compiled.get_runtime_model().get_ordered_ops()]
+        int8 = any(
+            rt["layerType"].astype(str) in _COMPUTE_LAYERS and rt["runtimePrecision"].astype(str) in ("i8", "u8")
+            for rt in layers
+        )
+    except (RuntimeError, KeyError):  # a plugin without an execution graph: the hint is all it says
+        int8 = False
+    return f"int8 + {floating}" if int8 else floating
+
+
 def _runtime_info(compiled, device: str) -> dict:
     info = {"device": device, "execution_devices": list(compiled.get_property("EXECUTION_DEVICES"))}
-    try:
-        info["precision"] = precision_name(compiled.get_property("INFERENCE_PRECISION_HINT").to_string())
-    except RuntimeError:  # some plugins (NPU) do not report it
-        info["precision"] = None
+    info["precision"] = runtime_precision(compiled)
     return info
 
 
