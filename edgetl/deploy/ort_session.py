@@ -1,8 +1,9 @@
 """The one way edgetl opens an ONNX Runtime session: compile checks, bundles, INT8 features, parity, bench.
 
 Sequential execution, one inter-op thread, warnings about unused initializers silenced; `threads` None keeps
-ORT's own intra-op default; `string_ops` registers onnxruntime-extensions' ops (an in-graph tokenizer). `source` names a file the user handed in: then a model ORT cannot load is one
-line naming it (exit 2). Without it (edgetl's own graphs) a load failure is a bug and keeps its traceback.
+ORT's own intra-op default; `string_ops` registers onnxruntime-extensions' ops (an in-graph tokenizer).
+`source` names a file the user handed in: then a model ORT cannot load is one line naming it (exit 2).
+Without it (edgetl's own graphs) a load failure is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
