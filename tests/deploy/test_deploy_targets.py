@@ -95,6 +95,12 @@ def test_precision_errors_name_the_option(tmp_path, colour_onnx):
         get_target("onnxruntime").compile(colour_onnx, tmp_path / "x", CompileOptions(precision="bf16"))
     with pytest.raises(UserError, match="--precision: unknown"):
         CompileOptions(precision="fp64")
+    with pytest.raises(UserError, match="--tokenizer: unknown"):
+        CompileOptions(tokenizer="remote")
+    for target in ("openvino", "onnxruntime", "tensorrt"):  # the tokenizer option is for text models only
+        with pytest.raises(UserError, match="--tokenizer host: .* classifies images"):
+            get_target(target).compile(colour_onnx, tmp_path / "t", CompileOptions(tokenizer="host"))
+        assert not (tmp_path / "t").exists()
     assert not (tmp_path / "x").exists()
 
 
