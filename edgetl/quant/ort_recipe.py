@@ -3,21 +3,18 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
 
 from edgetl.quant.calibration import feeds_reader, sample_feeds
+from edgetl.texts import Tokens
 from edgetl.train.config import QuantizeCfg
 
 
-def quantize_ort(fp32: Path, out: Path, qcfg: QuantizeCfg, calib: np.ndarray) -> None:
-    from onnxruntime.quantization import (
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
+def quantize_ort(fp32: Path, out: Path, qcfg: QuantizeCfg, calib: np.ndarray | Tokens) -> None:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     methods = {
         "minmax": CalibrationMethod.MinMax,
@@ -37,14 +34,23 @@ def quantize_ort(fp32: Path, out: Path, qcfg: QuantizeCfg, calib: np.ndarray) ->
         }
     else:
         layout = {"activation_type": QuantType.QUInt8, "extra_options": {"WeightSymmetric": True}}
-    quantize_static(
-        str(fp32),
-        str(out),
-        feeds_reader(sample_feeds(calib)),
-        quant_format=QuantFormat.QDQ,
-        per_channel=True,
-        weight_type=QuantType.QInt8,
-        calibrate_method=methods[qcfg.calib_method],
-        nodes_to_exclude=list(qcfg.ignore),
-        **layout,
-    )
+        if isinstance(calib, Tokens):
+            # a transformer: only the matrix products. Quantizing every op's output (the image layout) put
+            # uint8 QDQ on softmax, LayerNorm and residual adds and cost 3.1 points on intents.csv (measured:
+            # 1.000 -> 0.969; MatMul/Gemm only: 1.000, agreement 1.000, and 0.757 vs 0.764 on the docstring set)
+            layout["op_types_to_quantize"] = ["MatMul", "Gemm"]
+    logging.disable(logging.WARNING)  # quantize_static's root-logger advice to run ORT's pre-processing script
+    try:
+        quantize_static(
+            str(fp32),
+            str(out),
+            feeds_reader(sample_feeds(calib)),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            weight_type=QuantType.QInt8,
+            calibrate_method=methods[qcfg.calib_method],
+            nodes_to_exclude=list(qcfg.ignore),
+            **layout,
+        )
+    finally:
+        logging.disable(logging.NOTSET)
