@@ -49,7 +49,8 @@ def with_tokenizer(src, stage: Path) -> Path:
     import onnx
     from onnx import compose
 
-    tokenizer = onnx.load(str(src.tokenizer_file(ORT_TOKENIZER)))
+    # a tokenizer graph holds its tables inline: never follow an external-data path named inside it
+    tokenizer = onnx.load(str(src.tokenizer_file(ORT_TOKENIZER)), load_external_data=False)
     encoder = onnx.load(str(src.path))
     tokenizer.ir_version = encoder.ir_version = max(tokenizer.ir_version, encoder.ir_version)
     joined = compose.merge_models(
