@@ -1,5 +1,5 @@
 // UNVERIFIED against a real TensorRT (see kernels/tensorrt/plugin_common.h).
-#include "pool_head/tensorrt_plugin.h"
+#include "tensorrt/plugins.h"
 
 #include "cuda/edgetl_cuda.h"
 

@@ -1,8 +1,7 @@
 // The TensorRT registration table: the entry points TensorRT 10 looks up when it loads a plugin library
 // (IPluginRegistry::loadLibrary, `trtexec --dynamicPlugins=libedgetl_tensorrt.so`, or a plan's serialized
 // plugin libraries). UNVERIFIED against a real TensorRT (see plugin_common.h).
-#include "pool_head/tensorrt_plugin.h"
-#include "preprocess/tensorrt_plugin.h"
+#include "tensorrt/plugins.h"
 
 #define EDGETL_TRT_API extern "C" __attribute__((visibility("default")))
 
