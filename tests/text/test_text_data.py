@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 
+import numpy as np
 import pytest
 
 from edgetl.errors import UserError
@@ -79,3 +80,17 @@ def test_nfc_makes_one_key_and_tokens_slice_to_their_width():
 
     t = Tokens(np.array([[101, 5, 102, 0], [101, 102, 0, 0]]), np.array([[1, 1, 1, 0], [1, 1, 0, 0]]))
     assert t[1:].input_ids.tolist() == [[101, 102]] and len(t[:1].attention_mask[0]) == 3
+
+
+@pytest.mark.parametrize("method", ["percentile", "entropy", "distribution"])
+def test_ort_histogram_calibration_refused_for_text(tmp_path, method):
+    """ORT's histogram calibrators stack every sample's outputs and fail on sentences of different lengths
+    (seen: ValueError 'inhomogeneous shape'); a text model gets one line naming the option instead."""
+    from edgetl.quant.ort_recipe import quantize_ort
+    from edgetl.train.config import QuantizeCfg
+
+    calib = Tokens(np.ones((2, 3), np.int64), np.ones((2, 3), np.int64))
+    out = tmp_path / "int8.onnx"
+    with pytest.raises(UserError, match=f"--calib-method {method}:.*minmax"):
+        quantize_ort(tmp_path / "fp32.onnx", out, QuantizeCfg(target="onnxruntime", calib_method=method), calib)
+    assert not out.exists()
