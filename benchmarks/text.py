@@ -12,7 +12,7 @@ Python's own source: no download, the same sentences for the same Python version
    goal >= 2x. All run the same validation sentences (intents), interleaved in rounds, so machine noise
    hits all; the speed-up is the median over rounds of the per-round ratio. Timed beside them: the same
    INT8 model with `--tokenizer host` (the `tokenizers` library in Python, token ids into OpenVINO), the
-   ONNX Runtime INT8 bundle (its own layout, extensions' tokenizer in the graph), and the FP32 run's
+   ONNX Runtime INT8 bundle (dynamic quantization, extensions' tokenizer in the graph), and the FP32 run's
    OpenVINO and ONNX Runtime bundles, to show what INT8, the runtime and the in-graph tokenizer each change.
 
 Every `edgetl train` is a fresh process. Run it alone on the machine. Writes benchmarks/results/text.json.
@@ -115,7 +115,7 @@ def accuracy(data: Path, tmp: Path) -> dict:
         "int8_drop_points": m["int8_drop"] * 100,
         "int8_agreement": m["int8_agreement"],
         "quantize": {k: int8["quantize"][k] for k in ("target", "method", "precision_used", "status")},
-        "onnxruntime_int8": {  # the ONNX Runtime layout (MatMul/Gemm only for text encoders), same FP32 head
+        "onnxruntime_int8": {  # ONNX Runtime: quantize_dynamic on the MatMuls, same FP32 recipe
             "val_acc_int8": mo["val_acc"],
             "int8_drop_points": mo["int8_drop"] * 100,
             "int8_agreement": mo["int8_agreement"],

@@ -22,6 +22,8 @@ ALL_FORMATS: dict[str, tuple[str, str]] = {**INPUT_FORMATS, **TEXT_FORMATS}
 DOMAIN = "ai.edgetl"  # ONNX domain of edgetl's fused ops (kernels/spec.json)
 METADATA_KEY = "edgetl"  # ONNX metadata_props key holding the export record
 TARGETS = ("openvino", "onnxruntime", "tensorrt")  # the runtimes a model is laid out, compiled and bundled for
+# ONNX ops that make a graph INT8: static QDQ, or ONNX Runtime's dynamic quantization (text encoders)
+INT8_OPS = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8")  # `--precision`; auto: the model's, run as the runtime prefers
 # Size limits. The model's input and a camera frame are different things: the frame is resized inside the graph.
 MIN_SIDE = 8  # pixels, for model inputs and frames alike

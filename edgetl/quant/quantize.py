@@ -10,7 +10,7 @@ from edgetl.errors import UserError
 from edgetl.quant.backbone_onnx import source_sha
 from edgetl.quant.calibration import feeds_reader, sample_feeds, select_calibration
 from edgetl.quant.nncf_recipe import quantize_nncf
-from edgetl.quant.ort_recipe import quantize_ort
+from edgetl.quant.ort_recipe import quantize_ort, quantize_text_dynamic
 from edgetl.train.config import QuantizeCfg
 
 
@@ -47,4 +47,6 @@ def _node_names(path: Path) -> list[str]:
 
 # The quantizers' own code is part of every INT8 cache key: any change to a recipe below (preset, bias
 # correction, layout, calibration reader) gives new keys, so a cache filled by another version is never reused.
-RECIPE = source_sha(quantize, quantize_nncf, quantize_ort, feeds_reader, sample_feeds, select_calibration)
+RECIPE = source_sha(
+    quantize, quantize_nncf, quantize_ort, quantize_text_dynamic, feeds_reader, sample_feeds, select_calibration
+)

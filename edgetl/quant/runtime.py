@@ -47,7 +47,10 @@ class RuntimeExtractor:
         from edgetl.deploy.ort_session import session as ort_session
 
         session = ort_session(self.path, self.threads)
-        self.precision_used = "int8 (QDQ) + fp32"
+        import onnx
+
+        ops = {n.op_type for n in onnx.load(str(self.path), load_external_data=False).graph.node}
+        self.precision_used = "int8 (dynamic) + fp32" if "DynamicQuantizeLinear" in ops else "int8 (QDQ) + fp32"
         return lambda feeds: session.run(None, feeds)[0]
 
     def __call__(self, x: np.ndarray | Tokens) -> np.ndarray:

@@ -22,6 +22,7 @@ from edgetl.fileio import atomic_write_bytes, sha256_file
 from edgetl.progress import info
 from edgetl.quant.backbone_onnx import export_backbone_onnx, exporter_version
 from edgetl.quant.calibration import calibration_hash, check_calibration, select_calibration
+from edgetl.quant.ort_recipe import DYNAMIC
 from edgetl.quant.quantize import RECIPE, quantize
 from edgetl.quant.runtime import RuntimeExtractor, engine_for, quantizer_version
 from edgetl.quant.sensitivity import rank_layers
@@ -157,7 +158,7 @@ def run_quantized(p: Pipeline) -> tuple:
     atomic_write_bytes(_ensure(p.out) / "backbone.int8.onnx", ext.path.read_bytes())
     quant = {
         "target": qcfg.target,
-        "method": qcfg.calib_method,
+        "method": DYNAMIC if p.text and qcfg.target == "onnxruntime" else qcfg.calib_method,
         "calib_size": len(items),
         "calib_requested": r.q.calib_size,
         "calib_sha256": chash,

@@ -89,7 +89,7 @@ def test_int8_models_label_real_images(tmp_path, images, colour_int8_onnx, targe
 
 
 def test_precision_errors_name_the_option(tmp_path, colour_onnx):
-    with pytest.raises(UserError, match="--precision int8: .* no QuantizeLinear"):
+    with pytest.raises(UserError, match="--precision int8: .* no INT8 nodes"):
         get_target("openvino").compile(colour_onnx, tmp_path / "x", CompileOptions(precision="int8"))
     with pytest.raises(UserError, match="--precision bf16: not supported by --target onnxruntime"):
         get_target("onnxruntime").compile(colour_onnx, tmp_path / "x", CompileOptions(precision="bf16"))

@@ -170,9 +170,10 @@ def test_train_int8_export_compile_predict(tmp_path, capsys):
     assert code == 2 and "--tokenizer graph" in err and not (tmp_path / "trt-graph").exists()
 
 
-def test_onnxruntime_int8_quantizes_only_the_matrix_products(tmp_path, capsys):
-    """ONNX Runtime's layout for a transformer: QDQ around the MatMuls only (the image layout quantized every op's
-    output, residual adds and GELU included, and lost 3.1 points on intents.csv)."""
+def test_onnxruntime_int8_is_dynamic_on_the_matrix_products(tmp_path, capsys):
+    """ONNX Runtime's INT8 for a transformer: quantize_dynamic on the MatMuls (int8 weights, activation ranges per
+    call). Static QDQ around the same MatMuls kept agreement 0.924 on the docstring set (dynamic: 0.972); the
+    image layout quantized every op's output and lost 3.1 points on intents.csv."""
     import onnx
 
     data = tmp_path / "intents.csv"
@@ -181,26 +182,24 @@ def test_onnxruntime_int8_quantizes_only_the_matrix_products(tmp_path, capsys):
                            "--target", "onnxruntime", "--out", tmp_path / "r", "--no-progress")  # fmt: skip
     assert code == 0, err
     rec = json.loads((tmp_path / "r" / "run.json").read_text())
-    assert rec["quantize"]["target"] == "onnxruntime" and rec["metrics"]["int8_agreement"] >= 0.8
+    assert rec["quantize"]["target"] == "onnxruntime" and rec["quantize"]["method"] == "dynamic"
+    assert rec["quantize"]["precision_used"] == "int8 (dynamic) + fp32" and rec["metrics"]["int8_agreement"] >= 0.8
     graph = onnx.load(str(tmp_path / "r" / "backbone.int8.onnx")).graph
-    consumers: dict[str, list] = {}
-    for n in graph.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
+    ops = [n.op_type for n in graph.node]
+    assert "QuantizeLinear" not in ops and ops.count("MatMulInteger") == 36  # 6 layers x (q, k, v, out, 2 FFN)
+    consumers = {i: n.op_type for n in graph.node for i in n.input}
+    assert all(
+        consumers.get(n.output[0]) == "MatMulInteger" for n in graph.node if n.op_type == "DynamicQuantizeLinear"
+    )
 
-    def reaches_matmul(tensor: str) -> bool:  # through QDQ pairs and the shape ops ORT quantizes in passing
-        for n in consumers.get(tensor, []):
-            if n.op_type == "MatMul" or (
-                n.op_type in ("QuantizeLinear", "DequantizeLinear", "Transpose", "Reshape")
-                and reaches_matmul(n.output[0])
-            ):
-                return True
-        return False
-
-    producer = {o: n.op_type for n in graph.node for o in n.output}
-    quantizers = [n for n in graph.node if n.op_type == "QuantizeLinear"]
-    # each quantizer sits at a MatMul: on its output, or on what reaches its input
-    assert quantizers and all(producer.get(q.input[0]) == "MatMul" or reaches_matmul(q.output[0]) for q in quantizers)
+    # compile reads the model as INT8 (it has no QDQ pairs)
+    code, _, err = run_cli(capsys, "export", tmp_path / "r")
+    assert code == 0, err
+    code, _, err = run_cli(capsys, "compile", tmp_path / "r" / "model.onnx", "--target", "onnxruntime",
+                           "--out", tmp_path / "ort")  # fmt: skip
+    assert code == 0, err
+    manifest = json.loads((tmp_path / "ort" / "manifest.json").read_text())
+    assert manifest["precision"]["model"] == "int8" and manifest["precision"]["runtime"] == "int8"
 
 
 def test_text_bundle_refuses_images_and_image_options(tmp_path, capsys):

@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgetl.contract import ALL_FORMATS, TOKEN_IDS, TOKEN_INPUTS
+from edgetl.contract import ALL_FORMATS, INT8_OPS, TOKEN_IDS, TOKEN_INPUTS
 from edgetl.contract import DOMAIN as CUSTOM_DOMAIN
 from edgetl.deploy.onnx_safety import check_external_data
 from edgetl.errors import UserError
@@ -88,7 +88,7 @@ class SourceModel:
             outputs=[o.name for o in model.graph.output],
             sha256=sha256_file(path),
             external_files=external,
-            has_qdq=any(op in ("QuantizeLinear", "DequantizeLinear") for _, op in op_types),
+            has_qdq=any(op in INT8_OPS for _, op in op_types),
             custom_ops=sorted(op for domain, op in op_types if domain == CUSTOM_DOMAIN),
         )
 
@@ -99,7 +99,7 @@ class SourceModel:
             return model_precision
         if requested == "int8" and not self.has_qdq:
             raise UserError(
-                f"--precision int8: {self.path} has no QuantizeLinear/DequantizeLinear nodes; "
+                f"--precision int8: {self.path} has no INT8 nodes (QuantizeLinear/DequantizeLinear, or DynamicQuantizeLinear); "
                 "export the INT8 model (edgetl export with quantization) or drop --precision"
             )
         if requested not in allowed:
