@@ -94,31 +94,36 @@ def check_eval(**modules: nn.Module) -> None:
 
 
 class FeatureMap(nn.Module):
-    """The exported backbone part: [N, 3, h, w] -> [N, D, h', w'] (pooling belongs to the head/PoolHead).
+    """The exported backbone part: [N, 3, h, w] -> [N, D, h', w'] (pooling belongs to the head/PoolHead),
+    or with `pooled` -> [N, D] globally pooled features (the INT8 backbone, which ships pooled).
 
     The attribute is named `backbone` so node name scopes read `backbone.<module path>` (parity.SCOPE).
     """
 
-    def __init__(self, backbone: Backbone) -> None:
+    def __init__(self, backbone: Backbone, pooled: bool = False) -> None:
         super().__init__()
         self.backbone = backbone
+        self.pooled = pooled
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pooled:  # [N, D]: what `--quantize int8` quantizes and caches features from
+            return self.backbone.forward_features(x)
         return self.backbone.forward_feature_map(x)
 
 
-def export_backbone(backbone: Backbone, pre: Preprocess) -> onnx.ModelProto:
-    """FP32 backbone graph: input `input` [N, 3, h, w] (N symbolic, h and w fixed), output `fmap`."""
+def export_backbone(backbone: Backbone, pre: Preprocess, pooled: bool = False) -> onnx.ModelProto:
+    """FP32 backbone graph: input `input` [N, 3, h, w] (N symbolic, h and w fixed), output `fmap`
+    (or `features` [N, D] when `pooled`). The one backbone exporter: `edgetl export` and `--quantize int8`."""
     example = torch.zeros(EXAMPLE_BATCH, 3, *pre.size)
     quiet = io.StringIO()  # the exporter narrates its steps on stdout
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
             warnings.simplefilter("ignore")
             program = torch.onnx.export(
-                FeatureMap(backbone),
+                FeatureMap(backbone, pooled),
                 (example,),
                 input_names=[onnx_graph.TENSOR],
-                output_names=["fmap"],
+                output_names=["features" if pooled else "fmap"],
                 opset_version=OPSET,
                 dynamo=True,
                 dynamic_shapes={"x": {0: torch.export.Dim("N")}},

@@ -1,14 +1,15 @@
-"""The frozen FP32 backbone as ONNX (pooled features, fixed spatial size, dynamic batch): what is quantized."""
+"""The frozen FP32 backbone as ONNX (pooled features, fixed spatial size, dynamic batch): what is quantized.
+
+It is `edgetl export`'s own backbone graph (`edgetl.export.model.export_backbone`, PyTorch's dynamo exporter
+at the fused graph's opset) with the global pooling kept inside, simplified by onnxslim.
+"""
 
 from __future__ import annotations
 
 import hashlib
 from pathlib import Path
 
-from edgetl.errors import UserError
-
 INPUT, OUTPUT = "input", "features"
-OPSET = 17
 
 
 def source_sha(*functions) -> str:
@@ -25,44 +26,37 @@ def exporter_version(text: bool = False) -> str:
         from edgetl.export.text import export_text_encoder
 
         return f"torch {torch.__version__} {source_sha(export_text_encoder)}"
-    return f"torch {torch.__version__} opset {OPSET} {source_sha(export_backbone_onnx)}"
+    from edgetl.export.graph import slim
+    from edgetl.export.model import OPSET, FeatureMap, export_backbone
+
+    return f"torch {torch.__version__} opset {OPSET} {source_sha(export_backbone, FeatureMap, slim)}"
 
 
-# --- the FP32 backbone as ONNX ----------------------------------------------------------------------
+def export_backbone_onnx(backbone, pre, path: Path) -> Path:
+    """Pooled-feature backbone (`input` [N, 3, h, w] -> `features` [N, D]) written to `path`."""
+    from edgetl.export.graph import slim
+    from edgetl.export.model import export_backbone
+    from edgetl.fileio import atomic_write_bytes
 
-
-def export_backbone_onnx(backbone, size: tuple[int, int], path: Path) -> Path:
-    """Pooled-feature backbone, fixed spatial size, dynamic batch; simplified (folds TF-same padding)."""
-    import onnx
-    import onnxslim
-    import torch
-
-    class Features(torch.nn.Module):
-        def __init__(self, b) -> None:
-            super().__init__()
-            self.b = b
-
-        def forward(self, x):
-            return self.b.forward_features(x)
-
-    tmp = path.with_suffix(".raw.onnx")
-    try:
-        torch.onnx.export(
-            Features(backbone).eval(),
-            torch.zeros(1, 3, *size),
-            str(tmp),
-            input_names=[INPUT],
-            output_names=[OUTPUT],
-            dynamic_axes={INPUT: {0: "N"}, OUTPUT: {0: "N"}},
-            opset_version=OPSET,
-            dynamo=False,
-        )
-        model = onnxslim.slim(onnx.load(str(tmp)))
-    except Exception as e:  # noqa: BLE001 - any exporter failure is "this backbone cannot be quantized"
-        raise UserError(
-            f"--quantize int8: backbone {backbone.cfg.name} does not export to ONNX ({str(e)[:160]})"
-        ) from None
-    finally:
-        tmp.unlink(missing_ok=True)
-    onnx.save(model, str(path))
+    model = slim(export_backbone(backbone, pre, pooled=True))
+    readable_names(model)
+    atomic_write_bytes(path, model.SerializeToString())
     return path
+
+
+def readable_names(model) -> None:
+    """Name each node after the module it came from, `/<module path>/<OpType>` (`/blocks/0/0/bn1/Conv`),
+    from the exporter's name-scope metadata: the names sensitivity reports and `--quant-ignore` use."""
+    import ast
+
+    from edgetl.export.parity import NAME_SCOPES, SCOPE
+
+    seen: dict[str, int] = {}
+    for node in model.graph.node:
+        props = {p.key: p.value for p in node.metadata_props}
+        scopes = [s for s in ast.literal_eval(props.get(NAME_SCOPES, "[]")) if s.startswith(SCOPE + ".")]
+        path = scopes[-1].split(".", 1)[1].removeprefix("model.") if scopes else ""
+        base = "/" + "/".join([*filter(None, path.split(".")), node.op_type])
+        count = seen.get(base, 0)
+        seen[base] = count + 1
+        node.name = base if count == 0 else f"{base}_{count}"

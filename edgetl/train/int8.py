@@ -59,7 +59,7 @@ class Int8Run:
 
                 atomic_write_bytes(tmp, export_text_encoder(self.p.backbone()).SerializeToString())
             else:
-                export_backbone_onnx(self.p.backbone(), self.p.pre.size, tmp)
+                export_backbone_onnx(self.p.backbone(), self.p.pre, tmp)
             tmp.replace(path)
         return path
 

@@ -68,7 +68,7 @@ def _int8_backbone(run: Path, path: Path) -> None:
     from edgetl.train.config import QuantizeCfg
 
     parts = export.load_run(run)
-    fp32 = export_backbone_onnx(parts.backbone, parts.pre.size, path.with_name("backbone.fp32.onnx"))
+    fp32 = export_backbone_onnx(parts.backbone, parts.pre, path.with_name("backbone.fp32.onnx"))
     frames = np.random.default_rng(0).integers(0, 256, (32, 32, 32, 3), dtype=np.uint8)
     quantize(fp32, path, QuantizeCfg(target="onnxruntime", calib_size=32), parts.pre(frames))
     fp32.unlink()
