@@ -118,7 +118,12 @@ def test_train_int8_export_compile_predict(tmp_path, capsys):
     assert report["passed"] and [s["name"] for s in report["stages"]] == ["pytorch-fp32", "onnx-fp32", "onnx-int8"]
     assert report["stages"][1]["vs_pytorch"]["max_abs"] < 1e-4
 
-    for target, tokenizer in (("openvino", "auto"), ("onnxruntime", "auto"), ("onnxruntime", "host")):
+    for target, tokenizer in (
+        ("openvino", "auto"),
+        ("openvino", "host"),
+        ("onnxruntime", "auto"),
+        ("onnxruntime", "host"),
+    ):
         name = f"{target}-{tokenizer}"
         build = tmp_path / f"build-{name}"
         code, out, err = run_cli(capsys, "compile", run / "model.onnx", "--target", target, "--tokenizer", tokenizer,
@@ -158,6 +163,9 @@ def test_train_int8_export_compile_predict(tmp_path, capsys):
         np.testing.assert_allclose(graph.runner.infer(graph.texts_feeds(HARD))["probs"], want, atol=1e-5)
         for text, row in zip(HARD, want, strict=True):
             np.testing.assert_allclose(graph.runner.infer(graph.text_feeds(text))["probs"][0], row, atol=1e-5)
+
+    # OpenVINO pads token ids in-graph to a multiple of 16 (seq_bucket): the same probabilities as unpadded
+    _check_seq_bucket(run / "model.onnx", tmp_path / "build-openvino-host", tmp_path / "build-openvino-auto")
 
     # TensorRT: the host tokenizer ships with the ONNX; the profile covers 1..max_length tokens
     code, out, err = run_cli(capsys, "compile", run / "model.onnx", "--target", "tensorrt", "--out", tmp_path / "trt")
@@ -207,3 +215,28 @@ def test_text_bundle_refuses_images_and_image_options(tmp_path, capsys):
     _intents(data)
     code, _, err = run_cli(capsys, "train", "--data", data, "--backbone", "minilm", "--img-size", "64")
     assert code == 2 and "--img-size" in err
+
+
+def _check_seq_bucket(onnx_path, host_bundle, graph_bundle):
+    """Padding is exact (masked positions get no attention weight and no pooling weight) at f32; the bucketed
+    lengths are 16, 32, ... capped at max_length; both OpenVINO bundles record the bucket and agree."""
+    import openvino as ov
+
+    from edgetl.deploy.predictor import Predictor
+    from edgetl.deploy.targets.seq_bucket import pad_to_bucket
+
+    with Predictor(host_bundle) as host, Predictor(graph_bundle) as graph:
+        pre = host.preprocess
+        assert host.manifest["settings"]["seq_bucket"] == graph.manifest["settings"]["seq_bucket"] == 16
+        np.testing.assert_allclose(graph.runner.infer(graph.texts_feeds(HARD))["probs"],
+                                   host.runner.infer(host.texts_feeds(HARD))["probs"], atol=1e-5)  # fmt: skip
+    core, f32 = ov.Core(), {"INFERENCE_PRECISION_HINT": "f32"}
+    plain = core.compile_model(core.read_model(str(onnx_path)), "CPU", f32)
+    model = pad_to_bucket(core.read_model(str(onnx_path)), pre.max_length)
+    model.add_outputs([op.output(0) for op in model.get_ordered_ops() if op.get_type_name() == "Pad"][:1])
+    padded = core.compile_model(model, "CPU", f32)
+    for texts in (HARD[:1], ["a " * 20], HARD, HARD[:3]):  # 7 tokens, 22, 128 (truncated), a batch
+        feeds = pre(texts).feeds()
+        got, length = padded(feeds), feeds["input_ids"].shape[1]
+        assert got[padded.outputs[-1]].shape[1] == min(-(-length // 16) * 16, pre.max_length), length
+        np.testing.assert_allclose(got["probs"], plain(feeds)["probs"], atol=1e-5)

@@ -27,6 +27,7 @@ from edgetl.deploy.targets.base import (
     tokenizer_place,
     write_target_manifest,
 )
+from edgetl.deploy.targets.seq_bucket import BUCKET, pad_to_bucket
 from edgetl.errors import UserError
 
 HINTS = {"fp32": "f32", "fp16": "f16", "bf16": "bf16"}  # --precision -> INFERENCE_PRECISION_HINT
@@ -169,6 +170,8 @@ class OpenVINOTarget(RuntimeTarget):
         tokenizer = tokenizer_place(src, self.name, options)
         if tokenizer and static:
             raise UserError("--static / NPU: a text model has a variable sequence length; use --device CPU or GPU")
+        if tokenizer:  # fewer distinct shapes: the CPU plugin re-plans on each new one (seq_bucket)
+            pad_to_bucket(model, src.preprocess.max_length)
         if tokenizer == "graph":
             model = with_tokenizer(src, model)
             fields["input"] = {"name": "text", "format": TEXT, "dtype": "string", "shape": ["N"], "frame_size": None}
@@ -183,6 +186,7 @@ class OpenVINOTarget(RuntimeTarget):
             "compress_to_fp16": False,
             "extension": f"extensions/{extension.name}" if extension else None,
             "fused_ops": _fused_ops(model),  # which edgetl ops run as native kernels (empty: decomposition)
+            "seq_bucket": BUCKET if tokenizer else None,  # token ids padded in-graph to a multiple of this
         }
         with artifact_writer(out) as stage:
             extra = {"tokenizer": copy_tokenizer_json(src, stage)} if tokenizer == "host" else {}
