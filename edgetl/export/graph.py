@@ -24,6 +24,7 @@ from edgetl.ops import onnx_functions as fused
 from edgetl.preprocess import Preprocess
 
 INPUT_FORMATS = tuple(contract.INPUT_FORMATS)
+NAME_SCOPES = "pkg.torch.onnx.name_scopes"  # the dynamo exporter's per-node module scopes (parity pairs by them)
 
 
 def add_preprocess(model: onnx.ModelProto, pre: Preprocess, fused_ops: bool) -> None:
@@ -157,6 +158,19 @@ def inline(model: onnx.ModelProto, function: str) -> None:
         del inlined.opset_import[:]
         inlined.opset_import.extend(kept)
     model.CopyFrom(inlined)
+
+
+def keep_name_scopes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Drop every node property but the module name scopes, in place.
+
+    The dynamo exporter also writes each node's Python stack trace (absolute source paths) and FX names:
+    kept, the graph's bytes would depend on where the checkout lives, and two clones would not agree.
+    """
+    for node in model.graph.node:
+        kept = [p for p in node.metadata_props if p.key == NAME_SCOPES]
+        del node.metadata_props[:]
+        node.metadata_props.extend(kept)
+    return model
 
 
 def slim(model: onnx.ModelProto) -> onnx.ModelProto:

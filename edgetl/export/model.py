@@ -135,7 +135,7 @@ def export_backbone(backbone: Backbone, pre: Preprocess, pooled: bool = False) -
             f"export: PyTorch could not export backbone {backbone.cfg.name} ({type(e).__name__}: {first}); "
             "pick another backbone or report it with the full log from torch.onnx.export"
         ) from None
-    model = program.model_proto
+    model = onnx_graph.keep_name_scopes(program.model_proto)
     _rename_dim(model.graph.input[0], "N")
     _rename_dim(model.graph.output[0], "N")
     return model

@@ -26,7 +26,7 @@ from torch import nn
 
 from edgetl.contract import UINT8_NHWC
 from edgetl.errors import UserError
-from edgetl.export.graph import mark_all_outputs
+from edgetl.export.graph import NAME_SCOPES, mark_all_outputs
 from edgetl.images import BadImage
 from edgetl.preprocess import Preprocess
 from edgetl.train.data import load_dataset, split_fingerprint
@@ -44,7 +44,6 @@ INT8_MIN_AGREEMENT = 0.90
 DEBUG_TOL = {"onnx-fp32": 1e-3, "onnx-int8": 0.1}  # relative error (max_abs / max |reference|) that counts
 DEBUG_IMAGES = 8
 SCOPE = "backbone"  # attribute name of the backbone in export.FeatureMap: node scopes start with it
-NAME_SCOPES = "pkg.torch.onnx.name_scopes"
 
 
 class ParityFailed(UserError):

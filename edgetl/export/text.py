@@ -64,7 +64,7 @@ def export_text_encoder(backbone) -> onnx.ModelProto:
             dynamic_shapes={"input_ids": dims, "attention_mask": dims},
             verbose=False,
         )
-    return program.model_proto
+    return onnx_graph.keep_name_scopes(program.model_proto)
 
 
 class TextReference:

@@ -23,13 +23,15 @@ def exporter_version(text: bool = False) -> str:
     import torch
 
     if text:
+        from edgetl.export.graph import keep_name_scopes
         from edgetl.export.text import export_text_encoder
 
-        return f"torch {torch.__version__} {source_sha(export_text_encoder)}"
-    from edgetl.export.graph import slim
+        return f"torch {torch.__version__} {source_sha(export_text_encoder, keep_name_scopes)}"
+    from edgetl.export.graph import keep_name_scopes, slim
     from edgetl.export.model import OPSET, FeatureMap, export_backbone
 
-    return f"torch {torch.__version__} opset {OPSET} {source_sha(export_backbone, FeatureMap, slim)}"
+    code = source_sha(export_backbone, FeatureMap, slim, keep_name_scopes)
+    return f"torch {torch.__version__} opset {OPSET} {code}"
 
 
 def export_backbone_onnx(backbone, pre, path: Path) -> Path:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -11,7 +13,7 @@ import pytest
 
 from edgetl.errors import UserError
 from edgetl.export import model as export
-from edgetl.export.graph import add_head, read_metadata
+from edgetl.export.graph import NAME_SCOPES, add_head, read_metadata
 
 
 def test_export_json_contract(exported):
@@ -46,6 +48,15 @@ def test_metadata_round_trip(exported, tiny_run):
         "precision": "fp32",
         "quantize": None,
     }
+
+
+def test_graph_bytes_do_not_depend_on_the_checkout(exported):
+    """Only module name scopes stay on the nodes: the exporter's stack traces name absolute source paths."""
+    data = exported[0].read_bytes()
+    repo = Path(__file__).resolve().parents[2]
+    assert b"stack_trace" not in data and os.fsencode(repo) not in data
+    model = onnx.load(exported[0])
+    assert {p.key for n in model.graph.node for p in n.metadata_props} <= {NAME_SCOPES}
 
 
 def test_graph_is_folded_and_checked_with_fused_ops_by_default(exported):
