@@ -46,10 +46,12 @@ def auto_batch(size: tuple[int, int]) -> int:
 class TorchExtractor:
     """PyTorch eager FP32: the reference numerics, and the `--no-cache-features` baseline.
 
-    It runs its own channels-last copy of the backbone: oneDNN's convolutions are faster in that layout on x86
-    than in NCHW (benchmarks/extraction.py), and as deterministic: bit-identical features at 1 or 2 threads
-    and any batch of 16 or more (smaller batches take other kernels, as in NCHW; tested). The layout is part of
-    `context()`, so features from NCHW runs are not mixed in.
+    It runs its own copy of the backbone with BatchNorm folded into the convolutions (backbones/fold.py; kept
+    unfolded when the fold does not verify) in channels-last: oneDNN's convolutions are faster in that layout
+    on x86 than in NCHW (benchmarks/extraction.py), and as deterministic: bit-identical features at 1 or 2
+    threads and any batch of 16 or more (smaller batches take other kernels, as in NCHW; tested). Fold and
+    layout are part of `context()`, so features from other numerics are not mixed in; whether the fold verifies
+    depends only on the backbone and its weights, which the cache key holds too.
     """
 
     name = "torch-fp32"
@@ -63,8 +65,13 @@ class TorchExtractor:
         if self._backbone is None:  # built on first use: a warm cache never constructs the network
             import torch
 
-            # a copy: the caller's module (exported to ONNX later) keeps its contiguous weights
-            self._backbone = copy.deepcopy(self._build()).to(memory_format=torch.channels_last)
+            from edgetl.train.backbones.fold import fold_batchnorm
+
+            # a copy: the caller's module (exported to ONNX later) keeps its weights, BatchNorm and layout
+            original = self._build()
+            probe = torch.randn((2, 3, *original.cfg.preprocess.size), generator=torch.Generator().manual_seed(0))
+            net = fold_batchnorm(original, probe) or copy.deepcopy(original)
+            self._backbone = net.to(memory_format=torch.channels_last)
         return self._backbone
 
     def context(self) -> dict:
@@ -74,6 +81,7 @@ class TorchExtractor:
             "engine": "torch",
             "precision": "fp32",
             "memory_format": "channels_last",
+            "batchnorm": "folded where verified",
             "runtime": torch.__version__.split("+")[0],
         }
 
