@@ -2,8 +2,8 @@
 
 A frozen backbone's BatchNorm is an affine map per channel; folded into the preceding convolution's weights
 and bias it costs nothing, instead of one more pass over every activation. EfficientNet-Lite0 has 49 of them:
-folding made eager extraction at 64 px 1.4-1.6x faster here (benchmarks/extraction.py), and ONNX Runtime and
-OpenVINO fold the same layers in the exported graph anyway.
+folding made cold extraction at 64 px 1.3x faster (1.6x for the network alone; benchmarks/extraction.py),
+and ONNX Runtime and OpenVINO fold the same layers in the exported graph anyway.
 
 Pairs are found by module order (a Conv2d registered right before a BatchNorm2d, timm's `conv_* -> bn*`
 convention, BatchNormAct2d included: its activation stays). Module order is not data flow, so the folded
