@@ -2,7 +2,7 @@
 
 A frozen backbone's BatchNorm is an affine map per channel; folded into the preceding convolution's weights
 and bias it costs nothing, instead of one more pass over every activation. EfficientNet-Lite0 has 49 of them:
-folding made cold extraction at 64 px 1.3x faster (1.6x for the network alone; benchmarks/extraction.py),
+folding took cold extraction at 64 px from 1.15x to 1.42x a by-hand timm loop (benchmarks/extraction.py),
 and ONNX Runtime and OpenVINO fold the same layers in the exported graph anyway.
 
 Pairs are found by module order (a Conv2d registered right before a BatchNorm2d, timm's `conv_* -> bn*`
