@@ -7,6 +7,7 @@
 
 #include "pool_head/openvino_op.h"
 #include "preprocess/openvino_op.h"
+#include "tokenizer/openvino_op.h"
 
 namespace {
 
@@ -41,6 +42,8 @@ OPENVINO_CREATE_EXTENSIONS(std::vector<ov::Extension::Ptr>({
     // OpExtension: lets OpenVINO IR (.xml) that contains the ops be read back and compiled.
     std::make_shared<ov::OpExtension<edgetl::PreprocessOp>>(),
     std::make_shared<ov::OpExtension<edgetl::PoolHeadOp>>(),
+    // built in Python by edgetl.deploy.targets.ov_tokenizer (NodeFactory); no ONNX form: strings stay in OpenVINO
+    std::make_shared<ov::OpExtension<edgetl::BertTokenizeOp>>(),
     std::make_shared<ov::frontend::onnx::ConversionExtension>("Preprocess", kOnnxDomain, convert_preprocess),
     std::make_shared<ov::frontend::onnx::ConversionExtension>("PoolHead", kOnnxDomain, convert_pool_head),
 }));

@@ -79,11 +79,11 @@ PREDICT_BLOCKED = """
 import sys
 class Block:
     def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("torch", "transformers", "timm", "onnx", "nncf"):
+        if name.split(".")[0] in ("torch", "transformers", "timm", "onnx", "nncf", *sys.argv[1].split(",")):
             raise ImportError(name + " is blocked")
 sys.meta_path.insert(0, Block())
 from edgetl.cli.main import main
-main(sys.argv[1:])
+main(sys.argv[2:])
 """
 
 
@@ -118,24 +118,33 @@ def test_train_int8_export_compile_predict(tmp_path, capsys):
     assert report["passed"] and [s["name"] for s in report["stages"]] == ["pytorch-fp32", "onnx-fp32", "onnx-int8"]
     assert report["stages"][1]["vs_pytorch"]["max_abs"] < 1e-4
 
-    for target, tokenizer in (
+    from edgetl.ops.native import openvino_extension_path
+
+    native = openvino_extension_path() is not None  # make kernels: OpenVINO tokenizes with edgetl's BertTokenize
+    for target, tokenizer, *extra in (
         ("openvino", "auto"),
+        ("openvino", "auto", "--no-fused-kernels"),  # openvino-tokenizers' subgraph
         ("openvino", "host"),
         ("onnxruntime", "auto"),
         ("onnxruntime", "host"),
     ):
-        name = f"{target}-{tokenizer}"
+        name = f"{target}-{tokenizer}" + ("-no-fused" if extra else "")
         build = tmp_path / f"build-{name}"
         code, out, err = run_cli(capsys, "compile", run / "model.onnx", "--target", target, "--tokenizer", tokenizer,
-                                 "--out", build)  # fmt: skip
+                                 "--out", build, *extra)  # fmt: skip
         assert code == 0, err
         manifest = json.loads((build / "manifest.json").read_text())
         assert manifest["input"]["format"] == ("text" if tokenizer == "auto" else "token-ids")
         assert ("tokenizer" in manifest) == (tokenizer == "host")  # in the graph: no tokenizer file beside it
+        ops = manifest["settings"].get("tokenizer_ops")
+        if target == "openvino" and tokenizer == "auto":
+            assert ops == ("edgetl" if native and not extra else "openvino_tokenizers"), name
+            assert (manifest["settings"]["fused_ops"] == ["BertTokenize"]) == (ops == "edgetl")
         code, _, err = run_cli(capsys, "package", build, "--out", tmp_path / f"{name}.tar.gz")
         assert code == 0, err
+        blocked = "" if ops == "openvino_tokenizers" else "openvino_tokenizers"  # only that bundle may need it
         proc = subprocess.run(
-            [sys.executable, "-c", PREDICT_BLOCKED, "predict", tmp_path / f"{name}.tar.gz", "--json",
+            [sys.executable, "-c", PREDICT_BLOCKED, blocked, "predict", tmp_path / f"{name}.tar.gz", "--json",
              "--text", "please switch the lamp off", "--text", "will it rain in London tomorrow ☔"],
             capture_output=True, text=True, timeout=300,
         )  # fmt: skip

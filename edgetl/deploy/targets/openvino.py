@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from edgetl.contract import TEXT, TOKEN_IDS, TOKEN_INPUTS, UINT8_NHWC
+from edgetl.deploy.targets import ov_tokenizer
 from edgetl.deploy.targets.base import (
     TARGETS,
     Artifact,
@@ -172,8 +173,11 @@ class OpenVINOTarget(RuntimeTarget):
             raise UserError("--static / NPU: a text model has a variable sequence length; use --device CPU or GPU")
         if tokenizer:  # fewer distinct shapes: the CPU plugin re-plans on each new one (seq_bucket)
             pad_to_bucket(model, src.preprocess.max_length)
+        tokenizer_ops = None
         if tokenizer == "graph":
-            model = with_tokenizer(src, model)
+            tokenizer_ops, tokenizer_extension, tables = ov_tokenizer.choose(src, options.fused_kernels)
+            extension = extension or tokenizer_extension
+            model = with_tokenizer(src, model, tables, tokenizer_extension)
             fields["input"] = {"name": "text", "format": TEXT, "dtype": "string", "shape": ["N"], "frame_size": None}
         if static:
             frame = _static_shape(src, options)
@@ -187,6 +191,7 @@ class OpenVINOTarget(RuntimeTarget):
             "extension": f"extensions/{extension.name}" if extension else None,
             "fused_ops": _fused_ops(model),  # which edgetl ops run as native kernels (empty: decomposition)
             "seq_bucket": BUCKET if tokenizer else None,  # token ids padded in-graph to a multiple of this
+            "tokenizer_ops": tokenizer_ops,  # edgetl (native BertTokenize) or openvino_tokenizers; None: no graph tokenizer
         }
         with artifact_writer(out) as stage:
             extra = {"tokenizer": copy_tokenizer_json(src, stage)} if tokenizer == "host" else {}
@@ -236,7 +241,7 @@ class OpenVINOTarget(RuntimeTarget):
 
         device = device or artifact.device
         settings = artifact.manifest["settings"]
-        if artifact.manifest["input"]["format"] == TEXT:
+        if artifact.manifest["input"]["format"] == TEXT and settings.get("tokenizer_ops") != ov_tokenizer.NATIVE:
             load_tokenizer_ops()  # before the Core exists: openvino_tokenizers adds its ops to Cores made after
         core = ov.Core()
         if settings.get("extension"):
@@ -287,10 +292,13 @@ def load_tokenizer_ops() -> None:
 _TOKENIZER_CORE = None
 
 
-def with_tokenizer(src, encoder):
-    """The exported tokenizer (hash-checked) connected in front of the token-ids graph: strings in."""
+def with_tokenizer(src, encoder, tables=None, extension: Path | None = None):
+    """The tokenizer connected in front of the token-ids graph: strings in. edgetl's native op when `tables` are
+    given (ov_tokenizer), else the exported openvino-tokenizers model (hash-checked)."""
     import openvino as ov
 
+    if tables is not None:
+        return connect_tokenizer(ov_tokenizer.native_tokenizer(tables, src.preprocess.max_length, extension), encoder)
     load_tokenizer_ops()
     src.tokenizer_file("tokenizer.openvino.bin")
     # one Core for the process: a read model must not outlive the Core that loaded its ops (measured: segfault)
