@@ -101,7 +101,21 @@ def _starts(texts: list[str]) -> range:
     return range(0, len(texts), parity.BATCH)
 
 
-def val_texts(record: dict, limit: int) -> tuple[list[str], np.ndarray]:
+def val_texts(ds, limit: int) -> tuple[list[str], np.ndarray]:
+    picks = np.unique(np.linspace(0, len(ds.val) - 1, min(limit, len(ds.val))).round().astype(int))
+    return [ds.val[i].text for i in picks], np.array([ds.val[i].label for i in picks], np.int64)
+
+
+def token_lengths(texts: list[str], pre: TextPreprocess) -> dict:
+    """Token counts of the run's training texts ([CLS] and [SEP] included, truncated at max_length): OpenVINO's
+    compile sizes its static branch from them (edgetl.deploy.targets.seq_bucket.static_size)."""
+    counts = np.concatenate([pre(texts[i : i + 256]).attention_mask.sum(1) for i in range(0, len(texts), 256)])
+    pct = {f"p{q}": int(np.ceil(np.percentile(counts, q))) for q in (50, 90, 95)}
+    return {"texts": len(counts), **pct, "max": int(counts.max())}
+
+
+def run_dataset(record: dict):
+    """The run's text data set, checked to split into the validation texts it was trained with."""
     cfg = record["config"]
     try:
         ds = load_dataset(cfg["data"], int(cfg.get("seed", 0)), False, lambda message: None, "text")
@@ -113,8 +127,7 @@ def val_texts(record: dict, limit: int) -> tuple[list[str], np.ndarray]:
             f"{cfg['data']}: the validation texts differ from the ones this run was trained with; restore the "
             "data file, or re-run edgetl train before exporting"
         )
-    picks = np.unique(np.linspace(0, len(ds.val) - 1, min(limit, len(ds.val))).round().astype(int))
-    return [ds.val[i].text for i in picks], np.array([ds.val[i].label for i in picks], np.int64)
+    return ds
 
 
 def load_text_parts(run_dir: Path):
@@ -181,12 +194,14 @@ def export_text_run(run_dir: Path, out: Path | None, max_images: int, echo) -> d
         int8_encoder = onnx.load(str(int8_path))
         int8 = build_text_graph(onnx.ModelProto.FromString(int8_encoder.SerializeToString()), head, record, "int8")
     shipped = int8 if int8 is not None else fp32
-    meta = {**onnx_graph.read_metadata(shipped), "tokenizer": tokenizers}
+    ds = run_dataset(record)
+    lengths = token_lengths([item.text for item in ds.train], pre)
+    meta = {**onnx_graph.read_metadata(shipped), "tokenizer": tokenizers, "token_lengths": lengths}
     onnx_graph.set_metadata(shipped, meta)
     data = shipped.SerializeToString()
     atomic_write_bytes(out, data)
 
-    texts, labels = val_texts(record, max_images)
+    texts, labels = val_texts(ds, max_images)
     ref = TextReference(backbone, head, pre)
     runners = {"onnx_runner": onnx_run, "int8_runner": int8_reference}
     stages = parity.ladder(ref, texts, labels, TOKEN_IDS, fp32, int8, int8_encoder, **runners)
@@ -198,6 +213,7 @@ def export_text_run(run_dir: Path, out: Path | None, max_images: int, echo) -> d
         "input": {"format": TOKEN_IDS, "names": list(TOKEN_INPUTS), "dtype": "int64", "shape": ["N", "T"]},
         "outputs": onnx_graph.io_description(shipped)[1],
         "tokenizer": tokenizers,
+        "token_lengths": lengths,
         "nodes": len(shipped.graph.node),
         "texts": len(texts),
         "stages": stages,

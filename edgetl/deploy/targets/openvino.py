@@ -28,7 +28,7 @@ from edgetl.deploy.targets.base import (
     tokenizer_place,
     write_target_manifest,
 )
-from edgetl.deploy.targets.seq_bucket import BUCKET, pad_to_bucket
+from edgetl.deploy.targets.seq_bucket import BUCKET, static_size, with_static_bucket
 from edgetl.errors import UserError
 
 HINTS = {"fp32": "f32", "fp16": "f16", "bf16": "bf16"}  # --precision -> INFERENCE_PRECISION_HINT
@@ -103,27 +103,38 @@ def _compile_config(settings: dict, device: str) -> dict:
 _COMPUTE_LAYERS = {"Convolution", "GroupConvolution", "Deconvolution", "FullyConnected", "MatMul"}
 
 
-def runtime_precision(compiled) -> str | None:
+def runtime_precision(compiled, branches=()) -> str | None:
     """What the compiled model runs in, read off the runtime: the floating-point precision the plugin chose,
-    prefixed "int8 + " when convolutions or matrix products of its execution graph run in i8/u8."""
+    prefixed "int8 + " when convolutions or matrix products of its execution graph run in i8/u8. The execution
+    graph shows an If as one node: `branches` are its bodies compiled on their own (`if_branches`), read too."""
     try:
         floating = precision_name(compiled.get_property("INFERENCE_PRECISION_HINT").to_string())
     except RuntimeError:  # some plugins (NPU) do not report it
         return None
-    try:
-        layers = [op.get_rt_info() for op in compiled.get_runtime_model().get_ordered_ops()]
-        int8 = any(
-            rt["layerType"].astype(str) in _COMPUTE_LAYERS and rt["runtimePrecision"].astype(str) in ("i8", "u8")
-            for rt in layers
-        )
-    except (RuntimeError, KeyError):  # a plugin without an execution graph: the hint is all it says
-        int8 = False
+    int8 = any(_runs_int8(c) for c in (compiled, *branches))
     return f"int8 + {floating}" if int8 else floating
 
 
-def _runtime_info(compiled, device: str) -> dict:
+def _runs_int8(compiled) -> bool:
+    try:
+        return any(
+            rt["layerType"].astype(str) in _COMPUTE_LAYERS and rt["runtimePrecision"].astype(str) in ("i8", "u8")
+            for rt in (op.get_rt_info() for op in compiled.get_runtime_model().get_ordered_ops())
+        )
+    except (RuntimeError, KeyError):  # a plugin without an execution graph: the hint is all it says
+        return False
+
+
+def if_branches(core, model, device: str, config: dict) -> list:
+    """The bodies of `model`'s If nodes (seq_bucket's static bucket), each compiled alone with the same config
+    (the model cache keeps later loads cheap): their layers' precisions are not in the joined execution graph."""
+    bodies = [op.get_function(i) for op in model.get_ordered_ops() if op.get_type_name() == "If" for i in (0, 1)]
+    return [core.compile_model(body, device, config) for body in bodies]
+
+
+def _runtime_info(compiled, device: str, branches=()) -> dict:
     info = {"device": device, "execution_devices": list(compiled.get_property("EXECUTION_DEVICES"))}
-    info["precision"] = runtime_precision(compiled)
+    info["precision"] = runtime_precision(compiled, branches)
     return info
 
 
@@ -171,8 +182,9 @@ class OpenVINOTarget(RuntimeTarget):
         tokenizer = tokenizer_place(src, self.name, options)
         if tokenizer and static:
             raise UserError("--static / NPU: a text model has a variable sequence length; use --device CPU or GPU")
-        if tokenizer:  # fewer distinct shapes: the CPU plugin re-plans on each new one (seq_bucket)
-            pad_to_bucket(model, src.preprocess.max_length)
+        static_tokens = static_size(src.meta.get("token_lengths"), src.preprocess.max_length) if tokenizer else None
+        if tokenizer:  # fewer distinct shapes, static ones for a short sentence: faster on the CPU plugin (seq_bucket)
+            model = with_static_bucket(model, src.preprocess.max_length, static_tokens)
         tokenizer_ops = None
         if tokenizer == "graph":
             tokenizer_ops, tokenizer_extension, tables = ov_tokenizer.choose(src, options.fused_kernels)
@@ -191,6 +203,7 @@ class OpenVINOTarget(RuntimeTarget):
             "extension": f"extensions/{extension.name}" if extension else None,
             "fused_ops": _fused_ops(model),  # which edgetl ops run as native kernels (empty: decomposition)
             "seq_bucket": BUCKET if tokenizer else None,  # token ids padded in-graph to a multiple of this
+            "static_tokens": static_tokens,  # one text of at most this many tokens runs a static-shape branch
             "tokenizer_ops": tokenizer_ops,  # edgetl (native BertTokenize) or openvino_tokenizers; None: no graph tokenizer
         }
         with artifact_writer(out) as stage:
@@ -225,15 +238,17 @@ class OpenVINOTarget(RuntimeTarget):
         try:
             if extension:
                 core.add_extension(str(extension))
-            compiled = core.compile_model(model, device, _compile_config(settings, device))
+            config = _compile_config(settings, device)
+            compiled = core.compile_model(model, device, config)
             request = compiled.create_infer_request()
             request.infer(example_feeds(input_spec))
+            branches = if_branches(core, model, device, config)
         except Exception as e:  # OpenVINO raises plain RuntimeError with many lines of plugin text
             raise UserError(
                 f"--device {device}: OpenVINO cannot compile or run the model here ({_first_line(e)}); "
                 "try --precision fp32, or another --device"
             ) from None
-        return {"checked": True, **_runtime_info(compiled, device)}
+        return {"checked": True, **_runtime_info(compiled, device, branches)}
 
     def load(self, artifact: Artifact, device: str | None = None) -> OpenVINORunner:
         require(self)
@@ -254,14 +269,16 @@ class OpenVINOTarget(RuntimeTarget):
                     "rebuild the bundle with --no-fused-kernels or on this OpenVINO version"
                 ) from None
         model = core.read_model(str(artifact.model_path))  # compile from the object: cache keyed by content
+        config = _compile_config(settings, device)
         try:
-            compiled = core.compile_model(model, device, _compile_config(settings, device))
+            compiled = core.compile_model(model, device, config)
+            branches = if_branches(core, model, device, config)
         except RuntimeError as e:
             raise UserError(
                 f"--device {device}: OpenVINO cannot compile for it here ({_first_line(e)}); "
                 f"devices here: {', '.join(core.available_devices)}"
             ) from None
-        return OpenVINORunner(compiled, _runtime_info(compiled, device))
+        return OpenVINORunner(compiled, _runtime_info(compiled, device, branches))
 
 
 def bundled_extension(artifact: Artifact, name) -> Path:
