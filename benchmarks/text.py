@@ -7,13 +7,15 @@ Python's own source: no download, the same sentences for the same Python version
 1. val accuracy FP32 vs INT8 (OpenVINO/NNCF) within 1 point, top-1 agreement >= 0.97 (both sets); the
    same for the ONNX Runtime INT8 layout;
 2. warm feature cache vs `--no-cache-features` at 30 epochs (the default): >= 50x (run.json timing.total_s);
-3. end-to-end string -> label p50 of the OpenVINO bundle (tokenizer in the graph, `Predictor.predict_text`)
-   vs the by-hand way (transformers' tokenizer in Python + ONNX Runtime FP32 encoder+head graph, batch 1):
-   goal >= 2x. All run the same validation sentences (intents), interleaved in rounds, so machine noise
-   hits all; the speed-up is the median over rounds of the per-round ratio. Timed beside them: the same
-   INT8 model with `--tokenizer host` (the `tokenizers` library in Python, token ids into OpenVINO), the
-   ONNX Runtime INT8 bundle (dynamic quantization, extensions' tokenizer in the graph), and the FP32 run's
-   OpenVINO and ONNX Runtime bundles, to show what INT8, the runtime and the in-graph tokenizer each change.
+3. end-to-end string -> label p50 of the OpenVINO bundle as `edgetl compile` builds it by default (edgetl's
+   native BertTokenize op in the graph, a static-shape branch for one short sentence: seq_bucket,
+   `Predictor.predict_text`) vs the by-hand way (transformers' tokenizer in Python + ONNX Runtime FP32
+   encoder+head graph, batch 1): goal >= 2x. All run the same validation sentences (intents), interleaved in
+   rounds, so machine noise hits all; the speed-up is the median over rounds of the per-round ratio. Timed
+   beside them: the same INT8 model with `--no-fused-kernels` (openvino-tokenizers' subgraph in the graph) and
+   with `--tokenizer host` (the `tokenizers` library in Python, token ids into OpenVINO), the ONNX Runtime INT8
+   bundle (dynamic quantization, extensions' tokenizer in the graph), and the FP32 run's OpenVINO and ONNX
+   Runtime bundles, to show what INT8, the runtime and each in-graph tokenizer change.
 
 Every `edgetl train` is a fresh process. Run it alone on the machine. Writes benchmarks/results/text.json.
 """
@@ -199,16 +201,17 @@ def main() -> dict:
         results = {name: accuracy(data, tmp / name) for name, data in sets.items()}
         bundles = {}  # each bundle as `edgetl compile` builds it by default, plus the OpenVINO host-tokenizer one
         plan = (
-            ("int8", "int8", "openvino", ()),
-            ("int8", "int8", "openvino", ("--tokenizer", "host")),
-            ("int8ort", "int8", "onnxruntime", ()),
-            ("cold", "fp32", "openvino", ()),
-            ("cold", "fp32", "onnxruntime", ()),
+            ("int8", "int8", "openvino", "", ()),
+            ("int8", "int8", "openvino", "_openvino_tokenizers", ("--no-fused-kernels",)),
+            ("int8", "int8", "openvino", "_host_tokenizer", ("--tokenizer", "host")),
+            ("int8ort", "int8", "onnxruntime", "", ()),
+            ("cold", "fp32", "openvino", "", ()),
+            ("cold", "fp32", "onnxruntime", "", ()),
         )
         for run in {p[0] for p in plan}:
             edgetl("export", str(tmp / "intents" / run))
-        for run, precision, target, extra in plan:
-            name = f"{target}_{precision}_bundle" + ("_host_tokenizer" if extra else "")
+        for run, precision, target, suffix, extra in plan:
+            name = f"{target}_{precision}_bundle{suffix}"
             bundles[name] = out = tmp / name
             edgetl("compile", str(tmp / "intents" / run / "model.onnx"), "--target", target, "--out", str(out), *extra)
         val = [it.text for it in load_text_dataset(str(DATA), 0, False, lambda m: None).val]
@@ -217,7 +220,8 @@ def main() -> dict:
             fns = {k: labeller(p) for k, p in predictors.items()}
             fns["by_hand"] = by_hand(tmp / "intents" / "cold", tmp)
             lat = latency(fns, val)
-            runtime = {k: p.info for k, p in predictors.items()}
+            keys = ("tokenizer_ops", "static_tokens", "seq_bucket")  # OpenVINO: which tokenizer, which branches
+            runtime = {k: p.info | {s: p.manifest["settings"].get(s) for s in keys} for k, p in predictors.items()}
     labels, speedup = lat.pop("labels"), lat.pop("speedup")
     result = {
         "claim": "MiniLM text path: INT8 accuracy/agreement, warm-cache speed-up, end-to-end latency vs by hand",
