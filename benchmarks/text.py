@@ -15,7 +15,10 @@ Python's own source: no download, the same sentences for the same Python version
    beside them: the same INT8 model with `--no-fused-kernels` (openvino-tokenizers' subgraph in the graph) and
    with `--tokenizer host` (the `tokenizers` library in Python, token ids into OpenVINO), the ONNX Runtime INT8
    bundle (dynamic quantization, extensions' tokenizer in the graph), and the FP32 run's OpenVINO and ONNX
-   Runtime bundles, to show what INT8, the runtime and each in-graph tokenizer change.
+   Runtime bundles, to show what INT8, the runtime and each in-graph tokenizer change;
+4. the static-shape branch's trade-off: the OpenVINO INT8 bundle with and without it (`--static-tokens 0`),
+   on the intents sentences (above) and on `edgetl bench`'s eight sample texts taken in turn (5 to ~90 tokens:
+   every call changes shape, most go past the branch), same rounds and ratios.
 
 Every `edgetl train` is a fresh process. Run it alone on the machine. Writes benchmarks/results/text.json.
 """
@@ -192,6 +195,7 @@ def latency(fns: dict, texts: list[str]) -> dict:
 
 
 def main() -> dict:
+    from edgetl.bench.harness import SAMPLE_TEXTS
     from edgetl.deploy.predictor import Predictor
     from edgetl.train.text_data import load_text_dataset
 
@@ -203,6 +207,7 @@ def main() -> dict:
         plan = (
             ("int8", "int8", "openvino", "", ()),
             ("int8", "int8", "openvino", "_openvino_tokenizers", ("--no-fused-kernels",)),
+            ("int8", "int8", "openvino", "_no_static_branch", ("--static-tokens", "0")),
             ("int8", "int8", "openvino", "_host_tokenizer", ("--tokenizer", "host")),
             ("int8ort", "int8", "onnxruntime", "", ()),
             ("cold", "fp32", "openvino", "", ()),
@@ -220,6 +225,8 @@ def main() -> dict:
             fns = {k: labeller(p) for k, p in predictors.items()}
             fns["by_hand"] = by_hand(tmp / "intents" / "cold", tmp)
             lat = latency(fns, val)
+            mixed_names = ("openvino_int8_bundle", "openvino_int8_bundle_no_static_branch", "by_hand")
+            mixed = latency({k: fns[k] for k in mixed_names}, SAMPLE_TEXTS * (PER_ROUND // len(SAMPLE_TEXTS)))
             keys = ("tokenizer_ops", "static_tokens", "seq_bucket")  # OpenVINO: which tokenizer, which branches
             runtime = {k: p.info | {s: p.manifest["settings"].get(s) for s in keys} for k, p in predictors.items()}
     labels, speedup = lat.pop("labels"), lat.pop("speedup")
@@ -232,6 +239,8 @@ def main() -> dict:
         "sets": results,
         "latency": lat,
         "latency_speedup_p50": speedup,  # median over rounds of the per-round ratio
+        "latency_mixed_lengths": {k: v for k, v in mixed.items() if k not in ("labels", "speedup")},
+        "latency_mixed_lengths_speedup_p50": mixed["speedup"],
         "label_agreement_vs_by_hand": {
             k: float(np.mean(np.array(v) == labels["by_hand"])) for k, v in labels.items() if k != "by_hand"
         },
@@ -246,3 +255,4 @@ if __name__ == "__main__":
     keys = ("val_acc_fp32", "val_acc_int8", "int8_agreement", "speedup_warm", "speedup_cold")
     print(json.dumps({name: {k: s[k] for k in keys} for name, s in r["sets"].items()}, indent=1))
     print(json.dumps({"latency_speedup_p50": r["latency_speedup_p50"], "latency": r["latency"]}, indent=1))
+    print(json.dumps({"latency_mixed_lengths_speedup_p50": r["latency_mixed_lengths_speedup_p50"]}, indent=1))

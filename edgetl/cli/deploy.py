@@ -32,6 +32,14 @@ def _frame_size(ctx, param, value: str | None) -> tuple[int, int] | None:
     return parse_frame_size(value)
 
 
+def _static_tokens(ctx, param, value: str) -> int | None:
+    if value == "auto":
+        return None
+    if not value.isdigit():
+        raise UserError(f"--static-tokens: {value!r} is not a token count; use auto, 0 (off) or e.g. 16")
+    return int(value)
+
+
 def _stderr(message: str) -> None:
     click.echo(message, err=True)
 
@@ -66,6 +74,14 @@ def _stderr(message: str) -> None:
     type=click.Choice(TOKENIZER_PLACES),
     help="Text models: graph = inside the compiled model, strings in (OpenVINO, ONNX Runtime); host = token ids in, "
     "tokenizer.json beside it; auto = graph where the runtime has string tensors (TensorRT: host).",
+)
+@click.option(
+    "--static-tokens",
+    default="auto",
+    show_default=True,
+    callback=_static_tokens,
+    help="OpenVINO text models: one text of at most N tokens runs a branch with static shapes (faster on CPU); "
+    "auto = the training texts' 95th percentile (8..32), 0 = off (e.g. for traffic of mixed lengths).",
 )
 def compile_cmd(onnx: Path, target: str, out: Path, **options) -> None:
     """Compile an exported model.onnx for one runtime into a folder with manifest.json.

@@ -101,7 +101,11 @@ def test_precision_errors_name_the_option(tmp_path, colour_onnx):
         with pytest.raises(UserError, match="--tokenizer host: .* classifies images"):
             get_target(target).compile(colour_onnx, tmp_path / "t", CompileOptions(tokenizer="host"))
         assert not (tmp_path / "t").exists()
-    assert not (tmp_path / "x").exists()
+    with pytest.raises(UserError, match="--static-tokens: .* classifies images"):
+        get_target("openvino").compile(colour_onnx, tmp_path / "t", CompileOptions(static_tokens=12))
+    with pytest.raises(UserError, match="--static-tokens: -1 is negative"):
+        CompileOptions(static_tokens=-1)
+    assert not (tmp_path / "t").exists() and not (tmp_path / "x").exists()
 
 
 def test_device_errors(tmp_path, colour_onnx):

@@ -183,6 +183,17 @@ def test_train_int8_export_compile_predict(tmp_path, capsys):
         manifest = json.loads((tmp_path / f"build-{name}" / "manifest.json").read_text())
         assert manifest["settings"]["static_tokens"] == static_size(lengths, 128) in (8, 12, 16, 20)
         assert manifest["precision"]["runtime"].startswith("int8 + "), name  # read inside the If's branches too
+    # --static-tokens 0: no branch (the padded dynamic encoder alone); over max_length: one line, exit 2, nothing written
+    code, _, err = run_cli(capsys, "compile", run / "model.onnx", "--target", "openvino", "--static-tokens", "0",
+                           "--out", tmp_path / "no-static")  # fmt: skip
+    assert code == 0, err
+    assert json.loads((tmp_path / "no-static" / "manifest.json").read_text())["settings"]["static_tokens"] == 0
+    assert 'type="If"' not in (tmp_path / "no-static" / "model.xml").read_text()
+    assert 'type="If"' in (tmp_path / "build-openvino-auto" / "model.xml").read_text()
+    for bad in ("500", "lots"):
+        code, _, err = run_cli(capsys, "compile", run / "model.onnx", "--target", "openvino", "--static-tokens", bad,
+                               "--out", tmp_path / "bad")  # fmt: skip
+        assert code == 2 and "--static-tokens" in err and not (tmp_path / "bad").exists()
 
     # TensorRT: the host tokenizer ships with the ONNX; the profile covers 1..max_length tokens
     code, out, err = run_cli(capsys, "compile", run / "model.onnx", "--target", "tensorrt", "--out", tmp_path / "trt")

@@ -36,6 +36,9 @@ class CompileOptions:
     # "host" = token ids in, tokenizer.json run by the `tokenizers` library beside it; "auto" = graph where the
     # target can (TensorRT has no string tensors: host).
     tokenizer: str = "auto"
+    # OpenVINO text models: one text of at most this many tokens runs a static-shape branch (seq_bucket); None = sized
+    # from the training texts' token counts, 0 = no static branch.
+    static_tokens: int | None = None
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -44,6 +47,8 @@ class CompileOptions:
             raise UserError(f"--max-batch: {self.max_batch} is out of range; use 1..{MAX_BATCH}")
         if self.tokenizer not in TOKENIZER_PLACES:
             raise UserError(f"--tokenizer: unknown {self.tokenizer!r}; choose one of {', '.join(TOKENIZER_PLACES)}")
+        if self.static_tokens is not None and self.static_tokens < 0:
+            raise UserError(f"--static-tokens: {self.static_tokens} is negative; use auto, 0 (off) or a token count")
         if self.threads < 0:
             raise UserError(f"--threads: {self.threads} is negative; use 0 for the runtime's default")
 

@@ -182,8 +182,13 @@ class OpenVINOTarget(RuntimeTarget):
         tokenizer = tokenizer_place(src, self.name, options)
         if tokenizer and static:
             raise UserError("--static / NPU: a text model has a variable sequence length; use --device CPU or GPU")
-        static_tokens = static_size(src.meta.get("token_lengths"), src.preprocess.max_length) if tokenizer else None
-        if tokenizer:  # fewer distinct shapes, static ones for a short sentence: faster on the CPU plugin (seq_bucket)
+        if options.static_tokens is not None and not tokenizer:
+            raise UserError(f"--static-tokens: {src.path} classifies images; drop the option")
+        static_tokens = None
+        if tokenizer:
+            static_tokens = static_size(
+                src.meta.get("token_lengths"), src.preprocess.max_length, options.static_tokens
+            )  # fewer distinct shapes, static ones for a short sentence: faster on the CPU plugin (seq_bucket)
             model = with_static_bucket(model, src.preprocess.max_length, static_tokens)
         tokenizer_ops = None
         if tokenizer == "graph":

@@ -27,6 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgetl.contract import TOKEN_INPUTS
+from edgetl.errors import UserError
 
 BUCKET = 16
 
@@ -54,9 +55,17 @@ def pad_to_bucket(model, max_length: int, bucket: int = BUCKET):
     return model
 
 
-def static_size(lengths: dict | None, max_length: int) -> int:
-    """The static branch's token count: the training texts' 95th percentile (export's `token_lengths`) rounded up to
-    a multiple of 4, within [8, 32] and max_length; BUCKET for an export that did not record them."""
+def static_size(lengths: dict | None, max_length: int, requested: int | None = None) -> int:
+    """The static branch's token count: `requested` (compile --static-tokens; 0 = none) if given, else the training
+    texts' 95th percentile (export's `token_lengths`) rounded up to a multiple of 4, within [8, 32] and max_length;
+    BUCKET for an export that did not record them."""
+    if requested is not None:
+        if requested > max_length:
+            raise UserError(
+                f"--static-tokens: {requested} is more than the model's max_length ({max_length}); "
+                f"use 0..{max_length}, or auto"
+            )
+        return requested
     if not lengths or not isinstance(lengths.get("p95"), int):
         return min(BUCKET, max_length)
     return min(max(8, -(-lengths["p95"] // 4) * 4), 32, max_length)
@@ -64,12 +73,13 @@ def static_size(lengths: dict | None, max_length: int) -> int:
 
 def with_static_bucket(model, max_length: int, size: int = BUCKET):
     """`model` (token ids in) as one model with the same inputs and outputs: an If takes a copy whose shapes are
-    static [1, size] when the batch is one text of at most `size` tokens, else `pad_to_bucket(model)`."""
+    static [1, size] when the batch is one text of at most `size` tokens, else `pad_to_bucket(model)` (alone when
+    size is 0)."""
     import openvino as ov
     import openvino.opset13 as ops
 
     params = {p.output(0).get_any_name(): p for p in model.get_parameters()}
-    if set(params) != set(TOKEN_INPUTS):
+    if not size or set(params) != set(TOKEN_INPUTS):
         return pad_to_bucket(model, max_length)
     static, dynamic = model.clone(), pad_to_bucket(model.clone(), max_length)
     for param in static.get_parameters():  # pad with `size` zeros, keep the first `size`: exact for L <= size
