@@ -37,7 +37,8 @@ void BertTokenizeOp::validate_and_infer_types() {
     NODE_VALIDATION_CHECK(this, m_max_length >= 2, "max_length must leave room for [CLS] and [SEP]");
     const ov::PartialShape& begins = get_input_partial_shape(kBegins);
     const ov::Dimension n = begins.rank().is_static() ? begins[0] : ov::Dimension::dynamic();
-    for (size_t i = 0; i < 3; ++i) set_output_type(i, ov::element::i64, ov::PartialShape{n, ov::Dimension(2, m_max_length)});
+    const ov::PartialShape ids{n, ov::Dimension(2, m_max_length)};  // [CLS] and [SEP] at least
+    for (size_t i = 0; i < 3; ++i) set_output_type(i, ov::element::i64, ids);
 }
 
 std::shared_ptr<ov::Node> BertTokenizeOp::clone_with_new_inputs(const ov::OutputVector& inputs) const {

