@@ -20,12 +20,13 @@ openvino-tokenizers. tests/text/test_native_tokenizer.py checks the op id for id
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from edgetl.export.tokenizers import chunks
 
 KEEP, DELETE, SPACED = -1, -2, -3
 WORD, PUNCT, SPACE = 0, 1, 2
@@ -96,12 +97,10 @@ def _norm_table(normalizer, points: list[int]) -> tuple[np.ndarray, np.ndarray]:
             raise Unsupported("the normalizer does not act on each character alone")
         return out
 
-    sep = ord(_SEP)
-    for start in range(0, len(points), 1 << 16):
-        part = [chr(c) for c in points[start : start + (1 << 16)]]
+    for part in chunks(points):
         chunk = [ch for ch in part if ch != _SEP]
         out = dict(zip(chunk, normalize(chunk), strict=True))
-        if start <= sep < start + (1 << 16):
+        if _SEP in part:
             out[_SEP] = normalize([_SEP])[0]
         for ch, o in ((ch, out[ch]) for ch in part):
             if o == ch:
@@ -119,8 +118,7 @@ def _norm_table(normalizer, points: list[int]) -> tuple[np.ndarray, np.ndarray]:
 def _class_table(pre_tokenizer, points: list[int]) -> np.ndarray:
     """Each code point between two 'a's: merged into the word (0), a token alone (1), or dropped (2)."""
     classes = []
-    for start in range(0, len(points), 1 << 16):
-        chunk = [chr(c) for c in points[start : start + (1 << 16)]]
+    for chunk in chunks(points):
         text = "a" + "a".join(chunk) + "a"  # chunk[i] is at character 2 i + 1
         covered = {}
         for token, (a, b) in pre_tokenizer.pre_tokenize_str(text):
@@ -169,10 +167,3 @@ def bert_tables(tokenizer_json: Path) -> BertTables:
         max_chars_per_word=int(model.get("max_input_chars_per_word", 100)),
         prefix=model.get("continuing_subword_prefix") or "##",
     )
-
-
-def tables_sha256(tables: BertTables) -> str:
-    h = hashlib.sha256()
-    for name in ("vocab_bytes", "vocab_offsets", "norm", "pool", "classes", "added"):
-        h.update(getattr(tables, name).tobytes())
-    return h.hexdigest()
