@@ -179,7 +179,7 @@ def cache_ls(cache_dir: Path | None) -> None:
 @cache_group.command("verify")
 @cache_dir_option
 def cache_verify(cache_dir: Path | None) -> None:
-    """Check every shard's checksum; exit 1 when any is corrupt (read-only).
+    """Check every shard's and bad-file marker's checksum; exit 1 when any is corrupt (read-only).
 
     \b
     edgetl cache verify
@@ -187,12 +187,15 @@ def cache_verify(cache_dir: Path | None) -> None:
     """
     from edgetl.train.cache import verify
 
-    checked, entries, bad = verify(_root(cache_dir))
-    for path in bad:
+    r = verify(_root(cache_dir))
+    for path in r.corrupt:
         click.echo(f"corrupt: {path}")
-    click.echo(f"{checked} shards, {entries} entries checked in {_root(cache_dir)}: {len(bad)} corrupt")
-    if bad:
-        click.echo("fix: edgetl cache prune (corrupt shards are removed and recomputed on the next run)")
+    click.echo(
+        f"{r.shards} shards, {r.entries} entries, {r.markers} bad-file markers checked in {_root(cache_dir)}: "
+        f"{len(r.corrupt)} corrupt"
+    )
+    if r.corrupt:
+        click.echo("fix: edgetl cache prune (corrupt shards and markers are removed; the next run recomputes them)")
         raise SystemExit(1)
 
 
@@ -201,10 +204,10 @@ def cache_verify(cache_dir: Path | None) -> None:
 @click.option("--older-than", type=float, metavar="DAYS", help="Also remove contexts unused for DAYS days.")
 @click.option("--all", "everything", is_flag=True, help="Remove every cached feature.")
 def cache_prune(cache_dir: Path | None, older_than: float | None, everything: bool) -> None:
-    """Remove corrupt shards and leftovers of killed runs (and old contexts with --older-than).
+    """Remove corrupt shards and markers, and leftovers of killed runs (and old contexts with --older-than).
 
     \b
-    edgetl cache prune                     # corrupt shards, temp files of killed runs
+    edgetl cache prune                     # corrupt shards and markers, temp files of killed runs
     edgetl cache prune --older-than 30     # and everything unused for 30 days
     edgetl cache prune --all               # empty the cache
     """
@@ -212,8 +215,8 @@ def cache_prune(cache_dir: Path | None, older_than: float | None, everything: bo
 
     r = prune(_root(cache_dir), older_than, everything)
     click.echo(
-        f"removed {r['contexts']} contexts, {r['corrupt_shards']} corrupt shards, {r['temp_files']} temp files "
-        f"({r['bytes'] / 1e6:.1f} MB)"
+        f"removed {r['contexts']} contexts, {r['corrupt_shards']} corrupt shards, {r['corrupt_markers']} corrupt "
+        f"markers, {r['temp_files']} temp files ({r['bytes'] / 1e6:.1f} MB)"
     )
 
 

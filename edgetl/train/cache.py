@@ -4,7 +4,7 @@ Layout::
 
     <root>/v1/<context_key>/context.json        what produced these features (backbone, preprocess, engine...)
     <root>/v1/<context_key>/shard-<id>.safetensors   features [n, D] + metadata {keys, sha256}
-    <root>/v1/<context_key>/bad-<key>.json       content that does not decode, with the reason
+    <root>/v1/<context_key>/bad-<key>.json       content that does not decode: {key, reason, sha256}
     <root>/models/<hash>.{fp32,int8}.onnx        exported / quantized backbones (edgetl.train.int8)
 
 An entry is found by (context_key, image content sha256). The context key hashes the backbone weights hash,
@@ -12,12 +12,20 @@ the preprocessing spec, the precision/quantization settings and the cache format
 them misses. Shards are written to a temp file in the same folder and renamed: a reader never sees half a
 shard, two concurrent writers of the same shard both produce the same complete file, and a killed run leaves
 only a temp file that `edgetl cache prune` removes. Every shard carries a sha256 over its keys and features,
-checked on every read; a corrupt shard is reported, deleted and recomputed.
+checked on every read; a corrupt shard is reported, deleted and recomputed. A bad-content marker makes an image
+skip, so it is checked the same way: its sha256 binds the reason to the context key and the content key, so a
+marker that was hand-edited, copied from another context or renamed to another key is reported, deleted, and
+that image is decoded again. (Whoever can write the cache could recompute either checksum: they catch damage and
+mix-ups, not an attacker.)
+
+The cache may be read-only (a shared or mounted cache): hits are served without writing anything. A write that
+fails (full disk, read-only, permissions) is one user error naming the cache folder, never a traceback.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -28,10 +36,12 @@ from pathlib import Path
 
 import numpy as np
 
+from edgetl.errors import UserError
 from edgetl.fileio import atomic_write_bytes
 
 FORMAT_VERSION = 1
 SHARD_GLOB = "shard-*.safetensors"
+MARKER_GLOB = "bad-*.json"
 
 
 def default_cache_dir() -> Path:
@@ -80,19 +90,84 @@ def _metadata(data: bytes) -> dict:
     return json.loads(data[8 : 8 + n]).get("__metadata__", {})
 
 
+def marker_checksum(context: str, key: str, reason: str) -> str:
+    """Binds a marker to its context folder and content key: copied or renamed, it no longer verifies."""
+    blob = json.dumps(["edgetl bad-content marker", FORMAT_VERSION, context, key, reason], separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+class CorruptMarker(Exception):
+    pass
+
+
+def marker_path(folder: Path, key: str) -> Path:
+    return Path(folder) / f"bad-{key}.json"
+
+
+def read_marker(path: Path, context: str) -> tuple[str, str]:
+    """(content key, reason) of a marker in the folder of context key `context`, or CorruptMarker."""
+    data = path.read_bytes()  # FileNotFoundError passes through: a concurrent prune is not corruption
+    try:
+        marker = json.loads(data)
+        key, reason, checksum = marker["key"], marker["reason"], marker.get("sha256")
+    except Exception as e:  # noqa: BLE001 - any parse failure means the file is damaged
+        raise CorruptMarker(f"unreadable ({type(e).__name__}: {str(e)[:80]})") from None
+    if not (isinstance(key, str) and isinstance(reason, str)):
+        raise CorruptMarker("unreadable (key and reason must be strings)")
+    if checksum is None:
+        raise CorruptMarker("no checksum (hand-written, or written by an older edgetl)")
+    if path.name != marker_path(path.parent, key).name:
+        raise CorruptMarker(f"it names another key ({key[:16]}...) than its file name")
+    if checksum != marker_checksum(context, key, reason):
+        raise CorruptMarker("checksum mismatch (edited, or copied from another cache context)")
+    return key, reason
+
+
+def unwritable(root: Path, e: OSError) -> UserError:
+    """One line for any failed cache write: the fix for a full disk is not the fix for a read-only folder."""
+    why = (e.strerror or str(e) or type(e).__name__).splitlines()[0]
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        fix = "free disk space there or choose another --cache-dir"
+    elif e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        fix = "choose a writable --cache-dir"
+    else:
+        fix = "free disk space there or choose a writable --cache-dir"
+    return UserError(f"--cache-dir {root}: cannot write the feature cache ({why}); {fix}")
+
+
+def _discard(path: Path) -> bool:
+    """Delete a damaged file if the cache is writable; a read-only cache just ignores it (False)."""
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        return False
+    return True
+
+
 @dataclass
 class CacheStats:
     hits: int = 0
     misses: int = 0
     corrupt: list[str] = field(default_factory=list)
+    corrupt_markers: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return {"hits": self.hits, "misses": self.misses, "corrupt_shards": self.corrupt}
+        return {
+            "hits": self.hits,
+            "misses": self.misses,
+            "corrupt_shards": self.corrupt,
+            "corrupt_markers": self.corrupt_markers,
+        }
 
     @classmethod
     def total(cls, stats: list[CacheStats]) -> CacheStats:
         """One run reads several contexts (FP32, then INT8): run.json reports them summed."""
-        return cls(sum(s.hits for s in stats), sum(s.misses for s in stats), [p for s in stats for p in s.corrupt])
+        return cls(
+            sum(s.hits for s in stats),
+            sum(s.misses for s in stats),
+            [p for s in stats for p in s.corrupt],
+            [p for s in stats for p in s.corrupt_markers],
+        )
 
 
 class FeatureCache:
@@ -107,17 +182,14 @@ class FeatureCache:
         self.stats = CacheStats()
 
     def open(self) -> FeatureCache:
+        """Creates the context folder; writes nothing when it exists, so a read-only cache opens."""
         try:
-            self.dir.mkdir(parents=True, exist_ok=True)
+            self.dir.mkdir(parents=True, exist_ok=True)  # exist_ok also holds on a read-only file system
             ctx = self.dir / "context.json"
             if not ctx.exists():
                 atomic_write_bytes(ctx, json.dumps({"format": FORMAT_VERSION, **self.context}, indent=1).encode())
         except OSError as e:
-            from edgetl.errors import UserError
-
-            raise UserError(
-                f"--cache-dir {self.root}: cannot write there ({e.strerror}); choose a writable folder"
-            ) from None
+            raise unwritable(self.root, e) from None
         return self
 
     def lookup(self, keys: set[str]) -> dict[str, np.ndarray]:
@@ -127,31 +199,48 @@ class FeatureCache:
             try:
                 skeys, feats = read_shard(shard)
             except CorruptShard as e:
-                self.warn(f"cache: corrupt shard {shard} ({e}); deleting it, its features will be recomputed")
+                action = "deleted it" if _discard(shard) else "could not delete it"
+                self.warn(f"cache: corrupt shard {shard} ({e}); {action}, its features will be recomputed")
                 self.stats.corrupt.append(str(shard))
-                shard.unlink(missing_ok=True)
                 continue
             except FileNotFoundError:  # pruned by a concurrent process between glob and read
                 continue
             for k, f in zip(skeys, feats, strict=True):
                 if k in keys:
                     found[k] = f
-        os.utime(self.dir)  # last use, for `cache prune --older-than`
+        with contextlib.suppress(OSError):  # best effort: a read-only cache still serves its hits
+            os.utime(self.dir)  # last use, for `cache prune --older-than`
         return found
 
     def mark_bad(self, key: str, reason: str) -> None:
         """Remember that this content does not decode (so it is reported, not retried, on every run)."""
-        atomic_write_bytes(self.dir / f"bad-{key}.json", json.dumps({"key": key, "reason": reason}).encode())
+        marker = {
+            "format": FORMAT_VERSION,
+            "key": key,
+            "reason": reason,
+            "sha256": marker_checksum(self.key, key, reason),
+        }
+        self._write(marker_path(self.dir, key), json.dumps(marker).encode())
 
     def bad_keys(self, keys: set[str]) -> dict[str, str]:
+        """Reasons of the keys marked bad; a marker that does not verify is dropped so its image is decoded again."""
         out = {}
-        for path in self.dir.glob("bad-*.json"):
-            key = path.stem[4:]
-            if key in keys:
-                try:
-                    out[key] = json.loads(path.read_text())["reason"]
-                except (OSError, ValueError, KeyError):
-                    path.unlink(missing_ok=True)  # damaged marker: decode the file again
+        for path in sorted(self.dir.glob(MARKER_GLOB)):
+            if path.name[len("bad-") : -len(".json")] not in keys:
+                continue
+            try:
+                key, reason = read_marker(path, self.key)
+            except CorruptMarker as e:
+                action = "deleted it" if _discard(path) else "could not delete it"
+                self.warn(f"cache: corrupt bad-file marker {path} ({e}); {action}, that image will be decoded again")
+                self.stats.corrupt_markers.append(str(path))
+                continue
+            except FileNotFoundError:  # pruned by a concurrent process between glob and read
+                continue
+            except OSError as e:
+                self.warn(f"cache: cannot read {path} ({e.strerror}); that image will be decoded again")
+                continue
+            out[key] = reason
         return out
 
     def write_shard(self, keys: list[str], features: np.ndarray) -> Path:
@@ -161,8 +250,15 @@ class FeatureCache:
         checksum = shard_checksum(keys, features)
         meta = {"keys": json.dumps(keys), "sha256": checksum, "format": str(FORMAT_VERSION)}
         path = self.dir / f"shard-{checksum[:24]}.safetensors"
-        atomic_write_bytes(path, save({"features": features}, metadata=meta))
+        self._write(path, save({"features": features}, metadata=meta))
         return path
+
+    def _write(self, path: Path, data: bytes) -> None:
+        # atomic_write_bytes removes its temp file when the write fails, so a full disk leaves nothing behind
+        try:
+            atomic_write_bytes(path, data)
+        except OSError as e:
+            raise unwritable(self.root, e) from None
 
 
 # --- maintenance: ls / verify / prune ----------------------------------------------------------------
@@ -199,25 +295,46 @@ def _size(path: Path) -> int:
         return 0
 
 
-def verify(root: Path) -> tuple[int, int, list[str]]:
-    """(shards checked, entries, corrupt shard paths). Read-only."""
-    checked, entries, bad = 0, 0, []
+@dataclass
+class VerifyReport:
+    shards: int = 0
+    entries: int = 0
+    markers: int = 0
+    corrupt_shards: list[str] = field(default_factory=list)
+    corrupt_markers: list[str] = field(default_factory=list)
+
+    @property
+    def corrupt(self) -> list[str]:
+        return self.corrupt_shards + self.corrupt_markers
+
+
+def verify(root: Path) -> VerifyReport:
+    """Every shard and bad-file marker checked against its checksum. Read-only."""
+    r = VerifyReport()
     for ctx in list_contexts(root):
         for shard in sorted(Path(ctx["path"]).glob(SHARD_GLOB)):
-            checked += 1
             try:
                 keys, _ = read_shard(shard)
-                entries += len(keys)
+                r.entries += len(keys)
             except CorruptShard:
-                bad.append(str(shard))
+                r.corrupt_shards.append(str(shard))
             except FileNotFoundError:
-                checked -= 1
-    return checked, entries, bad
+                continue
+            r.shards += 1
+        for marker in sorted(Path(ctx["path"]).glob(MARKER_GLOB)):
+            try:
+                read_marker(marker, ctx["key"])
+            except CorruptMarker:
+                r.corrupt_markers.append(str(marker))
+            except FileNotFoundError:
+                continue
+            r.markers += 1
+    return r
 
 
 def prune(root: Path, older_than_days: float | None, everything: bool, stale_tmp_s: float = 3600) -> dict:
-    """Remove corrupt shards, temp files left by killed runs, and (optionally) contexts unused for N days."""
-    removed = {"contexts": 0, "corrupt_shards": 0, "temp_files": 0, "bytes": 0}
+    """Remove corrupt shards and markers, temp files left by killed runs, and (optionally) contexts unused for N days."""
+    removed = {"contexts": 0, "corrupt_shards": 0, "corrupt_markers": 0, "temp_files": 0, "bytes": 0}
     now = time.time()
     for ctx in list_contexts(root):
         d = Path(ctx["path"])
@@ -232,8 +349,17 @@ def prune(root: Path, older_than_days: float | None, everything: bool, stale_tmp
                 read_shard(shard)
             except CorruptShard:
                 removed["bytes"] += _size(shard)
-                shard.unlink(missing_ok=True)
+                _remove(root, shard)
                 removed["corrupt_shards"] += 1
+            except FileNotFoundError:
+                continue
+        for marker in d.glob(MARKER_GLOB):
+            try:
+                read_marker(marker, d.name)
+            except CorruptMarker:
+                removed["bytes"] += _size(marker)
+                _remove(root, marker)
+                removed["corrupt_markers"] += 1
             except FileNotFoundError:
                 continue
     models = Path(root) / "models"  # quantized backbones (edgetl.train.int8), keyed like the features
@@ -243,6 +369,13 @@ def prune(root: Path, older_than_days: float | None, everything: bool, stale_tmp
     elif models.is_dir():
         removed["temp_files"] += _remove_stale_temps(models, now - stale_tmp_s)
     return removed
+
+
+def _remove(root: Path, path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as e:
+        raise unwritable(Path(root), e) from None
 
 
 def _remove_stale_temps(folder: Path, older_than: float) -> int:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,7 +17,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edgetl.train.cache import SHARD_GLOB, FeatureCache, read_shard, verify
+from edgetl.errors import UserError
+from edgetl.train.cache import SHARD_GLOB, FeatureCache, prune, read_shard, verify
 from edgetl.train.pipeline import Pipeline
 from edgetl.train.run import run_train
 from tests.core.conftest import make_folder, tiny_cfg
@@ -72,8 +76,8 @@ def test_flipped_byte_in_a_shard_is_detected_and_recomputed(image_folder: Path, 
     data = bytearray(shard.read_bytes())
     data[-5] ^= 0x01  # inside the float data, past the header
     shard.write_bytes(bytes(data))
-    checked, _, bad = verify(isolated_cache)
-    assert bad == [str(shard)] and checked >= 1
+    report = verify(isolated_cache)
+    assert report.corrupt == [str(shard)] and report.shards >= 1
     out = subprocess.run(
         [sys.executable, "-m", "edgetl", "cache", "verify"],
         capture_output=True,
@@ -86,7 +90,7 @@ def test_flipped_byte_in_a_shard_is_detected_and_recomputed(image_folder: Path, 
     assert set(after) == set(before)
     for k in before:
         np.testing.assert_array_equal(after[k], before[k])
-    assert verify(isolated_cache)[2] == []
+    assert verify(isolated_cache).corrupt == []
 
 
 def test_shard_round_trip_and_checksum(tmp_path: Path):
@@ -173,7 +177,7 @@ def test_two_concurrent_runs_share_a_cache_dir(tmp_path: Path):
     assert set(a) == set(b) and len(a) == 24
     for k in a:
         assert a[k].tobytes() == b[k].tobytes()
-    assert verify(cache)[2] == []
+    assert verify(cache).corrupt == []
     third = _worker(data, tmp_path / "w2", cache, 0.0)
     assert third.wait(120) == 0
     assert json.loads(third.stdout.read())["misses"] == 0
@@ -243,3 +247,207 @@ def test_export_refuses_data_that_changed_since_training(image_folder: Path, tmp
     Image.fromarray(np.zeros((20, 24, 3), np.uint8)).save(image_folder / "red" / "new.png")
     with pytest.raises(UserError, match="validation images differ from the ones this run was trained with"):
         export_run(out, echo=lambda line: None)
+
+
+# --- bad-file markers are checked like shards --------------------------------------------------------------
+
+GOOD, OTHER = "a" * 64, "b" * 64
+FORGERIES = ["no checksum", "edited reason", "copied from another context", "renamed from another key", "not JSON"]
+
+
+def _cli(args: list[str], capsys) -> tuple[int, str, str]:
+    """`edgetl ...` in this process (as the console script runs it), so a test can simulate a full disk."""
+    from edgetl.cli.main import main
+
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    out = capsys.readouterr()
+    return e.value.code, out.out, out.err
+
+
+def test_a_valid_marker_round_trips_verifies_and_survives_prune(tmp_path: Path):
+    cache = FeatureCache(tmp_path, {"backbone": "x"}).open()
+    cache.mark_bad(GOOD, "truncated or corrupt image (broken data stream)")
+    assert cache.bad_keys({GOOD, OTHER}) == {GOOD: "truncated or corrupt image (broken data stream)"}
+    report = verify(tmp_path)
+    assert (report.markers, report.corrupt) == (1, [])
+    assert prune(tmp_path, None, False)["corrupt_markers"] == 0
+    assert cache.bad_keys({GOOD}) == {GOOD: "truncated or corrupt image (broken data stream)"}
+
+
+@pytest.mark.parametrize("forgery", FORGERIES)
+def test_a_marker_that_does_not_verify_is_reported_deleted_and_ignored(forgery: str, tmp_path: Path):
+    warnings: list[str] = []
+    cache = FeatureCache(tmp_path, {"backbone": "x"}, warn=warnings.append).open()
+    marker = cache.dir / f"bad-{GOOD}.json"
+    if forgery == "no checksum":  # hand-written, or the format of an older edgetl
+        marker.write_text(json.dumps({"key": GOOD, "reason": "forged"}))
+    elif forgery == "edited reason":
+        cache.mark_bad(GOOD, "truncated")
+        edited = {**json.loads(marker.read_text()), "reason": "forged"}
+        marker.write_text(json.dumps(edited))
+    elif forgery == "copied from another context":  # valid there, for the same content key
+        other = FeatureCache(tmp_path, {"backbone": "y"}).open()
+        other.mark_bad(GOOD, "forged")
+        shutil.copy(other.dir / marker.name, marker)
+    elif forgery == "renamed from another key":
+        cache.mark_bad(OTHER, "forged")
+        (cache.dir / f"bad-{OTHER}.json").rename(marker)
+    else:
+        marker.write_bytes(b"\x00 not json")
+    assert verify(tmp_path).corrupt == [str(marker)]
+    assert cache.bad_keys({GOOD, OTHER}) == {}
+    assert not marker.exists() and cache.stats.corrupt_markers == [str(marker)]
+    assert len(warnings) == 1 and str(marker) in warnings[0] and "decoded again" in warnings[0]
+    assert verify(tmp_path).corrupt == []
+
+
+def test_a_forged_marker_no_longer_skips_a_good_image(image_folder: Path, tmp_path: Path, isolated_cache: Path, capsys):
+    p1, before = _features(tiny_cfg(image_folder, tmp_path / "r1"))
+    folder = p1.caches[0].dir
+    victim = sorted(before)[0]
+    for shard in folder.glob(SHARD_GLOB):
+        shard.unlink()  # so the victim has to be decoded again, not served from a shard
+    marker = folder / f"bad-{victim}.json"
+    forged = json.dumps({"key": victim, "reason": "truncated or corrupt image (forged)"})
+    marker.write_text(forged)
+
+    code, out, _ = _cli(["cache", "verify", "--cache-dir", str(isolated_cache)], capsys)
+    assert code == 1 and f"corrupt: {marker}" in out and "1 bad-file markers" in out and ": 1 corrupt" in out
+    code, out, _ = _cli(["cache", "prune", "--cache-dir", str(isolated_cache)], capsys)
+    assert code == 0 and "1 corrupt markers" in out and not marker.exists()
+
+    marker.write_text(forged)
+    p2, after = _features(tiny_cfg(image_folder, tmp_path / "r2"))
+    assert p2.skip.skipped == [] and p2.caches[0].stats.corrupt_markers == [str(marker)]
+    assert not marker.exists() and set(after) == set(before)
+    np.testing.assert_array_equal(after[victim], before[victim])
+    assert verify(isolated_cache).corrupt == []
+
+
+# --- read-only cache, full disk ------------------------------------------------------------------------
+
+
+def _refuses_writes(folder: Path) -> bool:
+    probe = folder / ".probe"
+    try:
+        probe.write_bytes(b"")
+    except OSError:
+        return True
+    probe.unlink()
+    return False
+
+
+def _raise(code: int):
+    def fail(*args, **kwargs):
+        raise OSError(code, os.strerror(code))
+
+    return fail
+
+
+@contextlib.contextmanager
+def read_only(folder: Path, monkeypatch: pytest.MonkeyPatch):
+    """Makes `folder` and its subfolders refuse writes, as honestly as this machine allows; yields how.
+
+    - "chattr": `chattr +i` (root with CAP_LINUX_IMMUTABLE, on ext4/xfs/btrfs): the kernel itself refuses new
+      files, renames, deletes and utime, with EPERM where a read-only mount says EROFS. Nothing is simulated.
+    - "chmod": not root: chmod a-w refuses new files for real, but the owner may still set a folder's times,
+      so os.utime is patched to raise EROFS as a read-only mount would (the fault this guards against).
+    - "patched": root without chattr: chmod stops nothing for root, so os.utime and the cache's file write
+      (edgetl.train.cache.atomic_write_bytes) are patched to raise EROFS.
+    """
+    dirs = [str(d) for d in [folder, *folder.rglob("*")] if d.is_dir()]
+    if shutil.which("chattr"):
+        try:
+            subprocess.run(["chattr", "+i", *dirs], capture_output=True)
+            if _refuses_writes(folder):
+                yield "chattr"
+                return
+        finally:
+            subprocess.run(["chattr", "-i", *dirs], capture_output=True)
+    with monkeypatch.context() as m:
+        m.setattr(os, "utime", _raise(errno.EROFS))
+        if os.geteuid() != 0:
+            try:
+                for d in dirs:
+                    os.chmod(d, 0o555)
+                assert _refuses_writes(folder)
+                yield "chmod"
+            finally:
+                for d in dirs:
+                    os.chmod(d, 0o755)
+        else:
+            m.setattr("edgetl.train.cache.atomic_write_bytes", _raise(errno.EROFS))
+            yield "patched"
+
+
+def test_read_only_cache_serves_every_hit_and_a_miss_is_one_user_error(
+    image_folder: Path, tmp_path: Path, isolated_cache: Path, monkeypatch: pytest.MonkeyPatch
+):
+    _, before = _features(tiny_cfg(image_folder, tmp_path / "r1"))
+    with read_only(isolated_cache, monkeypatch):
+        p, after = _features(tiny_cfg(image_folder, tmp_path / "r2"))
+        assert p.caches[0].stats.misses == 0 and p.caches[0].stats.hits == len(before)
+        for k in before:
+            np.testing.assert_array_equal(after[k], before[k])
+        Image.fromarray(np.full((20, 24, 3), 7, np.uint8)).save(image_folder / "red" / "new.png")
+        with pytest.raises(UserError) as e:
+            _features(tiny_cfg(image_folder, tmp_path / "r3"))
+    message = str(e.value)
+    assert e.value.exit_code == 2 and "\n" not in message
+    assert message.startswith(f"--cache-dir {isolated_cache}: cannot write the feature cache (")
+    assert message.endswith("); choose a writable --cache-dir")
+    assert list(isolated_cache.rglob(".*.tmp*")) == []
+
+
+WRITES = {
+    "open": lambda cache: cache.open(),
+    "write_shard": lambda cache: cache.write_shard(["k"], np.ones((1, 4), np.float32)),
+    "mark_bad": lambda cache: cache.mark_bad("k", "truncated"),
+}
+FIXES = {
+    errno.ENOSPC: "(No space left on device); free disk space there or choose another --cache-dir",
+    errno.EROFS: "(Read-only file system); choose a writable --cache-dir",
+    errno.EACCES: "(Permission denied); choose a writable --cache-dir",
+    errno.EIO: "(Input/output error); free disk space there or choose a writable --cache-dir",
+}
+
+
+@pytest.mark.parametrize(
+    ("write", "code"),
+    [(w, errno.ENOSPC) for w in WRITES] + [("write_shard", c) for c in (errno.EROFS, errno.EACCES, errno.EIO)],
+)
+def test_a_failed_cache_write_is_one_user_error_and_leaves_no_temp_file(
+    write: str, code: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """A full disk cannot be made here: os.fsync, the last step of every atomic write, raises ENOSPC (or the other
+    errno) the way a full disk does once the data reaches it, after the temp file exists."""
+    root = tmp_path / "cache"
+    cache = FeatureCache(root, {"backbone": "x"})
+    if write != "open":
+        cache.open()
+    monkeypatch.setattr(os, "fsync", _raise(code))
+    with pytest.raises(UserError) as e:
+        WRITES[write](cache)
+    assert e.value.exit_code == 2
+    assert str(e.value) == f"--cache-dir {root}: cannot write the feature cache {FIXES[code]}"
+    files = sorted(p.name for p in root.rglob("*") if p.is_file())
+    assert files == ([] if write == "open" else ["context.json"])  # no temp file, no half file
+
+
+def test_full_disk_during_edgetl_train_is_one_error_line_exit_2(
+    image_folder: Path, tmp_path: Path, isolated_cache: Path, monkeypatch: pytest.MonkeyPatch, capsys
+):
+    """A full disk cannot be made here: os.fsync raises ENOSPC as a full disk does (see the test above)."""
+    _features(tiny_cfg(image_folder, tmp_path / "r1"))  # the cache holds every image ...
+    Image.fromarray(np.full((20, 24, 3), 7, np.uint8)).save(image_folder / "red" / "new.png")  # ... but this one
+    monkeypatch.delenv("EDGETL_DEBUG", raising=False)
+    monkeypatch.setattr(os, "fsync", _raise(errno.ENOSPC))
+    args = ["train", "--data", str(image_folder), "--backbone", "test_tiny", "--epochs", "1", "--no-progress"]
+    code, _, err = _cli([*args, "--out", str(tmp_path / "r2"), "--cache-dir", str(isolated_cache)], capsys)
+    assert code == 2
+    assert err.splitlines() == [
+        f"error: --cache-dir {isolated_cache}: cannot write the feature cache (No space left on device); "
+        "free disk space there or choose another --cache-dir"
+    ]
+    assert list(isolated_cache.rglob(".*.tmp*")) == []
