@@ -162,11 +162,12 @@ def predict_cmd(
     edgetl predict intents-ov.tar.gz --text "dim the kitchen lights" --json
     ms is the model time per frame (input preparation + inference), not file decoding.
     """
-    from edgetl.deploy.predictor import Predictor
+    from edgetl.deploy.predictor import Predictor, check_image_paths
     from edgetl.errors import UserError
 
     if bool(images) == bool(texts):
         raise UserError("predict: give image files or --text '...' (one of the two)")
+    check_image_paths(images)  # a mistyped path fails before a runtime is loaded
     with Predictor(bundle, device) as predictor:
         info = predictor.info
         _stderr(f"{bundle}: {info['target']} on {info.get('device')}, precision {info.get('precision')}")
@@ -176,7 +177,7 @@ def predict_cmd(
             results = predictor.predict_files(images, top_k, strict, _stderr)
         for p in results:
             if as_json:
-                click.echo(json.dumps(p.to_json()))
+                click.echo(json.dumps(p.to_json(), allow_nan=False))  # NaN is not JSON; _prediction refuses it
             else:
                 top = ", ".join(f"{name} {prob:.3f}" for name, prob in p.topk)
                 click.echo(f"{p.path}: {p.label} {p.class_name!r} {p.prob:.3f}  top-{top_k}: [{top}]  {p.ms:.2f} ms")

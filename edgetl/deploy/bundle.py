@@ -92,7 +92,23 @@ def read_manifest(root: Path, origin: str | Path) -> dict:
         raise UserError(
             f"{origin}: {MANIFEST} is not an {FORMAT} manifest (missing {missing}); rebuild with `edgetl compile`"
         )
+    check_export(manifest, origin)
     return manifest
+
+
+def check_export(manifest: dict, origin: str | Path) -> None:
+    """Refuse a build whose model failed the parity check of `edgetl export` (manifest "export", copied by compile
+    from export.json). Manifests written before the key existed, or from a model without a record (null), pass."""
+    record = manifest.get("export")
+    if record is None:
+        return
+    if not isinstance(record, dict):
+        raise UserError(f"{origin}: {MANIFEST} has a damaged export entry; rebuild it with `edgetl compile`")
+    if record.get("passed") is False:
+        raise UserError(
+            f"{origin}: {MANIFEST} records that its model failed the parity check of `edgetl export`; "
+            "fix the run, re-export, and compile again"
+        )
 
 
 def check_name(name: str, origin) -> None:

@@ -2,8 +2,8 @@
 
 Sequential execution, one inter-op thread, warnings about unused initializers silenced; `threads` None keeps
 ORT's own intra-op default; `string_ops` registers onnxruntime-extensions' ops (an in-graph tokenizer).
-`source` names a file the user handed in: then a model ORT cannot load is one line naming it (exit 2).
-Without it (edgetl's own graphs) a load failure is a bug and keeps its traceback.
+`config` adds session config entries. `source` names a file the user handed in: then a model ORT cannot load is
+one line naming it (exit 2). Without it (edgetl's own graphs) a load failure is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ def session(
     optimized_to: Path | None = None,
     source: str | None = None,
     string_ops: bool = False,
+    config: dict[str, str] | None = None,
 ):
     try:
         import onnxruntime as ort
@@ -49,6 +50,8 @@ def session(
                 "(or compile it with --tokenizer host)"
             ) from None
         so.register_custom_ops_library(onnxruntime_extensions.get_library_path())
+    for key, value in (config or {}).items():  # session config entries (e.g. where optimized weights go)
+        so.add_session_config_entry(key, value)
     if optimized_to is not None:
         so.optimized_model_filepath = str(optimized_to)
     model = model if isinstance(model, bytes) else str(model)

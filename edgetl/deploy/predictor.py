@@ -130,7 +130,7 @@ class Predictor:
         if not self.is_text:
             raise UserError("--text: this bundle classifies images; give image files instead")
         start = time.perf_counter()
-        return self._prediction(self.runner.infer(self.text_feeds(text)), start, top_k, text)
+        return self._prediction(self.runner.infer(self.text_feeds(text)), start, top_k, text, f"--text {text!r}")
 
     def predict_frame(self, frame: np.ndarray, top_k: int = 5, path: str = "") -> Prediction:
         if self.is_text:
@@ -138,9 +138,14 @@ class Predictor:
         start = time.perf_counter()
         return self._prediction(self.runner.infer(self.feeds(frame)), start, top_k, path)
 
-    def _prediction(self, out: dict, start: float, top_k: int, path: str) -> Prediction:
+    def _prediction(self, out: dict, start: float, top_k: int, path: str, origin: str | None = None) -> Prediction:
         ms = (time.perf_counter() - start) * 1000.0
         probs = np.asarray(out["probs"], np.float64)[0]
+        if not np.isfinite(probs).all():  # NaN/Inf weights: argmax would still "answer" class 0
+            raise UserError(
+                f"{origin or path}: the model output is not finite (NaN/Inf probabilities); the bundle is broken: "
+                "retrain or re-export the model, then rebuild the bundle with `edgetl compile` and `edgetl package`"
+            )
         label = int(np.asarray(out["label"]).reshape(-1)[0])
         order = np.argsort(-probs, kind="stable")[: max(1, top_k)]
         return Prediction(
@@ -162,13 +167,28 @@ class Predictor:
     def predict_files(
         self, paths: Iterable[Path | str], top_k: int, strict: bool, warn: Callable[[str], None]
     ) -> Iterator[Prediction]:
-        """Decode each file as training did; unusable files are skipped with one line (or stop with --strict)."""
+        """Decode each file as training did; unusable files are skipped with one line (or stop with --strict).
+
+        A path that does not exist or is a folder is a typo, not a bad image: it stops the run (UserError)."""
         skip = Skipper(strict, warn)
 
         def decode(data: bytes) -> np.ndarray:
             return decode_image(data, self.preprocess.decode_min_size)
 
         for path in paths:
+            check_image_paths([path])
             frame = skip.decode(path, decode, BadImage)
             if frame is not None:
                 yield self.predict_frame(frame, top_k, str(path))
+
+
+def check_image_paths(paths: Iterable[Path | str]) -> None:
+    """Refuse a path the user typed that names no file (missing, a dangling link, a folder): one line, exit 2.
+
+    Files that exist but do not decode are not refused here: predict skips them with the reason (or --strict)."""
+    for path in paths:
+        path = Path(path)
+        if path.is_dir():
+            raise UserError(f"{path}: is a folder, not an image; give image files (e.g. {path}/*.jpg)")
+        if not path.exists():
+            raise UserError(f"{path}: no such file; check the path (predict takes image files)")

@@ -8,6 +8,7 @@ they change latency more than anything else on small CPUs.
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -41,6 +42,43 @@ def _provider(device: str) -> str:
 
 def _session(path: Path, threads: int, level: str, provider: str, optimized_to: Path | None = None, text=False):
     return session(path, threads, level, provider, optimized_to, source=str(path), string_ops=text)
+
+
+INLINE_LIMIT = (2 << 30) - (64 << 20)  # protobuf serializes at most 2 GiB: larger models keep external weights
+EXTERNAL_MIN_BYTES = 1024  # tensors at least this big go to model.onnx.data when they must (shape constants stay)
+EXTERNAL_DATA = "model.onnx.data"
+
+
+def _with_external_data(src, stage: Path) -> tuple[Path | bytes, dict]:
+    """What the offline optimization reads, and the session settings for saving its result into `stage`.
+
+    ORT saves the optimized model in the staging folder, where the source's relative external-data paths
+    (already checked to stay inside its folder) no longer resolve, and it cannot infer shapes from constants
+    stored outside the graph. So a model with external data is loaded with it: as bytes when under 2 GiB (the
+    bundle holds one self-contained model.onnx); else re-saved in `stage`/source/ with only its large tensors
+    external, and ORT writes the optimized model's large initializers to model.onnx.data beside model.onnx."""
+    if not src.external_files:
+        return src.path, {}
+    import onnx
+
+    size = src.path.stat().st_size + sum(f.stat().st_size for f in src.external_files)
+    model = onnx.load(str(src.path), load_external_data=True)
+    if size < INLINE_LIMIT:
+        return model.SerializeToString(), {}
+    copy = stage / "source" / "model.onnx"
+    copy.parent.mkdir()
+    onnx.save_model(
+        model,
+        str(copy),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location=EXTERNAL_DATA,
+        size_threshold=EXTERNAL_MIN_BYTES + sys.getsizeof(b""),  # onnx compares sys.getsizeof(raw_data)
+    )
+    return copy, {
+        "session.optimized_model_external_initializers_file_name": EXTERNAL_DATA,
+        "session.optimized_model_external_initializers_min_size_in_bytes": str(EXTERNAL_MIN_BYTES),
+    }
 
 
 def with_tokenizer(src, stage: Path) -> Path:
@@ -126,8 +164,21 @@ class ORTTarget(RuntimeTarget):
             extra = {}
             if tokenizer == "host":  # token ids in: tokenizer.json ships with the model (edgetl.texts.HostTokenizer)
                 extra["tokenizer"] = copy_tokenizer_json(src, stage)
-            model = with_tokenizer(src, stage) if text else src.path
-            _session(model, options.threads, "ORT_ENABLE_EXTENDED", provider, stage / "model.onnx", text)
+            if text:  # the joined graph is saved with its weights inline
+                model, config = with_tokenizer(src, stage), {}
+            else:
+                model, config = _with_external_data(src, stage)
+            session(
+                model,
+                options.threads,
+                "ORT_ENABLE_EXTENDED",
+                provider,
+                stage / "model.onnx",
+                source=str(src.path),
+                string_ops=text,
+                config=config,
+            )
+            shutil.rmtree(stage / "source", ignore_errors=True)  # the re-saved source of a model over 2 GiB
             if text:
                 model.unlink()
                 extra["input"] = {

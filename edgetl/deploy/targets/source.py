@@ -2,11 +2,14 @@
 
 Used at compile time only (imports `onnx` lazily). Every target starts from `SourceModel.open`, so the
 safety check (external data) and the contract check happen once, with the same messages, for all of them.
+The parity verdict `edgetl export` wrote beside the model (export.json) is read here too: a failed export is
+refused, a passed one is copied into the manifest (`export`), and a model without one compiles with a note.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +33,9 @@ class SourceModel:
     external_files: list[Path] = field(default_factory=list)
     has_qdq: bool = False
     custom_ops: list[str] = field(default_factory=list)  # ai.edgetl op types used by the graph
+    # The parity verdict of `edgetl export` for this very file ({passed, onnx_sha256, stages}), None when no
+    # export.json beside it describes it (a hand-made model, or one exported elsewhere).
+    export: dict | None = None
 
     @property
     def input_format(self) -> str:
@@ -80,16 +86,18 @@ class SourceModel:
             for d in graph_input.type.tensor_type.shape.dim
         ]
         op_types = {(n.domain, n.op_type) for n in model.graph.node}
+        sha256 = sha256_file(path)
         return cls(
             path=path,
             meta=meta,
             input_name=name,
             input_shape=dims,
             outputs=[o.name for o in model.graph.output],
-            sha256=sha256_file(path),
+            sha256=sha256,
             external_files=external,
             has_qdq=any(op in INT8_OPS for _, op in op_types),
             custom_ops=sorted(op for domain, op in op_types if domain == CUSTOM_DOMAIN),
+            export=export_verdict(path, sha256),
         )
 
     def precision_for(self, requested: str, allowed: tuple[str, ...], target: str) -> str:
@@ -123,6 +131,7 @@ class SourceModel:
                 "frame_size": None,
             },
             "outputs": self.outputs,
+            "export": self.export,
             "source": {
                 "onnx_sha256": self.sha256,
                 "run_id": self.meta.get("run_id"),
@@ -150,3 +159,58 @@ def _read_meta(model, path: Path) -> dict:
             f"{path}: edgetl metadata is malformed ({type(e).__name__}: {e}); re-run `edgetl export`"
         ) from None
     return meta
+
+
+EXPORT_RECORD = "export.json"  # written by `edgetl export` beside model.onnx: the parity ladder and its verdict
+
+
+def export_verdict(path: Path, sha256: str) -> dict | None:
+    """The parity verdict `edgetl export` recorded for this model, for the manifest; refuses a failed one.
+
+    export.json describes this model when its onnx_sha256 is the file's, or its `model` field names the file
+    (a failed export is refused even if the file was edited since). Without such a record the model still
+    compiles (hand-made, exported elsewhere), with one line on stderr saying its parity is unchecked.
+    """
+    record_path = path.parent / EXPORT_RECORD
+    if not record_path.is_file():
+        _note(
+            f"no {EXPORT_RECORD} beside {path}: no parity record was found, so its agreement with the trained run "
+            "is unchecked (models from `edgetl export` have one)"
+        )
+        return None
+    try:
+        record = json.loads(record_path.read_text())
+        if not isinstance(record, dict):
+            raise ValueError("not a JSON object")
+    except (ValueError, UnicodeDecodeError, OSError) as e:
+        raise UserError(
+            f"{record_path}: unreadable parity record ({e}); re-run `edgetl export`, or remove it to compile "
+            f"{path.name} without one"
+        ) from None
+    same_bytes = record.get("onnx_sha256") == sha256
+    if not same_bytes and record.get("model") != path.name:
+        _note(f"{record_path} describes another model (not {path.name}): no parity record was found for {path}")
+        return None
+    stages = record.get("stages") if isinstance(record.get("stages"), list) else []
+    stages = [s for s in stages if isinstance(s, dict)]
+    if record.get("passed") is False:
+        failed = next((s for s in stages if s.get("passed") is False), {})
+        what = f"stage {failed['name']}" if failed.get("name") else "a stage"
+        check = f": {failed['check']}" if failed.get("check") else ""
+        raise UserError(
+            f"{record_path}: the export of {path.name} failed its parity check ({what}{check}); "
+            "fix the run and re-export with `edgetl export` before compiling"
+        )
+    if not same_bytes:
+        _note(
+            f"{path} changed since `edgetl export` wrote it (sha256 differs from {record_path}): its parity is unchecked"
+        )
+        return None
+    if record.get("passed") is not True:
+        _note(f"{record_path} records no parity verdict for {path.name}: its parity is unchecked")
+        return None
+    return {"passed": True, "onnx_sha256": sha256, "stages": [str(s.get("name")) for s in stages]}
+
+
+def _note(message: str) -> None:
+    print(f"note: {message}", file=sys.stderr)
