@@ -13,7 +13,7 @@ Exit codes: 0 within bounds, 1 regression, 2 bad usage or incomparable.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -97,12 +97,24 @@ def _key(record: dict) -> tuple:
     return record.get("name"), record["mode"], record["batch"]
 
 
-def _block_p50s(record: dict) -> list[float]:
-    samples = record.get("samples_ms") or []
-    if len(samples) < FILE_BLOCKS * 5:  # too few samples to pair blocks: fall back on the recorded p50
-        return [record["latency_ms"]["p50"]]
-    medians = [float(np.median(block)) for block in np.array_split(np.asarray(samples, np.float64), FILE_BLOCKS)]
-    return medians if min(medians) > 0 else [record["latency_ms"]["p50"]]  # a zero block cannot be a ratio
+def _block_p50s(record: dict) -> tuple[list[float], float] | None:
+    """The medians of FILE_BLOCKS time-ordered blocks of the samples, and the p50 of those same samples;
+    None when the samples cannot be paired (too few, or a zero block, which cannot be a ratio)."""
+    samples = np.asarray(record.get("samples_ms") or [], np.float64)
+    if samples.size < FILE_BLOCKS * 5:
+        return None
+    medians = [float(np.median(block)) for block in np.array_split(samples, FILE_BLOCKS)]
+    return (medians, float(np.median(samples))) if min(medians) > 0 else None
+
+
+def _compared(base: dict, cand: dict) -> tuple[list[float], float, float]:
+    """Per-block ratios candidate/baseline and the two p50s shown beside them, all from the same data: the
+    samples when both sides have enough, else the recorded p50s of both (never one of each)."""
+    b, c = _block_p50s(base), _block_p50s(cand)
+    if b is None or c is None:
+        bp, cp = float(base["latency_ms"]["p50"]), float(cand["latency_ms"]["p50"])
+        return [cp / bp], bp, cp
+    return [y / x for x, y in zip(b[0], c[0], strict=True)], b[1], c[1]
 
 
 def compare_records(base: list[dict], cand: list[dict], threshold: float, force: bool, warn) -> list[Verdict]:
@@ -123,10 +135,8 @@ def compare_records(base: list[dict], cand: list[dict], threshold: float, force:
             raise UserError(f"--compare {label}: not comparable ({'; '.join(diff)}); add --force to compare anyway")
         if diff:
             warn(f"{label}: comparing anyway (--force) although {'; '.join(diff)}")
-        bp, cp = _block_p50s(b), _block_p50s(c)
-        n = min(len(bp), len(cp))
-        ratios = [cp[i] / bp[i] for i in range(n)]
-        verdicts.append(decide(label, ratios, threshold, b["latency_ms"]["p50"], c["latency_ms"]["p50"]))
+        ratios, base_p50, cand_p50 = _compared(b, c)
+        verdicts.append(decide(label, ratios, threshold, base_p50, cand_p50))
     return verdicts
 
 
@@ -139,6 +149,7 @@ class ABResult:
     baseline_rounds_ms: list[float]
     candidate_rounds_ms: list[float]
     interrupted: bool = False
+    warmup: dict = field(default_factory=dict)  # {"baseline": warmup_record, "candidate": ...}
 
     def to_json(self) -> dict:
         return {**asdict(self), "verdict": self.verdict.to_json()}
@@ -162,12 +173,14 @@ def ab_test(
         raise UserError(f"--rounds {rounds}: use at least 3 (5-9 is typical) so the noise can be measured")
     per_round: dict[str, list[list[float]]] = {"a": [[] for _ in range(rounds)], "b": [[] for _ in range(rounds)]}
     cases = [Case("a", baseline.call, baseline.inputs), Case("b", candidate.call, candidate.inputs)]
+    warmup: dict[str, dict] = {}
+    on_warmup = lambda case, w: warmup.__setitem__("baseline" if case.name == "a" else "candidate", w)  # noqa: E731
     interrupted = False
     try:
         for block in range(rounds * blocks):
             r = block // blocks
             order = cases if block % 2 == 0 else cases[::-1]
-            for _, case, samples in interleave(order, 1, block_s, 3, warmup_s if block == 0 else 0.0):
+            for _, case, samples in interleave(order, 1, block_s, 3, warmup_s if block == 0 else 0.0, on_warmup):
                 per_round[case.name][r] += samples
     except KeyboardInterrupt:
         interrupted = True
@@ -179,4 +192,4 @@ def ab_test(
     verdict = decide(
         key, [y / x for x, y in zip(a, b, strict=True)], threshold, float(np.median(a)), float(np.median(b))
     )
-    return ABResult(verdict, [round(x, 4) for x in a], [round(x, 4) for x in b], interrupted)
+    return ABResult(verdict, [round(x, 4) for x in a], [round(x, 4) for x in b], interrupted, warmup)

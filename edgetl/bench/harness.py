@@ -64,6 +64,18 @@ class Measured:
     samples_ms: list[float]
     wall_s: float
     interrupted: bool = False
+    warmup: dict | None = None  # what the warm-up asked for and did (`warmup_record`); None: not recorded
+
+
+def warmup_record(asked_s: float, ran_s: float, iterations: int, first_call_ms: float) -> dict:
+    """The warm-up as saved with each result: the first call is what a one-shot run feels (lazy initialisation,
+    cold caches), which the timed samples, all taken after the warm-up, never show."""
+    return {
+        "asked_s": asked_s,
+        "ran_s": round(ran_s, 4),
+        "iterations": iterations,
+        "first_call_ms": round(first_call_ms, 4),
+    }
 
 
 # --- machine description ----------------------------------------------------------------------------
@@ -166,18 +178,23 @@ def measure(case: Case, settings: Settings, tick: Callable[[float, int], None] |
     """Warm up for settings.warmup_s, then time until both the duration and the iteration count are reached.
 
     Ctrl-C during warm-up or timing ends the loop and returns what was measured (marked interrupted; no
-    samples when it came during warm-up).
+    samples when it came during warm-up). The warm-up always runs at least one call, the one timed as the first.
     """
     inputs, call = case.inputs, case.call
     i, start = 0, time.perf_counter()
+    first_ms = 0.0
     try:
         while True:
             call(inputs[i % len(inputs)])
             i += 1
-            if time.perf_counter() - start >= settings.warmup_s:
+            now = time.perf_counter()
+            if i == 1:
+                first_ms = (now - start) * 1e3
+            if now - start >= settings.warmup_s:
                 break
     except KeyboardInterrupt:
         return Measured([], time.perf_counter() - start, True)
+    warmup = warmup_record(settings.warmup_s, now - start, i, first_ms)
     samples: list[float] = []
     t0 = last_tick = time.perf_counter()
     interrupted = False
@@ -194,19 +211,28 @@ def measure(case: Case, settings: Settings, tick: Callable[[float, int], None] |
                 last_tick = b
     except KeyboardInterrupt:
         interrupted = True
-    return Measured(samples, time.perf_counter() - t0, interrupted)
+    return Measured(samples, time.perf_counter() - t0, interrupted, warmup)
 
 
 def interleave(
-    cases: Sequence[Case], rounds: int, block_s: float, min_block_iters: int, warmup_s: float
+    cases: Sequence[Case],
+    rounds: int,
+    block_s: float,
+    min_block_iters: int,
+    warmup_s: float,
+    on_warmup: Callable[[Case, dict], None] | None = None,
 ) -> Iterator[tuple[int, Case, list[float]]]:
     """Time cases in alternating blocks (A B, then B A, ...) so machine noise hits all of them alike.
 
-    Yields (round, case, block samples in ms). With warmup_s > 0 each case is warmed up before the first round.
+    Yields (round, case, block samples in ms). With warmup_s > 0 each case is warmed up before the first round,
+    and on_warmup(case, warmup_record) is told what its warm-up did.
     """
     for case in cases if warmup_s > 0 else ():
-        if measure(case, Settings(warmup_s=warmup_s, duration_s=1e-3, min_iters=1)).interrupted:
+        warmed = measure(case, Settings(warmup_s=warmup_s, duration_s=1e-3, min_iters=1))
+        if warmed.interrupted:
             raise KeyboardInterrupt  # callers stop at Ctrl-C between blocks and keep the blocks already timed
+        if on_warmup and warmed.warmup:
+            on_warmup(case, warmed.warmup)
     counters = [0] * len(cases)
     for r in range(rounds):
         order = list(range(len(cases)))
@@ -356,7 +382,7 @@ def latency_stats(samples_ms: Sequence[float]) -> dict:
 
 
 def record(case: Case, measured: Measured) -> dict:
-    """One result in the `bench --json` contract shape, plus the samples --compare re-analyses.
+    """One result in the `bench --json` contract shape, plus the samples --compare re-analyses and the warm-up.
 
     case.fields must hold mode and batch and should hold target, device, precision, threads, versions, cpu.
     """
@@ -373,5 +399,6 @@ def record(case: Case, measured: Measured) -> dict:
         "duration_s": round(measured.wall_s, 3),
         "interrupted": measured.interrupted,
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **({"warmup": measured.warmup} if measured.warmup else {}),
         "samples_ms": [round(s, 4) for s in samples],
     }

@@ -19,7 +19,16 @@ from pathlib import Path
 
 import numpy as np
 
-from edgetl.bench.harness import Case, Measured, batches, cpu_info, interleave, package_versions, record
+from edgetl.bench.harness import (
+    Case,
+    Measured,
+    batches,
+    cpu_info,
+    interleave,
+    package_versions,
+    record,
+    warmup_record,
+)
 from edgetl.contract import FRAMES, UINT8_NHWC
 from edgetl.errors import UserError
 
@@ -252,12 +261,16 @@ def run_interleaved(
 ) -> tuple[list[dict], bool]:
     """Each case gets duration_s in total, as `rounds` blocks alternating with the others; Ctrl-C keeps what ran.
 
-    Records also hold `rounds_p50_ms` (one p50 per block), so ratios can be taken round by round.
+    Records also hold `rounds_p50_ms` (one p50 per block), so ratios can be taken round by round. With no
+    warm-up the first call is the first timed one, and its latency is recorded as the first call's all the same.
     """
     blocks: dict[int, list[list[float]]] = {id(c): [] for c in cases}
+    warmups: dict[int, dict] = {}
+    on_warmup = lambda case, warmup: warmups.__setitem__(id(case), warmup)  # noqa: E731
     interrupted = False
     try:
-        for n, (_, case, block) in enumerate(interleave(cases, rounds, duration_s / rounds, 3, warmup_s), 1):
+        timed = interleave(cases, rounds, duration_s / rounds, 3, warmup_s, on_warmup)
+        for n, (_, case, block) in enumerate(timed, 1):
             blocks[id(case)].append(block)
             tick(n, rounds * len(cases))
     except KeyboardInterrupt:
@@ -267,6 +280,7 @@ def run_interleaved(
         done = blocks[id(case)]
         samples = [s for block in done for s in block]
         if samples:
-            r = record(case, Measured(samples, sum(samples) / 1e3, interrupted))
+            warmup = warmups.get(id(case)) or warmup_record(warmup_s, 0.0, 0, done[0][0])
+            r = record(case, Measured(samples, sum(samples) / 1e3, interrupted, warmup))
             results.append(r | {"rounds_p50_ms": [round(float(np.median(b)), 4) for b in done]})
     return results, interrupted

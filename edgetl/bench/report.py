@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import io
 import json
+import math
 from pathlib import Path
 
 import numpy as np
 
-from edgetl.bench.harness import FORMAT
+from edgetl.bench.harness import FORMAT, MAX_SAVED_SAMPLES
 from edgetl.errors import UserError
 from edgetl.fileio import atomic_write_bytes
 
@@ -26,7 +27,8 @@ def write_json(path: Path, doc: dict) -> None:
 
 
 def load_results(path: Path) -> list[dict]:
-    """The records of a `bench --json` file (a report, a list of records, or one record)."""
+    """The records of a `bench --json` file (a report, a list of records, or one record), each well formed and
+    agreeing with its own samples."""
     try:
         doc = json.loads(Path(path).read_text())
     except OSError as e:
@@ -41,6 +43,10 @@ def load_results(path: Path) -> list[dict]:
         problem = _record_problem(r)
         if problem:
             raise UserError(f"{path}: result {i} is not an `edgetl bench --json` record ({problem}); re-run the bench")
+        mismatch = _inconsistency(r)
+        if mismatch:
+            label = f"{r.get('name', '?')} {r['mode']} b{r['batch']}"
+            raise UserError(f"{path}: result {i} ({label}): {mismatch}: edited or damaged; re-run edgetl bench")
     return results
 
 
@@ -69,6 +75,54 @@ def _record_problem(r) -> str | None:
     flags = r.get("cpu", {}).get("flags", [])
     if not isinstance(flags, list) or not all(isinstance(f, str) for f in flags):
         return "cpu.flags is not a list of strings"
+    if not isinstance(r.get("warmup", {}), dict):  # optional: files written before it was recorded lack it
+        return "warmup is not an object"
+    return None
+
+
+PERCENTILES = {"p50": 50, "p90": 90, "p95": 95, "p99": 99}
+
+
+def _close(recorded: float, derived: float) -> bool:
+    """Equal but for rounding: samples and statistics are each saved to 0.1 µs (and a file may have been
+    rescaled by a script), so a few tenths of a microsecond, or 0.01 %, is not a disagreement."""
+    return math.isclose(recorded, derived, rel_tol=1e-4, abs_tol=5e-4)
+
+
+def _inconsistency(r: dict) -> str | None:
+    """Where a record's summary (latency_ms, iterations) disagrees with its own samples_ms; None if nowhere.
+
+    --compare pairs the samples but the recorded p50 is what people read, so the two must be the same data. A
+    record timed longer than MAX_SAVED_SAMPLES keeps its samples thinned evenly (the statistics are of all
+    of them): then each percentile must lie within the samples' own percentiles a little either side.
+    """
+    samples = r.get("samples_ms")
+    if not samples:
+        return None
+    a = np.asarray(samples, np.float64)
+    n, lat, iterations = a.size, r["latency_ms"], r.get("iterations")
+    counted = isinstance(iterations, int) and not isinstance(iterations, bool)
+    if "iterations" in r and (not counted or iterations < n):
+        return f"iterations is {iterations!r} but samples_ms holds {n} samples"
+    thinned = iterations > n if counted else n >= MAX_SAVED_SAMPLES
+    spread = 1.0 + 300.0 / math.sqrt(n)  # percentile points: 1 + 3 standard errors of a quantile's rank
+    for key, value in lat.items():
+        if not _number(value):
+            return f"latency_ms.{key} is not a number"
+        if key in PERCENTILES:
+            q = PERCENTILES[key]
+            lo, hi = np.percentile(a, [max(q - spread, 0), min(q + spread, 100)] if thinned else [q, q])
+        elif key == "min":
+            lo, hi = (0.0 if thinned else a.min()), a.min()
+        elif key == "max":
+            lo, hi = a.max(), (math.inf if thinned else a.max())
+        elif key == "mean" and not thinned:
+            lo = hi = a.mean()
+        else:
+            continue
+        if not (value >= lo or _close(value, lo)) or not (value <= hi or _close(value, hi)):
+            derived = f"{lo:.4f}" if lo == hi else f"{lo:.4f}..{hi:.4f}"
+            return f"latency_ms.{key} is {value} but its own samples_ms give {derived}"
     return None
 
 
@@ -97,6 +151,17 @@ def table_rows(results: list[dict]) -> list[list[str]]:
             ]
         )
     return rows
+
+
+def first_call_line(results: list[dict]) -> str | None:
+    """The first call of each record (made before the warm-up: what a one-shot run feels), on one line."""
+    one_name = len({r.get("name") for r in results}) == 1
+    parts = [
+        f"{'' if one_name else r.get('name', '?') + ' '}{r['mode']} b{r['batch']} {w['first_call_ms']:.3f} ms"
+        for r in results
+        if isinstance(w := r.get("warmup"), dict) and _number(w.get("first_call_ms"))
+    ]
+    return f"first call (cold, before warm-up): {', '.join(parts)}" if parts else None
 
 
 def _precision(r: dict) -> str:

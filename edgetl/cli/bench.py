@@ -116,12 +116,14 @@ def _finish(
     footer: list[str] = (),
     **extra,
 ) -> int:
-    from edgetl.bench.report import plot, report, write_json
+    from edgetl.bench.report import first_call_line, plot, report, write_json
 
     if not results:
         if interrupted:
             raise KeyboardInterrupt  # Ctrl-C before the first result: exit 130 like any interruption
         raise UserError("nothing was measured")
+    first_call = first_call_line(results)
+    footer = [*footer, *([first_call] if first_call else [])]
     _print_table(results, title + (" (interrupted: partial results)" if interrupted else ""), footer)
     if json_path:
         write_json(json_path, report(results, interrupted=interrupted, **extra))

@@ -9,8 +9,10 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from edgetl.bench.gate import FILE_BLOCKS
 from edgetl.cli.main import main
 from tests.bench.conftest import CONTRACT
 from tests.conftest import FAST_BENCH, run_cli
@@ -55,14 +57,23 @@ def test_bench_bundle_writes_the_contract(capsys, tmp_path, bundles, photos, tar
         "24x32",
         *FAST_BENCH,
     )
-    assert code == 0 and "end_to_end" in out
+    assert code == 0 and "end_to_end" in out and "first call (cold, before warm-up): model b1 " in out
     doc = json.loads(out_json.read_text())
     assert [(r["mode"], r["batch"]) for r in doc["results"]] == [("model", 1), ("end_to_end", 1)]
     for r in doc["results"]:
         assert CONTRACT <= set(r)
         assert r["target"] == target and r["precision"] and r["input_shape"] == [1, 24, 32, 3]
         assert r["iterations"] >= 5 and r["streams"] == 1 and target in r["versions"]
+        assert set(r["warmup"]) == WARMUP and r["warmup"]["asked_s"] == 0.0 and r["warmup"]["iterations"] == 1
     assert out_png.stat().st_size > 0
+
+
+WARMUP = {"asked_s", "ran_s", "iterations", "first_call_ms"}
+
+
+def test_saved_results_record_the_warm_up(saved):
+    for r in json.loads(saved.read_text())["results"]:
+        assert set(r["warmup"]) == WARMUP and r["warmup"]["first_call_ms"] >= 0 and r["warmup"]["ran_s"] >= 0
 
 
 def test_compare_same_file_passes(capsys, saved):
@@ -80,6 +91,40 @@ def test_compare_slower_candidate_fails(capsys, tmp_path, saved):
     code, out, _ = run_cli(capsys, "bench", "--compare", saved, slower, "--json", tmp_path / "gate.json")
     assert code == 1 and "REGRESSION" in out
     assert all(v["regressed"] for v in json.loads((tmp_path / "gate.json").read_text())["verdicts"])
+
+
+def test_compare_refuses_a_p50_edited_by_hand(capsys, tmp_path, saved):
+    """Before: `ok  candidate/baseline p50 1.000 (+0.0%) ... [1.685 -> 2.107 ms]`, the ratio from the samples and
+    the bracket from the edited field."""
+    doc = json.loads(saved.read_text())
+    doc["results"][1]["latency_ms"]["p50"] = round(doc["results"][1]["latency_ms"]["p50"] * 1.25, 4)
+    edited = tmp_path / "edited.json"
+    edited.write_text(json.dumps(doc))
+    code, out, err = run_cli(capsys, "bench", "--compare", saved, edited)
+    assert code == 2 and not out and "Traceback" not in err
+    (line,) = err.strip().splitlines()
+    assert f"{edited}: result 1 (" in line and "latency_ms.p50 is " in line
+    assert line.endswith("edited or damaged; re-run edgetl bench")
+
+
+def test_compare_prints_numbers_from_the_samples_it_compared(capsys, saved):
+    code, out, _ = run_cli(capsys, "bench", "--compare", saved, saved)
+    for r, line in zip(json.loads(saved.read_text())["results"], out.strip().splitlines(), strict=True):
+        paired = len(r["samples_ms"]) >= FILE_BLOCKS * 5
+        p50 = np.median(r["samples_ms"]) if paired else r["latency_ms"]["p50"]
+        assert f"[{p50:.3f} -> {p50:.3f} ms" in line
+
+
+@pytest.mark.parametrize("old_side", ["baseline", "candidate"])
+def test_compare_accepts_files_written_before_the_warm_up_was_recorded(capsys, tmp_path, saved, old_side):
+    doc = json.loads(saved.read_text())
+    for r in doc["results"]:
+        del r["warmup"]
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps(doc))
+    files = (old, saved) if old_side == "baseline" else (saved, old)
+    code, out, err = run_cli(capsys, "bench", "--compare", *files, "--max-regression", "10%")
+    assert code == 0 and out.count(": ok") == 4 and not err
 
 
 def test_compare_other_hardware_needs_force(capsys, tmp_path, saved):
@@ -141,6 +186,9 @@ def test_peers_without_run_folder_skips_pytorch(capsys, tmp_path, colour_onnx, b
     skipped = {s["name"]: s["reason"] for s in doc["skipped"]}
     assert "run folder" in skipped["pytorch eager fp32"] and "skipped pytorch eager fp32" in text
     assert all(CONTRACT <= set(r) and r["mode"] == "model" for r in doc["results"])
+    # --warmup 0: no untimed calls, the first call is the first timed one, recorded all the same
+    assert all(r["warmup"]["iterations"] == 0 and r["warmup"]["first_call_ms"] >= 0 for r in doc["results"])
+    assert "first call (cold, before warm-up): " in text
 
 
 @pytest.mark.parametrize(

@@ -145,9 +145,40 @@ def test_ab_test_runs_rounds_and_judges_their_ratios(monkeypatch, slowdown, regr
     assert result.candidate_rounds_ms == pytest.approx([2.0 * slowdown] * 3)
     assert calls["x"] >= 3 * 2 * 3 and calls["y"] >= 3 * 2 * 3  # at least 3 calls per block, 2 blocks per round
     assert set(result.to_json()["verdict"]) >= {"ratio", "noise", "threshold", "regressed", "ratios"}
+    # the warm-up of each side is kept: on this clock every call takes its fixed time, the first one included
+    assert result.to_json()["warmup"]["baseline"]["first_call_ms"] == pytest.approx(2.0)
+    assert result.warmup["candidate"]["first_call_ms"] == pytest.approx(2.0 * slowdown)
+    assert result.warmup["candidate"]["asked_s"] == 0.01 and result.warmup["candidate"]["iterations"] >= 1
 
 
 def test_ab_test_needs_three_rounds():
     case = Case("x", lambda _: None, [0])
     with pytest.raises(UserError, match="at least 3"):
         bench_gate.ab_test(case, case, rounds=2, threshold=0.1)
+
+
+# --- the numbers on one line come from one set of data ------------------------------------------------
+
+
+def test_compare_line_shows_the_p50_of_the_samples_it_compared():
+    """Before: the ratio came from the samples and the bracket from the recorded p50 fields, so a p50 edited
+    by hand printed `1.000 (+0.0%) [1.685 -> 2.107 ms]`. (load_results refuses such a file; the gate itself
+    must still never mix the two.)"""
+    base, cand = _record(), _record(seed=1)
+    cand["latency_ms"] = {"p50": cand["latency_ms"]["p50"] * 1.25}
+    (v,) = bench_gate.compare_records([base], [cand], 0.10, False, print)
+    assert v.baseline_p50 == pytest.approx(np.median(base["samples_ms"]))
+    assert v.candidate_p50 == pytest.approx(np.median(cand["samples_ms"]))
+    assert v.ratio == pytest.approx(v.candidate_p50 / v.baseline_p50, rel=0.02) and not v.regressed
+    assert f"[{v.baseline_p50:.3f} -> {v.candidate_p50:.3f} ms, {bench_gate.FILE_BLOCKS} rounds]" in v.line()
+
+
+def test_compare_falls_back_on_both_recorded_p50s_together():
+    """One side with too few samples to pair: both sides use their recorded p50 (never a block of one side
+    against the whole of the other)."""
+    base = _record()
+    few = [3.0, 3.2, 2.8, 3.0, 3.1]
+    cand = {**_record(seed=1), "samples_ms": few, "latency_ms": {"p50": float(np.median(few))}}
+    (v,) = bench_gate.compare_records([base], [cand], 0.10, False, print)
+    assert v.ratios == pytest.approx([3.0 / base["latency_ms"]["p50"]], abs=1e-5)
+    assert (v.baseline_p50, v.candidate_p50) == (base["latency_ms"]["p50"], 3.0)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from edgetl.bench import gate as bench_gate
@@ -57,6 +59,7 @@ def test_peers_refuses_escaping_external_data(capsys, tmp_path, photos):
         (_record(samples_ms=["x"]), "samples_ms"),
         (_record(samples_ms=5), "samples_ms"),
         (_record(cpu="x86"), "cpu"),
+        (_record(warmup=5), "warmup is not an object"),
         ("not a record", "not an object"),
     ],
 )
@@ -66,6 +69,62 @@ def test_compare_refuses_malformed_records(capsys, tmp_path, record, message):
     bad.write_text(json.dumps({"results": [_record(), record]}))
     code, _, err = run_cli(capsys, "bench", "--compare", good, bad)
     assert code == 2 and "bad.json: result 1" in err and message in err and "Traceback" not in err
+
+
+def _saved_record(samples: list[float], **fields) -> dict:
+    """A record as `bench --json` writes it (statistics of all samples, samples rounded and maybe thinned)."""
+    fields = {"mode": "model", "batch": 1, "versions": {}, "cpu": {"flags": []}, **fields}
+    return bench.record(bench.Case("m", lambda _: None, [0], fields), bench.Measured(samples, 1.0))
+
+
+def _load(tmp_path: Path, record: dict) -> list[dict]:
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps({"results": [record]}))
+    return bench_report.load_results(path)
+
+
+@pytest.mark.parametrize(("key", "factor"), [("p50", 1.25), ("p50", 0.999), ("p99", 1.1), ("mean", 0.9), ("min", 0.5)])
+def test_summary_edited_by_hand_is_refused(tmp_path, key, factor):
+    samples = list(np.random.default_rng(0).gamma(9.0, 0.2, 400))
+    record = _saved_record(samples)
+    assert _load(tmp_path, record)  # as written: consistent, rounding and all
+    record["latency_ms"][key] = round(record["latency_ms"][key] * factor, 4)
+    with pytest.raises(UserError) as e:
+        _load(tmp_path, record)
+    expected = (
+        f"{re.escape(str(tmp_path / 'bench.json'))}: result 0 \\(m model b1\\): latency_ms.{key} is [\\d.]+ "
+        "but its own samples_ms give [\\d.]+: edited or damaged; re-run edgetl bench"
+    )
+    assert re.fullmatch(expected, str(e.value))
+
+
+def test_rescaled_and_rounded_records_are_consistent(tmp_path):
+    """Float noise is not an edit: statistics of unrounded samples, samples rounded, both scaled by a script."""
+    record = _saved_record([1.00004, 1.00005, 1.00006, 2.49995, 7.00001] * 20)
+    record["samples_ms"] = [s * 1.5 for s in record["samples_ms"]]
+    record["latency_ms"] = {k: v * 1.5 for k, v in record["latency_ms"].items()}
+    assert _load(tmp_path, record)
+
+
+def test_thinned_samples_are_checked_within_their_sampling_error(tmp_path, monkeypatch):
+    """Over MAX_SAVED_SAMPLES the samples are thinned but the statistics are of all of them: a p50 within the
+    thinned samples' own sampling error passes, an edited one does not."""
+    monkeypatch.setattr(bench, "MAX_SAVED_SAMPLES", 500)
+    samples = list(np.random.default_rng(1).gamma(9.0, 0.2, 20_000))
+    record = _saved_record(samples)
+    assert len(record["samples_ms"]) == 500 and record["iterations"] == 20_000
+    assert record["latency_ms"]["p50"] != pytest.approx(np.median(record["samples_ms"]), abs=1e-4)
+    assert _load(tmp_path, record)
+    record["latency_ms"]["p50"] *= 1.25
+    with pytest.raises(UserError, match=r"latency_ms.p50 is [\d.]+ but its own samples_ms give [\d.]+\.\.[\d.]+"):
+        _load(tmp_path, record)
+
+
+def test_more_samples_than_iterations_is_refused(tmp_path):
+    record = _saved_record([1.0, 1.1, 1.2])
+    record["iterations"] = 2
+    with pytest.raises(UserError, match="iterations is 2 but samples_ms holds 3 samples: edited or damaged"):
+        _load(tmp_path, record)
 
 
 def test_compare_survives_zero_samples():

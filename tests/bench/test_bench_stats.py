@@ -127,3 +127,61 @@ def test_table_rows_relative_to_fastest():
     header, *rows = bench_report.table_rows([fast, slow])
     assert rows[0][-1] == "1.00x" and rows[1][-1] == "3.00x"
     assert rows[1][3] == "int8/bf16"  # an INT8 model whose float parts ran in bf16
+
+
+class _StepClock:
+    """Stands in for the `time` module the harness reads: each call advances it by the next of `steps_ms`
+    (the last one repeating), counted in whole milliseconds so the warm-up's end is exact."""
+
+    def __init__(self, steps_ms: list[int]) -> None:
+        self.now_ms, self.steps = 0, list(steps_ms)
+
+    def perf_counter(self) -> float:
+        return self.now_ms / 1000
+
+    def strftime(self, fmt: str) -> str:
+        return "2000-01-01T00:00:00+0000"
+
+    def call(self, _) -> None:
+        self.now_ms += self.steps.pop(0) if len(self.steps) > 1 else self.steps[0]
+
+
+def test_measure_records_the_warm_up_and_its_first_call(monkeypatch):
+    """The cold first call (5 ms here) is what a one-shot run feels; the timed samples never include it."""
+    clock = _StepClock([5, 1])
+    monkeypatch.setattr(bench, "time", clock)
+    case = bench.Case("fake", clock.call, [0, 1], {"mode": "model", "batch": 1})
+    measured = bench.measure(case, bench.Settings(warmup_s=0.01, duration_s=0.004, min_iters=3))
+    assert measured.warmup == {"asked_s": 0.01, "ran_s": 0.01, "iterations": 6, "first_call_ms": 5.0}
+    assert measured.samples_ms == pytest.approx([1.0] * 4)
+    r = bench.record(case, measured)
+    assert r["warmup"] == measured.warmup and r["latency_ms"]["max"] == pytest.approx(1.0)
+
+
+def test_measure_without_warm_up_still_makes_and_records_one_first_call(monkeypatch):
+    clock = _StepClock([7, 2])
+    monkeypatch.setattr(bench, "time", clock)
+    case = bench.Case("fake", clock.call, [0], {"mode": "model", "batch": 1})
+    measured = bench.measure(case, bench.Settings(warmup_s=0.0, duration_s=0.001, min_iters=2))
+    assert measured.warmup == {"asked_s": 0.0, "ran_s": 0.007, "iterations": 1, "first_call_ms": 7.0}
+
+
+def test_interleave_reports_each_warm_up(monkeypatch):
+    clock = _StepClock([3, 1])
+    monkeypatch.setattr(bench, "time", clock)
+    cases = [bench.Case(n, clock.call, [0], {}) for n in "ab"]
+    seen = {}
+    list(bench.interleave(cases, 1, 0.0, 1, warmup_s=0.002, on_warmup=lambda c, w: seen.__setitem__(c.name, w)))
+    assert seen["a"]["first_call_ms"] == 3.0 and seen["b"]["first_call_ms"] == 1.0
+    assert all(w["asked_s"] == 0.002 and w["iterations"] >= 1 for w in seen.values())
+
+
+def test_first_call_line():
+    records = [
+        {"name": "x", "mode": "model", "batch": 1, "warmup": {"first_call_ms": 12.5}},
+        {"name": "x", "mode": "end_to_end", "batch": 1, "warmup": {"first_call_ms": 20.0}},
+    ]
+    line = bench_report.first_call_line(records)
+    assert line == "first call (cold, before warm-up): model b1 12.500 ms, end_to_end b1 20.000 ms"
+    assert "y model b1" in bench_report.first_call_line([*records, {**records[0], "name": "y"}])
+    assert bench_report.first_call_line([{"name": "x", "mode": "model", "batch": 1}]) is None  # an older file

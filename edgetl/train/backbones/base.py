@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import pickletools
+import re
+import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,7 +69,11 @@ def sha256_state_dict(sd: dict[str, torch.Tensor]) -> str:
 
 
 def load_weights_file(path: Path, option: str = "--weights") -> dict[str, torch.Tensor]:
-    """safetensors, or a torch state dict loaded with weights_only=True (a pickle needing more is refused)."""
+    """safetensors, or a torch state dict loaded with weights_only=True (a pickle needing more is refused).
+
+    Every floating tensor must be finite: a NaN or Inf weight would only surface later, as a crash deep in
+    the head fit, with nothing pointing back at the file.
+    """
     path = Path(path).expanduser()
     if not path.is_file():
         raise UserError(f"{option}: {path} does not exist; give a .safetensors or .pth state dict")
@@ -73,21 +81,85 @@ def load_weights_file(path: Path, option: str = "--weights") -> dict[str, torch.
         from safetensors.torch import load_file
 
         try:
-            return load_file(str(path))
+            sd = load_file(str(path))
         except Exception as e:  # noqa: BLE001 - any parse failure is a bad user file
             raise UserError(f"{option}: {path} is not a valid safetensors file ({e})") from None
+    else:
+        sd = _load_torch_file(path, option)
+    _check_finite(sd, path, option)
+    return sd
+
+
+def _load_torch_file(path: Path, option: str) -> dict[str, torch.Tensor]:
     try:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols beside its error: one line is ours
+            warnings.simplefilter("ignore")
+            sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - pickle.UnpicklingError and friends
-        raise UserError(
-            f"{option}: {path} cannot be loaded safely (weights_only=True refused it: {str(e).splitlines()[0][:160]}); "
-            "re-save it as a plain state dict or as .safetensors"
-        ) from None
+        raise UserError(_refusal(path, option, str(e))) from None
     if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
         sd = sd["state_dict"]
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise UserError(f"{option}: {path} holds no state dict of tensors; save model.state_dict()")
     return sd
+
+
+RESAVE = "re-save it with torch.save(model.state_dict()) or as .safetensors"
+
+
+def _refusal(path: Path, option: str, message: str) -> str:
+    """One line for a file torch.load(weights_only=True) would not read, from torch's multi-paragraph message.
+
+    torch's text is long and mostly about weights_only=False, the very thing not to do, so only what names
+    the problem is kept: the global the pickle wanted, or torch's own reason when it is short.
+    """
+    if "Weights only load failed" not in message or not _is_pickle(path):  # damaged, or not a torch file
+        first = message.strip().splitlines()[0] if message.strip() else ""
+        reason = "" if "Weights only load failed" in first else _short(first)
+        return (
+            f"{option}: {path} is not a readable torch file (damaged, or another format"
+            f"{f': {reason}' if reason else ''}); {RESAVE}"
+        )
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", message)
+    if found:
+        detail = f": it needs {found.group(1)}"
+    else:
+        found = re.search(r"WeightsUnpickler error:\s*(.+)", message)
+        reason = _short(found.group(1).strip()) if found else ""
+        detail = f": torch reports {reason!r}" if reason else ""
+    return (
+        f"{option}: {path} holds Python objects beyond tensors (a full pickle{detail}), which edgetl will not "
+        f"unpickle because that could run code; {RESAVE}"
+    )
+
+
+def _is_pickle(path: Path) -> bool:
+    """Whether the file is a zip (torch's format) or a well-formed pickle stream; read, never executed."""
+    if zipfile.is_zipfile(path):
+        return True
+    try:
+        with path.open("rb") as f:
+            for _ in pickletools.genops(f):
+                pass
+    except Exception:  # noqa: BLE001 - an unknown opcode, a truncated stream: not a pickle
+        return False
+    return True
+
+
+def _short(text: str, limit: int = 80) -> str:
+    """The first sentence of `text` when it is short, else nothing (never a sentence cut mid-word)."""
+    sentence = re.split(r"(?<=[.!?])\s", text, maxsplit=1)[0].strip()
+    return sentence if 0 < len(sentence) <= limit else ""
+
+
+def _check_finite(sd: dict[str, torch.Tensor], path: Path, option: str) -> None:
+    for key, value in sd.items():
+        if (value.is_floating_point() or value.is_complex()) and not bool(torch.isfinite(value).all()):
+            bad = int((~torch.isfinite(value)).sum())
+            raise UserError(
+                f"{option}: {path}: tensor {key!r} holds {bad} NaN/Inf value(s); the weights are damaged "
+                "(or come from a diverged training run): give a file with finite weights"
+            )
 
 
 def build_timm(name: str, weights: str | None) -> Backbone:
