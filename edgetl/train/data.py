@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import numpy as np
 
 from edgetl.errors import UserError
 from edgetl.images import IMAGE_EXTENSIONS, Skipper, decode_image
+from edgetl.train.audit import audit_items
 
 IGNORED_DIRS = {"__MACOSX", ".ipynb_checkpoints", ".git", ".svn", "@eaDir", "__pycache__"}
 
@@ -55,6 +57,7 @@ class Dataset:
     val: list[Item]
     skipped: list[dict] = field(default_factory=list)  # {path, reason}
     split: str = ""
+    audit: dict = field(default_factory=dict)  # edgetl.train.audit: conflicts, duplicates, leakage
 
     def summary(self) -> dict:
         return {
@@ -64,6 +67,7 @@ class Dataset:
             "train": len(self.train),
             "val": len(self.val),
             "skipped": self.skipped,
+            "audit": self.audit,
         }
 
 
@@ -114,27 +118,49 @@ def _is_hidden(name: str) -> bool:
     return name.startswith(".") or name in IGNORED_DIRS
 
 
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
 def _list_images(class_dir: Path, skip: Skipper) -> list[Path]:
-    """Image files under one class folder (recursively), following symlinks but never looping."""
+    """Image files under one class folder (recursively), each real file once.
+
+    A folder symlink is followed only where it stays inside its own class folder: one that leads up to the data
+    root or sideways into another class would label that class's photos with this one. Such a link is skipped and
+    named, like other junk (with --strict it stops the run). A file reached twice (through a symlinked folder or
+    a file symlink inside the class) is listed once."""
+    home = os.path.realpath(class_dir)
     found: list[Path] = []
-    seen_dirs: set[tuple[int, int]] = set()
+    seen_dirs: set[str] = set()
+    seen_files: set[str] = set()
     for root, dirs, files in os.walk(class_dir, followlinks=True, onerror=lambda e: skip(str(e.filename), e.strerror)):
-        try:
-            st = os.stat(root)
-        except OSError as e:
-            skip(root, f"unreadable folder ({e.strerror})")
-            dirs[:] = []
-            continue
-        if (st.st_dev, st.st_ino) in seen_dirs:
+        real_root = os.path.realpath(root)
+        if real_root in seen_dirs:
             skip(root, "symlink loop (folder already visited)")
             dirs[:] = []
             continue
-        seen_dirs.add((st.st_dev, st.st_ino))
-        dirs[:] = sorted(d for d in dirs if not _is_hidden(d))
+        seen_dirs.add(real_root)
+        kept = []
+        for d in sorted(d for d in dirs if not _is_hidden(d)):
+            target = os.path.realpath(os.path.join(root, d))
+            if not _inside(target, home):
+                skip(
+                    os.path.join(root, d),
+                    f"folder symlink leads outside its class folder (to {target}); not followed, so its images are "
+                    "not labelled as this class (move them into a class folder instead)",
+                )
+                continue
+            kept.append(d)
+        dirs[:] = kept
         for name in sorted(files):
             if _is_hidden(name) or not name.lower().endswith(IMAGE_EXTENSIONS):
                 continue
-            found.append(Path(root) / name)
+            path = Path(root) / name
+            real = os.path.realpath(path)
+            if real in seen_files:
+                continue  # the same file through another path of this class: read once
+            seen_files.add(real)
+            found.append(path)
     return found
 
 
@@ -149,16 +175,45 @@ def _read(path: Path, skip: Skipper) -> bytes | None:
         return None
 
 
+def _class_dirs(root: Path) -> dict[str, Path]:
+    """Class name (NFC) -> folder. Names that differ only by case or Unicode form would be two classes whose
+    labels look the same: refused, naming both."""
+    dirs = sorted(p for p in root.iterdir() if p.is_dir() and not _is_hidden(p.name))
+    by_fold: dict[str, Path] = {}
+    for d in dirs:
+        fold = unicodedata.normalize("NFC", d.name).casefold()
+        if fold in by_fold:
+            other = by_fold[fold]
+            how = "by Unicode form (NFC vs NFD)" if other.name.casefold() != d.name.casefold() else "only by case"
+            raise UserError(
+                f"--data {root}: class folders {other.name!r} and {d.name!r} differ {how}; their labels would look "
+                f"the same: merge them into one folder or rename one ({ascii(other.name)} vs {ascii(d.name)})"
+            )
+        by_fold[fold] = d
+    return {unicodedata.normalize("NFC", d.name): d for d in dirs}
+
+
 def _scan_split(root: Path, classes: list[str] | None, skip: Skipper) -> tuple[list[str], list[Item]]:
     if not root.is_dir():
         raise UserError(f"--data: {root} is not a folder; give an ImageFolder tree (DIR/<class>/<images>)")
-    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not _is_hidden(p.name))
-    per_class = {d.name: _list_images(d, skip) for d in class_dirs}
+    class_dirs = _class_dirs(root)
+    per_class = {name: _list_images(d, skip) for name, d in class_dirs.items()}
     if classes is None:
         for name, files in per_class.items():
             if not files:
-                skip(str(root / name), "empty class folder (no image files); class dropped")
+                skip(str(class_dirs[name]), "empty class folder (no image files); class dropped")
         classes = [name for name, files in per_class.items() if files]
+    else:
+        known = {c.casefold() for c in classes}
+        for name, files in per_class.items():
+            if name in classes or not files:
+                continue
+            why = (
+                "differs only by case from a DIR/train class"
+                if name.casefold() in known
+                else "exists only in DIR/val (no DIR/train folder of that name)"
+            )
+            skip(str(class_dirs[name]), f"class {name!r} {why}: the head cannot learn it, its images are not used")
     items = []
     for label, name in enumerate(classes):
         for path in per_class.get(name, []):
@@ -169,19 +224,25 @@ def _scan_split(root: Path, classes: list[str] | None, skip: Skipper) -> tuple[l
 
 
 def load_image_folder(root: Path, seed: int, strict: bool, warn, val_fraction: float = 0.2) -> Dataset:
-    """DIR/train + DIR/val when both exist, otherwise DIR/<class>/... split (seeded, stratified)."""
+    """DIR/train + DIR/val when both exist, otherwise DIR/<class>/... split by content (seeded, stratified).
+
+    Every image is audited by content key (edgetl.train.audit) before the split: the same content under two
+    classes is left out, copies inside a class count once (so copies always land on one side of a split edgetl
+    makes), and copies across a user-given train/val are reported as leakage."""
     skip = Skipper(strict, warn)
     root = Path(root).expanduser()
     if (root / "train").is_dir() and (root / "val").is_dir():
         classes, train = _scan_split(root / "train", None, skip)
         _, val = _scan_split(root / "val", classes, skip)
-        split = "DIR/train + DIR/val"
+        audit = audit_items(train, val, classes, strict, warn)
+        train, val, split = audit.train, audit.val, "DIR/train + DIR/val"
     else:
         classes, items = _scan_split(root, None, skip)
-        train, val = stratified_split(items, val_fraction, seed)
-        split = f"stratified {1 - val_fraction:.0%}/{val_fraction:.0%}, seed {seed}"
+        audit = audit_items(items, [], classes, strict, warn)
+        train, val = stratified_split(audit.train, val_fraction, seed)
+        split = f"stratified {1 - val_fraction:.0%}/{val_fraction:.0%} by content, seed {seed}"
     check_classes(classes, train, root)
-    return Dataset(str(root), classes, train, val, skip.skipped, split)
+    return Dataset(str(root), classes, train, val, skip.skipped, split, audit.summary())
 
 
 def check_classes(classes: list[str], train: list[Item], root) -> None:

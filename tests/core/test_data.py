@@ -107,7 +107,7 @@ def test_junk_folder_trains_and_records_every_skip(image_folder: Path):
     (red / ".ipynb_checkpoints").mkdir()
     (red / ".ipynb_checkpoints" / "x.png").write_bytes(b"junk")
     (image_folder / "empty_class").mkdir()
-    (red / "ünïcødé 画像.png").write_bytes(good)
+    (red / "ünïcødé 画像.png").write_bytes(_png(np.full((20, 24, 3), (190, 40, 35), np.uint8)))
     os.symlink(red, red / "loop")  # a folder symlink back to itself
     ds, warnings = _scan(image_folder)
     assert ds.classes == ["blue", "green", "red"]  # hidden folders and the empty class are not classes
