@@ -27,11 +27,11 @@ import numpy as np
 from edgetl import __version__
 from edgetl.errors import UserError
 from edgetl.images import IMAGE_EXTENSIONS, BadImage, decode_image
+from edgetl.machine import cpu_info
 
 FORMAT = "edgetl-bench/1"
 MODES = ("model", "end_to_end")
 CAMERA_FRAME = (480, 640)  # (H, W): a VGA camera frame, the default size the images are brought to
-CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile")
 SAMPLE_PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png", "retina.jpg")
 MAX_SAVED_SAMPLES = 20_000  # per record; enough for --compare to re-derive any percentile
 
@@ -79,24 +79,6 @@ def warmup_record(asked_s: float, ran_s: float, iterations: int, first_call_ms: 
 
 
 # --- machine description ----------------------------------------------------------------------------
-
-
-def cpu_info() -> dict:
-    """CPU model and the flags that change which kernels run (AVX-512, VNNI, AMX), from /proc/cpuinfo."""
-    model, flags = platform.processor() or platform.machine(), set()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name" and model in ("", platform.machine(), platform.processor()):
-                model = value.strip()
-            elif key.strip() == "flags" and not flags:
-                flags = set(value.split())
-    return {
-        "model": model,
-        "flags": [f for f in CPU_FLAGS if f in flags],
-        "logical_cpus": os.cpu_count(),
-        "machine": platform.machine(),
-    }
 
 
 def package_versions(*names: str) -> dict:
@@ -268,6 +250,7 @@ def bundle_fields(predictor, threads: int) -> dict:
         "model_sha256": m["files"][m["model"]],
         "versions": {**package_versions(*runtimes), "built_with": m.get("runtime", {})},
         "cpu": cpu_info(),
+        "int8_fidelity": getattr(predictor, "fidelity", None),  # the bundle's probe on this CPU (deploy.fidelity)
     }
 
 

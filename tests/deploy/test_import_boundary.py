@@ -21,7 +21,7 @@ DEVICE_PACKAGES = ("edgetl.deploy", "edgetl.bench")  # every module under them i
 TRAINING_PACKAGES = ("edgetl.train", "edgetl.quant", "edgetl.export")  # edgetl[train]: torch, timm, onnx, nncf
 SHARED = {  # top-level modules both sides use: device-safe
     "edgetl", "edgetl.contract", "edgetl.errors", "edgetl.fileio", "edgetl.registry", "edgetl.progress",
-    "edgetl.preprocess", "edgetl.images", "edgetl.texts", "edgetl.ops", "edgetl.ops.build", "edgetl.ops.native", "edgetl.ops.reference",
+    "edgetl.preprocess", "edgetl.images", "edgetl.texts", "edgetl.machine", "edgetl.records", "edgetl.ops", "edgetl.ops.build", "edgetl.ops.native", "edgetl.ops.reference",
 }  # fmt: skip
 CLI_PACKAGE = "edgetl.cli"  # device-safe to import: each command imports the training stack inside the command
 TRAINING_ONLY = {"edgetl.__main__", "edgetl.ops.onnx_functions", "edgetl.ops.ov_reader"}
