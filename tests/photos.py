@@ -144,3 +144,32 @@ def make_photo_folder(
             (folder / f"{n:04d}.{'jpg' if jpeg else 'png'}").write_bytes(data)
             n += 1
     return root
+
+
+def add_clutter(root: Path) -> dict[str, int]:
+    """What real folders hold besides photos, added to an ImageFolder from `make_photo_folder`:
+
+    hidden files and folders, an empty class, a folder symlink that leads back up to the data root (it would read
+    every class again under this one), a symlink loop inside a class, a copy of one photo in two classes (a label
+    conflict), a copy inside its own class, a photo re-saved as WebP and one as grey BMP at an odd size, a text
+    file named .jpg and a zero-byte file. Returns what the audit should count."""
+    root = Path(root)
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+    first, second = root / classes[0], root / classes[1]
+    (root / ".DS_Store").write_bytes(b"\0\1junk")
+    (first / ".hidden.jpg").write_bytes(b"junk")
+    (root / "__MACOSX").mkdir()
+    (root / "__MACOSX" / "._0000.jpg").write_bytes(b"junk")
+    (root / "empty_class").mkdir()
+    (first / "loop").symlink_to("..")  # up to the data root
+    (second / "nested").mkdir()
+    (second / "nested" / "again").symlink_to(second)  # a loop inside the class
+    photos = sorted(p for p in first.iterdir() if p.is_file() and not p.name.startswith("."))
+    (second / "same_as_other_class.jpg").write_bytes(photos[0].read_bytes())  # a label conflict
+    (first / "copy.jpg").write_bytes(photos[1].read_bytes())  # a duplicate inside its class
+    im = Image.open(photos[2]).convert("RGB")
+    im.save(first / "resaved.webp", "WEBP", quality=85)
+    im.convert("L").resize((77, 53)).save(first / "odd_size_grey.bmp")
+    (first / "notes.jpg").write_text("not a photo")
+    (first / "empty.png").write_bytes(b"")
+    return {"label_conflicts": 1, "duplicates_in_class": 1}

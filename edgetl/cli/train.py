@@ -122,6 +122,12 @@ def load_config_file(ctx: click.Context, param, path: Path | None) -> Path | Non
     show_default=True,
     help="When INT8 costs more than 1 point: find the layers that cause the drop and keep them FP.",
 )
+@click.option(
+    "--quant-overflow-fix",
+    is_flag=True,
+    help="7-bit weights in every layer, so CPUs without VNNI (AVX2 only) compute the INT8 model faithfully "
+    "(their 16-bit sums would saturate); costs a little precision everywhere.",
+)
 @click.option("--compare-fp32", is_flag=True, help="Also time PyTorch eager FP32 extraction on the same images.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 def train_cmd(**o) -> None:

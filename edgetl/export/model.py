@@ -29,8 +29,10 @@ from edgetl.deploy.onnx_safety import check_external_data
 from edgetl.errors import UserError
 from edgetl.export import graph as onnx_graph
 from edgetl.export import parity
+from edgetl.export.probe import PROBE_FILE, write_probe
 from edgetl.fileio import atomic_write_bytes
 from edgetl.preprocess import Preprocess
+from edgetl.records import HEAD, INT8_BACKBONE, RUN_JSON, read_run, run_file
 from edgetl.train.backbones import Backbone, build_backbone
 from edgetl.train.heads import load_head
 
@@ -52,11 +54,9 @@ class RunParts:
 
 def load_run(run_dir: Path) -> RunParts:
     run_dir = Path(run_dir)
-    path = run_dir / "run.json"
-    if not path.is_file():
-        raise UserError(f"{run_dir}: no run.json; give a run folder written by `edgetl train`")
+    path = run_dir / RUN_JSON
+    record = read_run(run_dir)
     try:
-        record = json.loads(path.read_text())
         cfg, bb = record["config"], record["backbone"]
         pre = Preprocess.from_dict(record["preprocess"])
     except (ValueError, KeyError, TypeError) as e:
@@ -67,18 +67,15 @@ def load_run(run_dir: Path) -> RunParts:
             f"{path}: backbone weights changed since training (sha256 {backbone.cfg.weights_sha256[:12]}… "
             f"!= {bb['weights_sha256'][:12]}…); restore the weights file or re-run `edgetl train`"
         )
-    head, _ = load_head(run_dir / record.get("head", {}).get("file", "head.safetensors"))
+    head, _ = load_head(run_file(run_dir, record, record.get("head", {}).get("file", HEAD)))
     int8 = None
     if record.get("quantize"):
-        if record["quantize"].get("status") == "collapsed":
-            raise UserError(
-                f"{path}: the INT8 backbone of this run collapsed (val accuracy {record['metrics']['val_acc']:.3f} vs "
-                f"FP32 {record['metrics'].get('val_acc_fp32', float('nan')):.3f}) and must not ship; re-run "
-                "`edgetl train --quantize int8 --quant-auto-fallback` or train without --quantize"
-            )
-        int8 = run_dir / record["quantize"].get("onnx", "backbone.int8.onnx")
-        if not int8.is_file():
-            raise UserError(f"{path}: quantized run but {int8.name} is missing; re-run `edgetl train --quantize int8`")
+        from edgetl.quant.verdict import verdict_of
+
+        status, lines = verdict_of(record)  # the rule train applied, on the numbers train recorded
+        if status == "collapsed":
+            raise UserError(f"{path}: {lines[0]}; re-run `edgetl train --quantize int8` or train without --quantize")
+        int8 = run_file(run_dir, record, record["quantize"].get("onnx", INT8_BACKBONE))
     return RunParts(run_dir, record, pre, backbone, head, int8)
 
 
@@ -267,6 +264,8 @@ def export_run(
         "stages": stages,
         "passed": all(s["passed"] for s in stages),
     }
+    if int8 is not None:  # the device checks its INT8 kernels against these (edgetl.deploy.fidelity)
+        report["probe"] = write_probe(int8, frames, parts.pre, input_format, out.parent / PROBE_FILE)
     if debug_parity:
         graphs = [("onnx-fp32", fp32)] + ([("onnx-int8", int8)] if int8 is not None else [])
         report["debug_parity"] = _debug_parity(graphs, ref, frames, input_format, echo)

@@ -28,7 +28,10 @@ from edgetl.errors import UserError
 from edgetl.export import graph as onnx_graph
 from edgetl.export import parity
 from edgetl.export.model import OPSET, check_eval, finish
+from edgetl.export.probe import PROBE_FILE, write_text_probe
 from edgetl.fileio import atomic_write_bytes, sha256_file
+from edgetl.quant.verdict import verdict_of
+from edgetl.records import HEAD, INT8_BACKBONE, RUN_JSON, read_run, run_file
 from edgetl.texts import TextPreprocess
 from edgetl.train.backbones import build_backbone
 from edgetl.train.data import load_dataset, split_fingerprint
@@ -131,8 +134,8 @@ def run_dataset(record: dict):
 
 
 def load_text_parts(run_dir: Path):
-    path = Path(run_dir) / "run.json"
-    record = json.loads(path.read_text())
+    path = Path(run_dir) / RUN_JSON
+    record = read_run(run_dir)
     cfg, bb = record["config"], record["backbone"]
     backbone = build_backbone(cfg["backbone"], cfg.get("weights"))
     if backbone.cfg.weights_sha256 != bb["weights_sha256"] or backbone.cfg.preprocess.to_dict() != record["preprocess"]:
@@ -140,14 +143,13 @@ def load_text_parts(run_dir: Path):
             f"{path}: the text backbone's weights or tokenizer changed since training; restore them or re-run "
             "`edgetl train`"
         )
-    head, _ = load_head(Path(run_dir) / record.get("head", {}).get("file", "head.safetensors"))
+    head, _ = load_head(run_file(run_dir, record, record.get("head", {}).get("file", HEAD)))
     int8 = None
     if record.get("quantize"):
-        if record["quantize"].get("status") == "collapsed":
-            raise UserError(f"{path}: the INT8 encoder of this run collapsed and must not ship; re-run edgetl train")
-        int8 = Path(run_dir) / record["quantize"].get("onnx", "backbone.int8.onnx")
-        if not int8.is_file():
-            raise UserError(f"{path}: quantized run but {int8.name} is missing; re-run `edgetl train --quantize int8`")
+        status, lines = verdict_of(record)  # the rule train applied, on the numbers train recorded
+        if status == "collapsed":
+            raise UserError(f"{path}: {lines[0]}; re-run `edgetl train`")
+        int8 = run_file(run_dir, record, record["quantize"].get("onnx", INT8_BACKBONE))
     return record, backbone, head, int8
 
 
@@ -219,6 +221,8 @@ def export_text_run(run_dir: Path, out: Path | None, max_images: int, echo) -> d
         "stages": stages,
         "passed": all(s["passed"] for s in stages),
     }
+    if int8 is not None:  # the device checks its INT8 kernels against these (edgetl.deploy.fidelity)
+        report["probe"] = write_text_probe(shipped, texts, pre, out.parent / PROBE_FILE)
     atomic_write_bytes(out.parent / "export.json", (json.dumps(report, indent=1) + "\n").encode())
     echo(f"wrote {out} ({report['precision']}, {report['nodes']} nodes), its tokenizer files and export.json")
     for line in parity.stage_lines(stages, len(texts)):

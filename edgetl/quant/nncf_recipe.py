@@ -14,7 +14,7 @@ from edgetl.train.config import QuantizeCfg
 def quantize_nncf(fp32: Path, out: Path, qcfg: QuantizeCfg, calib: np.ndarray | Tokens) -> None:
     import nncf
     import onnx
-    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
     from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
     estimators = {
@@ -24,6 +24,8 @@ def quantize_nncf(fp32: Path, out: Path, qcfg: QuantizeCfg, calib: np.ndarray | 
         "histogram": RangeEstimatorParametersSet.HISTOGRAM,
     }
     params = AdvancedQuantizationParameters()
+    if qcfg.overflow_fix:  # NNCF's default fixes the first layer only; ENABLE halves every layer's weight range
+        params.overflow_fix = OverflowFix.ENABLE
     if estimators[qcfg.calib_method] is not None:
         params.activations_range_estimator_params = estimators[qcfg.calib_method]
     dataset = nncf.Dataset(sample_feeds(calib))

@@ -50,6 +50,7 @@ def quantize_ort(fp32: Path, out: Path, qcfg: QuantizeCfg, calib: np.ndarray | T
             weight_type=QuantType.QInt8,
             calibrate_method=methods[qcfg.calib_method],
             nodes_to_exclude=list(qcfg.ignore),
+            reduce_range=qcfg.overflow_fix,  # 7-bit weights: no 16-bit saturation on CPUs without VNNI
             **layout,
         )
     finally:
@@ -79,4 +80,5 @@ def quantize_text_dynamic(fp32: Path, out: Path, qcfg: QuantizeCfg) -> None:
         weight_type=QuantType.QInt8,
         op_types_to_quantize=["MatMul", "Gemm"],
         nodes_to_exclude=list(qcfg.ignore),
+        reduce_range=qcfg.overflow_fix,
     )

@@ -16,16 +16,26 @@ def engine_for(target: str) -> str:
 
 
 class RuntimeExtractor:
-    """The INT8 (or FP32) ONNX backbone in OpenVINO or ONNX Runtime on this CPU: the numerics that ship."""
+    """The INT8 (or FP32) ONNX backbone in OpenVINO or ONNX Runtime on this CPU: the numerics that ship.
 
-    def __init__(self, onnx_path: Path, engine: str, context: dict, threads: int | None = None) -> None:
-        self.path, self.engine, self._context, self.threads = Path(onnx_path), engine, context, threads
+    `mode` (edgetl.quant.fidelity): "runtime" runs the engine as a device does; "precise" is ONNX Runtime with its
+    non-saturating u8u8 kernels; "emulated" is ONNX Runtime with optimizations off (QDQ run as written, in float).
+    Only a mode other than "runtime" enters the cache context, so features of the default mode keep their keys.
+    """
+
+    def __init__(
+        self, onnx_path: Path, engine: str, context: dict, threads: int | None = None, mode: str = "runtime"
+    ) -> None:
+        if mode != "runtime":
+            engine = "onnxruntime"
+        self.path, self.engine, self._context, self.threads, self.mode = Path(onnx_path), engine, context, threads, mode
         self._run = None
-        self.name = f"{engine}-{context.get('precision', 'int8')}"
+        self.name = f"{engine}-{context.get('precision', 'int8')}" + ("" if mode == "runtime" else f"-{mode}")
         self.precision_used = ""
 
     def context(self) -> dict:
-        return {"engine": self.engine, "runtime": runtime_version(self.engine), **self._context}
+        extra = {} if self.mode == "runtime" else {"int8_mode": self.mode}
+        return {"engine": self.engine, "runtime": runtime_version(self.engine), **self._context, **extra}
 
     def _load(self):
         if self.engine == "openvino":
@@ -45,19 +55,27 @@ class RuntimeExtractor:
             request = compiled.create_infer_request()
             return lambda feeds: request.infer(feeds)[0].copy()
         from edgetl.deploy.ort_session import session as ort_session
+        from edgetl.quant.fidelity import PRECISE
 
-        session = ort_session(self.path, self.threads)
+        level = "ORT_DISABLE_ALL" if self.mode == "emulated" else "ORT_ENABLE_ALL"
+        config = PRECISE if self.mode == "precise" else None
+        session = ort_session(self.path, self.threads, level, config=config)
         import onnx
 
         ops = {n.op_type for n in onnx.load(str(self.path), load_external_data=False).graph.node}
-        self.precision_used = "int8 (dynamic) + fp32" if "DynamicQuantizeLinear" in ops else "int8 (QDQ) + fp32"
+        kind = "dynamic" if "DynamicQuantizeLinear" in ops else "QDQ"
+        how = {"runtime": "", "precise": ", u8u8 kernels", "emulated": ", emulated in fp32"}[self.mode]
+        self.precision_used = f"int8 ({kind}{how}) + fp32"
         return lambda feeds: session.run(None, feeds)[0]
+
+    @staticmethod
+    def feeds(x: np.ndarray | Tokens) -> dict[str, np.ndarray]:
+        return x.feeds() if isinstance(x, Tokens) else {INPUT: np.ascontiguousarray(x, np.float32)}
 
     def __call__(self, x: np.ndarray | Tokens) -> np.ndarray:
         if self._run is None:
             self._run = self._load()
-        feeds = x.feeds() if isinstance(x, Tokens) else {INPUT: np.ascontiguousarray(x, np.float32)}
-        return np.asarray(self._run(feeds), np.float32)
+        return np.asarray(self._run(self.feeds(x)), np.float32)
 
 
 def runtime_version(engine: str) -> str:

@@ -27,6 +27,9 @@ class QuantizeCfg:
     ignore: tuple[str, ...] = ()
     auto_fallback: bool = True  # when INT8 costs more than max_drop: keep the most sensitive layers in FP
     max_drop: float = 0.01  # accuracy drop (absolute) that counts as "INT8 hurt": fallback, then reported loudly
+    # 7-bit weights in every layer (NNCF's overflow fix / ONNX Runtime's reduce_range): CPUs without a 32-bit INT8
+    # dot product (AVX2 only) then cannot saturate their 16-bit pair sums (edgetl.quant.fidelity)
+    overflow_fix: bool = False
 
     def __post_init__(self) -> None:
         if self.target not in TARGETS:  # every target has its own INT8 layout
@@ -50,11 +53,13 @@ class QuantizeCfg:
             calib_method=o["calib_method"],
             ignore=tuple(o["quant_ignore"]),
             auto_fallback=o["quant_auto_fallback"],
+            overflow_fix=o.get("quant_overflow_fix", False),
         )
 
     def key(self) -> dict:
         """What changes the quantized numerics (goes into the feature-cache key)."""
-        return {"target": self.target, "method": self.calib_method, "ignore": sorted(self.ignore)}
+        key = {"target": self.target, "method": self.calib_method, "ignore": sorted(self.ignore)}
+        return {**key, "overflow_fix": True} if self.overflow_fix else key  # older keys stay valid
 
 
 @dataclass(frozen=True)
@@ -105,6 +110,8 @@ class TrainCfg:
         """`edgetl train`'s options (click's parameter names): every option named like a field is copied."""
         if o["quantize"] != "int8" and o["quant_ignore"]:
             raise UserError("--quant-ignore needs --quantize int8")
+        if o["quantize"] != "int8" and o.get("quant_overflow_fix"):
+            raise UserError("--quant-overflow-fix needs --quantize int8")
         quant = QuantizeCfg.from_cli(o) if o["quantize"] == "int8" else None
         data = o["data"] if o["data"] == "digits" else str(Path(o["data"]).expanduser().resolve())
         same = {f.name for f in fields(cls)} - {"data", "quantize", "progress"}

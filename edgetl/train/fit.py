@@ -77,6 +77,20 @@ class HeadResult:
     history: list[dict] = field(default_factory=list)
 
 
+def fit_summary(res: HeadResult) -> dict:
+    """What run.json keeps of a fit: L-BFGS makes hundreds of loss evaluations (one row each would bury the
+    record), so it keeps their count and the first and final loss; AdamW keeps its per-epoch rows (at most
+    --epochs)."""
+    out = {"solver": res.solver, "iterations": res.epochs_run}
+    if res.history:
+        out.update(first_loss=res.history[0]["loss"], final_loss=res.history[-1]["loss"])
+    if res.solver == "lbfgs":
+        out["evaluations"] = len(res.history)
+    else:
+        out["epochs"] = res.history
+    return out
+
+
 def solver_for(cfg) -> str:
     if getattr(cfg, "solver", "auto") != "auto":
         return cfg.solver

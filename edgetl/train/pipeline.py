@@ -2,12 +2,12 @@
 FP32 flow (`edgetl.train.run`) and the INT8 flow (`edgetl.train.int8`); `edgetl.train.run.run_train` picks one.
 
 The run folder holds `head.safetensors` and `run.json` (the contract later stages and users' scripts read:
-config, classes, preprocess, backbone, metrics, cache, data.skipped, timing).
+config, classes, preprocess, backbone, metrics, cache, data.skipped, data.audit, timing, files), written as one
+unit (edgetl.records).
 """
 
 from __future__ import annotations
 
-import json
 import platform
 import time
 from datetime import UTC, datetime
@@ -20,18 +20,19 @@ import torch
 
 from edgetl import __version__
 from edgetl.errors import UserError
-from edgetl.fileio import atomic_write_bytes
 from edgetl.images import Skipper
 from edgetl.preprocess import Preprocess
 from edgetl.progress import warn
+from edgetl.records import HEAD, write_run_folder
 from edgetl.texts import TextPreprocess
+from edgetl.train.audit import near_duplicates
 from edgetl.train.backbones import build_backbone, describe_backbone
 from edgetl.train.cache import CacheStats, FeatureCache, default_cache_dir
 from edgetl.train.config import TrainCfg
 from edgetl.train.data import Dataset, Item, load_dataset, split_fingerprint
 from edgetl.train.features import Extracted, Extractor, TorchExtractor, auto_batch, decode, extract
-from edgetl.train.fit import HeadResult, backbone_source, cached_source, fit_head
-from edgetl.train.heads import head_meta, save_head
+from edgetl.train.fit import HeadResult, backbone_source, cached_source, fit_head, fit_summary
+from edgetl.train.heads import head_bytes, head_meta
 
 TEXT_BATCH = 32  # texts per extraction batch (padded to the longest of the batch)
 DIGITS_IMG_SIZE = 64  # Lite0 on 8x8 digits: 0.956 val acc at 64 px, 0.939 at 128 and slower (measured, AVX-512 Intel)
@@ -73,6 +74,15 @@ def rows(items: list[Item], features: dict[str, np.ndarray]) -> tuple[np.ndarray
     return np.stack([features[it.key] for it in kept]), np.array([it.label for it in kept]), kept
 
 
+def check_finite(x: np.ndarray, what: str) -> None:
+    bad = int((~np.isfinite(x)).any(axis=1).sum()) if x.size else 0
+    if bad:
+        raise UserError(
+            f"--backbone: {bad} feature vectors from {what} hold NaN or Inf; the backbone's weights or the input are "
+            "broken: check --weights (and --backbone), then re-run"
+        )
+
+
 def check_usable(ds: Dataset, train: list[Item]) -> None:
     labels = {it.label for it in train}
     if len(labels) < 2:
@@ -105,6 +115,9 @@ class Pipeline:
         self.cache_dir = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else default_cache_dir()
         self.caches: list[FeatureCache] = []
         self.timing: dict[str, float] = {}
+        self.used: dict[str, int] = {}
+        self.files: dict[str, Path] = {}  # run files besides head and run.json (the INT8 backbone)
+        self.near: dict = {"checked": False, "why": "needs --cache-features (the check reads cached features)"}
 
     def backbone(self):
         if self._backbone is None:
@@ -125,13 +138,30 @@ class Pipeline:
         self.caches.append(cache)
         items = self.ds.train + self.ds.val
         got = extract(items, extractor, self.pre, self.skip, cache, self.extract_batch, self.cfg.progress)
+        if got.features:
+            check_finite(np.stack(list(got.features.values())), extractor.name)
         self.timing["extract_s"] = self.timing.get("extract_s", 0.0) + time.perf_counter() - t
         self.timing["extract_batch"] = self.extract_batch
         return got
 
+    def audit_near_duplicates(self, fp32: Extracted) -> None:
+        """Val images whose FP32 features nearly equal a train image's (edgetl.train.audit), warned as leakage."""
+        if self.text:
+            self.near = {"checked": False, "why": "the threshold is set for image features"}
+            return
+        self.near = {"checked": True, **near_duplicates(self.ds.train, self.ds.val, fp32.features)}
+        if self.near["count"]:
+            ex = self.near["examples"][0]
+            warn(
+                f"possible LEAKAGE: {self.near['count']} val image(s) nearly duplicate a train image (feature cosine "
+                f"> {self.near['threshold_cosine']}, e.g. {ex['val']} ~ {ex['train']}: {ex['cosine']}); val accuracy "
+                "may overstate: check the pairs in run.json data.audit.near_duplicates"
+            )
+
     def train_cached(self, extracted: Extracted) -> tuple[HeadResult, dict]:
         xt, yt, kept = rows(self.ds.train, extracted.features)
-        xv, yv, _ = rows(self.ds.val, extracted.features)
+        xv, yv, kept_v = rows(self.ds.val, extracted.features)
+        self.used = {"train": len(kept), "val": len(kept_v)}
         check_usable(self.ds, kept)
         t = time.perf_counter()
         source = cached_source(torch.from_numpy(xt), torch.from_numpy(xv))
@@ -142,6 +172,7 @@ class Pipeline:
         t = time.perf_counter()
         kept_t, xt = decode(self.ds.train, self.pre, self.skip)
         kept_v, xv = decode(self.ds.val, self.pre, self.skip)
+        self.used = {"train": len(kept_t), "val": len(kept_v)}
         check_usable(self.ds, kept_t)
         yt = np.array([it.label for it in kept_t])
         yv = np.array([it.label for it in kept_v])
@@ -167,37 +198,41 @@ class Pipeline:
             },
             "head": {
                 "kind": cfg.head,
-                "file": "head.safetensors",
+                "file": HEAD,
                 "solver": res.solver,
                 "best_epoch": res.best_epoch,
                 "epochs_run": res.epochs_run,
             },
-            "metrics": {"val_acc": res.val_acc, "history": res.history, **extras.get("metrics", {})},
+            "metrics": {"val_acc": res.val_acc, "fit": fit_summary(res), **extras.get("metrics", {})},
             "cache": {
                 "enabled": cfg.cache_features,
                 "dir": str(self.cache_dir) if cfg.cache_features else None,
                 "keys": [c.key for c in self.caches],
                 **CacheStats.total([c.stats for c in self.caches]).to_dict(),
             },
-            "data": {**self.ds.summary(), "skipped": self.skip.skipped, "val_sha256": split_fingerprint(self.ds.val)},
+            "data": {
+                **self.ds.summary(),
+                **self.used,  # images actually used: files that did not decode are in `skipped`
+                "skipped": self.skip.skipped,
+                "val_sha256": split_fingerprint(self.ds.val),
+                "audit": {**self.ds.audit, "near_duplicates": self.near},
+            },
             "timing": {**self.timing, "total_s": time.perf_counter() - self.t0},
             "versions": versions(self.text),
             **{k: v for k, v in extras.items() if k != "metrics"},
         }
 
     def save(self, res: HeadResult, record: dict) -> None:
-        self.out.mkdir(parents=True, exist_ok=True)
-        # --overwrite: artifacts of the previous run in this folder must not ship next to the new head
-        stale = ["model.onnx", "export.json"] + ([] if record.get("quantize") else ["backbone.int8.onnx"])
-        for name in stale:
-            (self.out / name).unlink(missing_ok=True)
-        save_head(
-            res.head,
-            head_meta(self.cfg.head, self.bcfg.num_features, len(self.ds.classes)),
-            self.out / "head.safetensors",
-        )
+        """The run folder as one unit: head, the INT8 backbone of a quantized run, run.json (edgetl.records)."""
+        head = head_bytes(res.head, head_meta(self.cfg.head, self.bcfg.num_features, len(self.ds.classes)))
         record["timing"]["total_s"] = time.perf_counter() - self.t0
-        atomic_write_bytes(self.out / "run.json", (json.dumps(record, indent=1) + "\n").encode())
+        try:
+            write_run_folder(self.out, {HEAD: head, **self.files}, record)
+        except OSError as e:
+            raise UserError(
+                f"--out {self.out}: cannot write the run folder ({e.strerror or e}); free space or choose "
+                "a writable --out"
+            ) from None
 
 
 def versions(text: bool = False) -> dict:

@@ -13,6 +13,7 @@ def run_fp32(p: Pipeline) -> tuple[HeadResult, dict]:
     extractor = p.fp32_extractor()
     if p.cfg.cache_features:
         extracted = p.features(extractor)
+        p.audit_near_duplicates(extracted)
         res, extra = p.train_cached(extracted)
         p.timing["train_s"] = extra["train_s"]
         if extracted.images_per_s:

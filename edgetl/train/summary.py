@@ -36,8 +36,13 @@ def print_train_summary(r: dict) -> None:
     t.add_row("head", _head_line(r["head"]))
     acc = f"[bold green]{m['val_acc']:.4f}[/]"
     if "val_acc_fp32" in m:
-        acc += f"  (FP32 recipe {m['val_acc_fp32']:.4f}, INT8 agreement {m['int8_agreement']:.4f})"
+        acc += f"  (FP32 model {m['val_acc_fp32']:.4f}; the INT8 model keeps {m['int8_agreement']:.4f} of its labels)"
     t.add_row("val accuracy", acc)
+    if q and "feature_cosine" in m:
+        t.add_row("INT8 fidelity", _fidelity_line(m, q))
+    audit = _audit_line(d.get("audit") or {})
+    if audit:
+        t.add_row("data audit", audit)
     if c["enabled"]:
         t.add_row("feature cache", f"{c['hits']} hits, {c['misses']} misses  ({c['dir']})")
     else:
@@ -53,6 +58,31 @@ def print_train_summary(r: dict) -> None:
     out.print(t)
     for line in r.get("warnings", []):
         out.print(f"[bold red]![/] {line}")
+
+
+def _fidelity_line(m: dict, q: dict) -> str:
+    line = f"features cosine {m['feature_cosine']:.4f} to FP32"
+    fid = q.get("fidelity") or {}
+    if fid:
+        line += f"; features from {fid['features_from']}, checked on {fid['probe']} images against onnx.reference"
+    return line
+
+
+def _audit_line(a: dict) -> str:
+    parts = []
+    if a.get("label_conflicts"):
+        parts.append(f"{a['label_conflicts']} label conflicts left out")
+    if a.get("duplicates_in_class"):
+        parts.append(f"{a['duplicates_in_class']} duplicates counted once")
+    if a.get("exact_leakage"):
+        parts.append(f"[bold red]{a['exact_leakage']} val images copied from train[/]")
+    near = a.get("near_duplicates") or {}
+    if near.get("count"):
+        parts.append(
+            f"[yellow]{near['count']} val images near-duplicate a train image[/] (feature cosine > "
+            f"{near['threshold_cosine']}; examples in run.json)"
+        )
+    return ", ".join(parts)
 
 
 def preprocess_line(pre: dict) -> str:

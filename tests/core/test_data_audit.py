@@ -139,3 +139,26 @@ def test_near_duplicates_across_train_and_val_are_found_by_feature_cosine():
     assert found["count"] == 1
     assert found["examples"][0]["val"] == "v7.png" and found["examples"][0]["train"] == "t31.png"
     assert found["examples"][0]["cosine"] > found["threshold_cosine"]
+
+
+@pytest.mark.slow
+def test_a_lightly_edited_copy_across_train_and_val_is_a_near_duplicate(tmp_path: Path):
+    """Real photos through the real backbone: a val image that is a train photo made 6% brighter and re-saved as
+    JPEG is found by its cached features (not by its bytes, which differ)."""
+    from PIL import ImageEnhance
+
+    from edgetl.train.config import TrainCfg
+    from edgetl.train.run import run_train
+    from tests.photos import make_photo_folder
+
+    root = tmp_path / "photos"
+    make_photo_folder(root / "train", per_class=6)
+    make_photo_folder(root / "val", per_class=2, seed=7)
+    source = sorted((root / "train" / "cat").iterdir())[0]
+    edited = ImageEnhance.Brightness(Image.open(source).convert("RGB")).enhance(1.06)
+    edited.save(root / "val" / "cat" / "edited_copy.jpg", quality=92)
+    cfg = TrainCfg(data=str(root), out=tmp_path / "r", progress=False, cache_dir=tmp_path / "cache", img_size=128)
+    near = run_train(cfg)["data"]["audit"]["near_duplicates"]
+    assert near["checked"] and near["count"] >= 1
+    pair = next(e for e in near["examples"] if e["val"].endswith("edited_copy.jpg"))
+    assert pair["train"] == str(source) and pair["cosine"] > near["threshold_cosine"]

@@ -143,21 +143,30 @@ def test_a_collapsed_int8_run_is_never_exported(folder: Path, tmp_path: Path):
     out = tmp_path / "r"
     run_train(_int8(folder, out, target="onnxruntime"))
     record = json.loads((out / "run.json").read_text())
-    record["quantize"]["status"] = "collapsed"  # what run_int8 writes when INT8 loses > 10 points
+    record["metrics"]["int8_drop"] = 0.3  # INT8 lost 30 points: export judges the recorded numbers by train's rule
     (out / "run.json").write_text(json.dumps(record))
-    with pytest.raises(UserError, match="collapsed .* must not ship"):
+    with pytest.raises(UserError, match="COLLAPSED: val accuracy fell 30.0 points.* must not ship"):
+        export_run(out)
+    record["metrics"].update(int8_drop=0.0, int8_agreement=0.85)  # or kept 85% of the FP32 model's labels
+    (out / "run.json").write_text(json.dumps(record))
+    with pytest.raises(UserError, match="COLLAPSED: it keeps only 0.8500 of the FP32 model's labels"):
         export_run(out)
     assert not (out / "model.onnx").exists()
 
 
-def test_verdict_names_the_fix():
-    from edgetl.train.int8 import _verdict
+def test_one_rule_for_train_and_export_names_the_fix():
+    from edgetl.quant.verdict import int8_verdict, verdict_of
 
-    assert _verdict(0.004, 0.96, QuantizeCfg()) == ("ok", [])
-    status, lines = _verdict(0.02, 0.96, QuantizeCfg())
+    assert int8_verdict(0.004, 0.98, 0.01) == ("ok", [])
+    status, lines = int8_verdict(0.02, 0.98, 0.01)
     assert status == "degraded" and "--quant-auto-fallback" in lines[0]
-    status, lines = _verdict(0.3, 0.96, QuantizeCfg())
-    assert status == "collapsed" and "must not ship" in lines[0]
+    status, lines = int8_verdict(0.004, 0.95, 0.01)  # accuracy kept, but 5% of labels changed
+    assert status == "degraded" and "0.9500" in lines[0]
+    for drop, agree in ((0.3, 0.98), (0.0, 0.85), (0.0, float("nan"))):
+        status, lines = int8_verdict(drop, agree, 0.01)
+        assert status == "collapsed" and "must not ship" in lines[0]
+    record = {"metrics": {"int8_drop": 0.0, "int8_agreement": 0.85}, "quantize": {"max_drop": 0.01}}
+    assert verdict_of(record)[0] == "collapsed"  # export reads the same numbers and reaches the same verdict
 
 
 def test_fallback_loop_requantizes_with_the_worst_layers_kept_in_float(folder: Path, tmp_path: Path):

@@ -62,7 +62,11 @@ def test_another_recipe_or_model_never_reuses_cached_int8_work(folder: Path, tmp
     assert second.path != first.path  # a new model file, quantized again
     assert second.context()["model_sha256"] == first.context()["model_sha256"]  # same code: same bytes
     monkeypatch.setattr(run_int8, "RECIPE", quantize.RECIPE)
-    first.path.write_bytes(first.path.read_bytes() + b"\0")  # a different model under the old key
+    import onnx
+
+    other = onnx.load(str(first.path))
+    other.producer_version += "-other"
+    onnx.save(other, str(first.path))  # a different (valid) model under the old key
     third = run_int8.Int8Run(Pipeline(cfg)).extractor(r.q, items, chash)
     assert third.path == first.path
     assert third.context()["model_sha256"] != second.context()["model_sha256"]  # so its features miss
