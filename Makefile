@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.edgetl-installed
 DEMO_OUT ?= runs/demo
 
-.PHONY: setup demo test kernels bench lint clean
+.PHONY: setup demo test kernels bench lint clean qemu
 
 setup: $(STAMP)
 
@@ -22,7 +22,13 @@ kernels: setup
 demo: setup kernels
 	$(VENV)/bin/edgetl demo --out $(DEMO_OUT)
 
-test: setup kernels
+# qemu-user emulates a CPU without VNNI (AVX2 only) for the INT8 fidelity tests; best effort (they skip without it)
+qemu:
+	@command -v qemu-x86_64 >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  { apt-get install -y -qq qemu-user >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 && \
+	    apt-get install -y -qq qemu-user >/dev/null 2>&1; }; }; } || echo "qemu-user not installed: the AVX2 fidelity tests will skip"
+
+test: setup kernels qemu
 	$(VENV)/bin/python -m pytest -q -ra tests
 
 bench: setup kernels

@@ -159,8 +159,21 @@ def bench_bundle(bundle: Path, a: BenchArgs) -> int:
             f"{threads} thread(s), {inputs}",
             err=True,
         )
+        if predictor.fidelity_line():
+            click.echo(predictor.fidelity_line(), err=True)
+        _check_output(predictor, jpegs)  # a model that answers NaN has no latency worth reporting
         results, interrupted = bench.run_cases(cases, settings, _progress)
     return _finish(results, interrupted, a.json_path, a.plot, f"edgetl bench {Path(bundle).name}")
+
+
+def _check_output(predictor, jpegs: list[bytes]) -> None:
+    """One prediction before timing: Predictor refuses a non-finite output (exit 2)."""
+    from edgetl.bench import harness as bench
+
+    if predictor.is_text:
+        predictor.predict_text(bench.SAMPLE_TEXTS[0])
+    else:
+        predictor.predict_frame(bench.decode_image(jpegs[0]), path="the first benchmark image")
 
 
 def bench_peers(model: Path, a: BenchArgs) -> int:

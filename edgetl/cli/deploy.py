@@ -171,6 +171,8 @@ def predict_cmd(
     with Predictor(bundle, device) as predictor:
         info = predictor.info
         _stderr(f"{bundle}: {info['target']} on {info.get('device')}, precision {info.get('precision')}")
+        if predictor.fidelity_line():
+            _stderr(predictor.fidelity_line())
         if texts:
             results = (predictor.predict_text(t, top_k) for t in texts)
         else:
@@ -184,13 +186,26 @@ def predict_cmd(
 
 
 @click.command("doctor")
-def doctor_cmd() -> None:
-    """List every target: available or missing (and how to fix it), and the devices each sees.
+@click.argument("bundle", required=False, type=click.Path(path_type=Path))
+def doctor_cmd(bundle: Path | None) -> None:
+    """List every target: available or missing (and how to fix it), and the devices each sees; the CPU and
+    whether its INT8 kernels can saturate; with BUNDLE, run its INT8 probe here (is this CPU faithful to it?).
 
     \b
     edgetl doctor
+    edgetl doctor parts-ov.tar.gz      # + the bundle's INT8 fidelity on this CPU
     """
     from edgetl.deploy.targets import registry
+    from edgetl.machine import cpu_info, cpu_line, int8_dot
+
+    cpu = cpu_info()
+    hint = {
+        "vnni": "32-bit INT8 dot products (VNNI/AMX): INT8 kernels do not saturate",
+        "saturating": "no VNNI: INT8 kernels may saturate 16-bit sums; edgetl checks each INT8 bundle's probe at load",
+        "other": "not x86: INT8 kernels are the runtime's own; edgetl checks each INT8 bundle's probe at load",
+    }[int8_dot(cpu)]
+    click.echo(f"{'cpu':12s} {cpu_line(cpu)}")
+    click.echo(f"{'int8':12s} {hint}")
 
     for name in registry().names():
         target = registry().get(name)
@@ -205,6 +220,13 @@ def doctor_cmd() -> None:
             click.echo(f"{name:12s} missing    installed, but listing its devices failed ({type(e).__name__}: {why})")
             continue
         click.echo(f"{name:12s} available  devices: {', '.join(devices) or 'none'}")
+    if bundle is not None:
+        from edgetl.deploy.predictor import Predictor
+
+        with Predictor(bundle) as predictor:
+            click.echo(
+                f"{'bundle':12s} {bundle}: " + (predictor.fidelity_line() or "no INT8 probe (an FP32 or older bundle)")
+            )
 
 
 @click.command("build-engine")

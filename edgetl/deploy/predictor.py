@@ -62,9 +62,26 @@ class Predictor:
             self._root = artifact.root
             self._read_spec(bundle)  # before loading: a damaged manifest fails fast, without a runtime started
             self.runner: Runner = self._stack.enter_context(target.load(artifact, device))
+            self.fidelity, self.precise = self._check_int8(target, artifact, device)
         except BaseException:
             self._stack.close()  # removes the unpacked temp folder, whatever failed
             raise
+
+    def _check_int8(self, target, artifact, device) -> tuple[dict | None, bool]:
+        """Run the bundle's INT8 probe (edgetl.deploy.fidelity); where ONNX Runtime's default kernels fail it,
+        reload in its non-saturating mode and check again."""
+        from edgetl.deploy import fidelity
+
+        result = fidelity.check(self)
+        if result is None or result["faithful"] or target.name != "onnxruntime":
+            return result, False
+        self.runner = self._stack.enter_context(target.load(artifact, device, precise=True))
+        return fidelity.check(self), True
+
+    def fidelity_line(self) -> str | None:
+        from edgetl.deploy import fidelity
+
+        return fidelity.line(self.fidelity, self.manifest["target"], self.precise) if self.fidelity else None
 
     def _read_spec(self, bundle) -> None:
         try:

@@ -138,8 +138,12 @@ def test_user_errors_exit_2(capsys, tmp_path, colour_onnx):
 def test_doctor_lists_every_target(capsys):
     code, out, _ = run_cli(capsys, "doctor")
     lines = out.splitlines()
-    assert code == 0 and [line.split()[0] for line in lines] == ["onnxruntime", "openvino", "tensorrt"]
-    assert "available  devices: CPU" in lines[1]
+    assert code == 0 and [line.split()[0] for line in lines] == ["cpu", "int8", "onnxruntime", "openvino", "tensorrt"]
+    assert "available  devices: CPU" in lines[3]
+    from edgetl.machine import cpu_info
+
+    assert cpu_info()["model"] in lines[0]  # the CPU, and whether its INT8 kernels can saturate
+    assert "saturate" in lines[1]
 
 
 @pytest.mark.parametrize("command", ["compile", "package", "predict", "doctor", "build-engine"])

@@ -190,8 +190,13 @@ def write_target_manifest(stage: Path, target: str, src, device: str, model: str
     """Writes manifest.json into `stage`: the source's input/preprocess/classes block, where it runs, `precision`
     as {requested, runtime} with the model's own precision added (int8 when it carries QDQ), then the target's
     own `fields` (settings, runtime, ...). Returns the manifest."""
+    import shutil
+
     from edgetl.deploy.bundle import write_manifest
 
+    if src.probe is not None:  # the INT8 fidelity probe travels with the model (edgetl.deploy.fidelity)
+        shutil.copyfile(src.probe, stage / src.probe.name)
+        fields.setdefault("probe", src.export["probe"])
     entry = {
         **src.manifest_fields(),
         "target": target,

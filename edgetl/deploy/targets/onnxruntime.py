@@ -211,7 +211,9 @@ class ORTTarget(RuntimeTarget):
             )
         return Artifact(Path(out), manifest)
 
-    def load(self, artifact: Artifact, device: str | None = None) -> ORTRunner:
+    def load(self, artifact: Artifact, device: str | None = None, precise: bool = False) -> ORTRunner:
+        """`precise`: u8u8 INT8 kernels (session.x64quantprecision), for CPUs whose u8s8 kernels saturate
+        (edgetl.deploy.fidelity decides, on the bundle's probe)."""
         from edgetl.deploy.onnx_safety import check_bundled_onnx
 
         require(self)
@@ -221,12 +223,22 @@ class ORTTarget(RuntimeTarget):
         provider = _provider(device or artifact.device)
         text = settings.get("string_ops") == "onnxruntime-extensions"
         threads = settings["intra_op_num_threads"]
-        loaded = _session(artifact.model_path, threads, settings["load_optimization"], provider, text=text)
+        config = {"session.x64quantprecision": "1"} if precise else None
+        loaded = session(
+            artifact.model_path,
+            threads,
+            settings["load_optimization"],
+            provider,
+            source=str(artifact.model_path),
+            string_ops=text,
+            config=config,
+        )
         info = {
             "device": device or artifact.device,
             "providers": loaded.get_providers(),
             "precision": artifact.manifest["precision"]["runtime"],
             "intra_op_num_threads": settings["intra_op_num_threads"],
+            **({"int8_kernels": "u8u8 (session.x64quantprecision)"} if precise else {}),
         }
         return ORTRunner(loaded, info)
 

@@ -38,6 +38,12 @@ class SourceModel:
     export: dict | None = None
 
     @property
+    def probe(self) -> Path | None:
+        """The INT8 fidelity probe export wrote beside the model (checked against export.json), if any."""
+        entry = (self.export or {}).get("probe")
+        return self.path.parent / entry["file"] if entry else None
+
+    @property
     def input_format(self) -> str:
         return self.meta["input_format"]
 
@@ -209,7 +215,18 @@ def export_verdict(path: Path, sha256: str) -> dict | None:
     if record.get("passed") is not True:
         _note(f"{record_path} records no parity verdict for {path.name}: its parity is unchecked")
         return None
-    return {"passed": True, "onnx_sha256": sha256, "stages": [str(s.get("name")) for s in stages]}
+    verdict = {"passed": True, "onnx_sha256": sha256, "stages": [str(s.get("name")) for s in stages]}
+    probe = record.get("probe")
+    if isinstance(probe, dict) and probe.get("file") == PROBE_FILE:
+        path_probe = path.parent / PROBE_FILE
+        if path_probe.is_file() and sha256_file(path_probe) == probe.get("sha256"):
+            verdict["probe"] = {k: probe.get(k) for k in ("file", "sha256", "images", "reference")}
+        else:
+            _note(f"{path_probe} is missing or changed since export: the bundle will carry no INT8 fidelity probe")
+    return verdict
+
+
+PROBE_FILE = "probe.npz"  # written by `edgetl export` for INT8 models (edgetl.export.probe)
 
 
 def _note(message: str) -> None:

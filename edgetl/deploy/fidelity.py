@@ -1,0 +1,68 @@
+"""On the device: does this CPU compute the bundle's INT8 model as the graph defines it? Measured, not assumed.
+
+An INT8 bundle carries a probe (edgetl.export.probe): a few of the run's validation frames and the probabilities
+the graph gives for them, computed at export without any CPU's INT8 kernels. The device runs the same frames
+through its runtime: labels must all agree and probabilities stay within MAX_ABS_PROBS. x86 CPUs without a 32-bit
+INT8 dot product (AVX2 only, AVX-512 without VNNI) saturate 16-bit pair sums in ONNX Runtime's and OpenVINO's
+u8 x s8 kernels and fail this on layouts with full-range 8-bit weights. ONNX Runtime has a non-saturating mode
+(session.x64quantprecision), which `Predictor` switches to when the probe fails; for the other runtimes the
+result names the fixes: a non-saturating layout (`edgetl train --quant-overflow-fix`), or FP32/bf16.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgetl.errors import UserError
+from edgetl.machine import cpu_info, cpu_line, int8_dot
+
+# Largest |probability difference| on any probe frame that counts as faithful. Measured with the digits bundles:
+# OpenVINO (int8 + bf16 on an AVX-512 BF16 CPU) and ONNX Runtime, against the export's reference, at most 0.02;
+# the TensorRT layout in OpenVINO on an emulated AVX2 CPU: labels flip and probabilities move by up to 1.
+MAX_ABS_PROBS = 0.1
+
+
+def check(predictor) -> dict | None:
+    """The probe run through `predictor`'s runner; None when the bundle carries no probe (FP32, or older)."""
+    entry = predictor.manifest.get("probe")
+    if not entry:
+        return None
+    try:
+        with np.load(predictor._root / entry["file"], allow_pickle=False) as data:
+            probs, label = data["probs"], data["label"]
+            texts = "texts" in data.files  # a text model's probe holds sentences, an image model's frames
+            frames = [str(t) for t in data["texts"]] if texts else list(data["frames"])
+    except (OSError, KeyError, ValueError) as e:
+        raise UserError(
+            f"the bundle's INT8 probe {entry.get('file')} is unreadable ({e}); rebuild the bundle"
+        ) from None
+    feeds = predictor.text_feeds if texts else predictor.feeds
+    got = np.stack([np.asarray(predictor.runner.infer(feeds(f))["probs"], np.float64)[0] for f in frames])
+    max_abs = float(np.abs(got - probs).max()) if np.isfinite(got).all() else float("inf")
+    agree = int((got.argmax(1) == label).sum())
+    cpu = cpu_info()
+    return {
+        "images": len(frames),
+        "labels_agree": agree,
+        "max_abs_probs": round(max_abs, 6),
+        "faithful": agree == len(frames) and max_abs <= MAX_ABS_PROBS,
+        "reference": entry.get("reference"),
+        "cpu": cpu_line(cpu),
+        "int8_dot": int8_dot(cpu),
+    }
+
+
+def line(result: dict, target: str, precise: bool = False) -> str:
+    """One line for predict/bench/doctor: what this CPU's INT8 kernels cost on the probe, and the fix."""
+    head = (
+        f"INT8 on this CPU: {result['labels_agree']}/{result['images']} probe labels agree with the graph's "
+        f"reference, max |dp| {result['max_abs_probs']:.3g}"
+    )
+    if result["faithful"]:
+        how = " (ONNX Runtime's u8u8 kernels: its default u8s8 ones saturate here)" if precise else ""
+        return f"{head}: faithful{how}"
+    fixes = "compile it with --precision fp32 (or bf16) for this CPU, or retrain with --quant-overflow-fix"
+    if target != "onnxruntime":
+        fixes += ", or use an ONNX Runtime bundle (it has a non-saturating mode)"
+    why = " (no AVX-512 VNNI, AVX-VNNI or AMX: 16-bit INT8 sums saturate)" if result["int8_dot"] == "saturating" else ""
+    return f"WARNING: {head}: this CPU does not compute the INT8 model faithfully{why}; fix: {fixes}"

@@ -1,0 +1,82 @@
+"""On the device, an INT8 bundle checks its own probe: does this CPU compute the model as the graph defines it?
+
+The bundle here is built on arithmetic that saturating INT8 kernels get wrong (tests/saturating.py): its label
+flips where 16-bit pair sums saturate. Natively (a VNNI CPU) every runtime is faithful. Under QEMU's user-mode
+emulator with a Haswell CPU (AVX2 only), OpenVINO saturates: predict says so, with what it costs and the fix;
+ONNX Runtime switches to its non-saturating kernels and is faithful again."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from edgetl.machine import int8_dot
+from tests.saturating import bright_frames, saturating_classifier
+
+QEMU = shutil.which("qemu-x86_64")
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("fidelity")
+    model = saturating_classifier(root / "export")
+    built = {}
+    for target in ("onnxruntime", "openvino"):
+        out = root / target
+        subprocess.run(
+            [sys.executable, "-m", "edgetl", "compile", str(model), "--target", target, "--out", str(out)],
+            check=True,
+            capture_output=True,
+        )
+        built[target] = out
+    Image.fromarray(bright_frames(1)[0]).save(root / "bright.png")
+    built["image"] = root / "bright.png"
+    return built
+
+
+def _predict(bundle: Path, image: Path, prefix: list[str] = ()) -> subprocess.CompletedProcess:
+    cmd = [*prefix, sys.executable, "-m", "edgetl", "predict", str(bundle), str(image)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+
+
+def test_the_probe_travels_into_the_bundle(bundles):
+    import json
+
+    manifest = json.loads((bundles["openvino"] / "manifest.json").read_text())
+    assert manifest["probe"]["file"] == "probe.npz" and "probe.npz" in manifest["files"]
+    with np.load(bundles["openvino"] / "probe.npz", allow_pickle=False) as data:
+        assert data["frames"].shape == (4, 8, 8, 3) and (data["label"] == 0).all()
+
+
+@pytest.mark.parametrize("target", ["onnxruntime", "openvino"])
+def test_on_this_cpu_predict_reports_a_faithful_int8_model(bundles, target):
+    if int8_dot() != "vnni":
+        pytest.skip("this CPU has no VNNI: its native INT8 kernels may saturate")
+    run = _predict(bundles[target], bundles["image"])
+    assert run.returncode == 0, run.stderr
+    assert "INT8 on this CPU: 4/4 probe labels agree" in run.stderr and "faithful" in run.stderr
+    assert "'bright'" in run.stdout
+
+
+@pytest.mark.skipif(QEMU is None, reason="qemu-user is not installed (apt-get install qemu-user): no AVX2-only CPU")
+def test_on_an_avx2_cpu_openvino_is_flagged_with_its_cost_and_the_fix(bundles):
+    run = _predict(bundles["openvino"], bundles["image"], [QEMU, "-cpu", "Haswell"])
+    assert run.returncode == 0, run.stderr
+    line = next(x for x in run.stderr.splitlines() if "INT8 on this CPU" in x)
+    assert line.startswith("WARNING") and "0/4 probe labels agree" in line
+    assert "--precision fp32" in line and "--quant-overflow-fix" in line
+    assert "'other'" in run.stdout  # what the warning is about: the saturated model answers wrongly
+
+
+@pytest.mark.skipif(QEMU is None, reason="qemu-user is not installed (apt-get install qemu-user): no AVX2-only CPU")
+def test_on_an_avx2_cpu_onnxruntime_switches_to_its_non_saturating_kernels(bundles):
+    run = _predict(bundles["onnxruntime"], bundles["image"], [QEMU, "-cpu", "Haswell"])
+    assert run.returncode == 0, run.stderr
+    assert "4/4 probe labels agree" in run.stderr and "u8u8" in run.stderr
+    assert "'bright'" in run.stdout
