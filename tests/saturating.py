@@ -31,16 +31,7 @@ def saturating_model(path: Path) -> Path:
         numpy_helper.from_array(np.array(60.0, np.float32), "ys"),
         numpy_helper.from_array(np.array(0, np.int8), "yz"),
     ]
-    nodes = [
-        helper.make_node("QuantizeLinear", ["input", "xs", "xz"], ["xq"]),
-        helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xd"]),
-        helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["wd"], axis=0),
-        helper.make_node("Conv", ["xd", "wd"], ["conv"], pads=[1, 1, 1, 1]),
-        helper.make_node("QuantizeLinear", ["conv", "ys", "yz"], ["yq"]),
-        helper.make_node("DequantizeLinear", ["yq", "ys", "yz"], ["yd"]),
-        helper.make_node("GlobalAveragePool", ["yd"], ["pooled"]),
-        helper.make_node("Flatten", ["pooled"], ["features"]),
-    ]
+    nodes = qdq_conv("input")
     graph = helper.make_graph(
         nodes,
         "saturating",
@@ -53,6 +44,20 @@ def saturating_model(path: Path) -> Path:
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
     return Path(path)
+
+
+def qdq_conv(x: str) -> list:
+    """u8 activations (xs, xz) x s8 weights (wq, ws, wz) -> 3x3 convolution -> s8 (ys, yz) -> pooled `features`."""
+    return [
+        helper.make_node("QuantizeLinear", [x, "xs", "xz"], ["xq"]),
+        helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xd"]),
+        helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["wd"], axis=0),
+        helper.make_node("Conv", ["xd", "wd"], ["conv"], pads=[1, 1, 1, 1]),
+        helper.make_node("QuantizeLinear", ["conv", "ys", "yz"], ["yq"]),
+        helper.make_node("DequantizeLinear", ["yq", "ys", "yz"], ["yd"]),
+        helper.make_node("GlobalAveragePool", ["yd"], ["pooled"]),
+        helper.make_node("Flatten", ["pooled"], ["features"]),
+    ]
 
 
 def probe_inputs(n: int = 4) -> np.ndarray:
@@ -95,14 +100,7 @@ def saturating_classifier(folder: Path) -> Path:
     nodes = [
         helper.make_node("Cast", ["image"], ["image_f"], to=TensorProto.FLOAT),
         helper.make_node("Transpose", ["image_f"], ["nchw"], perm=[0, 3, 1, 2]),
-        helper.make_node("QuantizeLinear", ["nchw", "xs", "xz"], ["xq"]),
-        helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xd"]),
-        helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["wd"], axis=0),
-        helper.make_node("Conv", ["xd", "wd"], ["conv"], pads=[1, 1, 1, 1]),
-        helper.make_node("QuantizeLinear", ["conv", "ys", "yz"], ["yq"]),
-        helper.make_node("DequantizeLinear", ["yq", "ys", "yz"], ["yd"]),
-        helper.make_node("GlobalAveragePool", ["yd"], ["pooled"]),
-        helper.make_node("Flatten", ["pooled"], ["features"]),
+        *qdq_conv("nchw"),
         helper.make_node("Gemm", ["features", "fc_w"], ["logits"], transB=1),
         helper.make_node("Softmax", ["logits"], ["probs"], axis=1),
         helper.make_node("ArgMax", ["probs"], ["label"], axis=1, keepdims=0),

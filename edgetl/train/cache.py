@@ -199,9 +199,7 @@ class FeatureCache:
             try:
                 skeys, feats = read_shard(shard)
             except CorruptShard as e:
-                action = "deleted it" if _discard(shard) else "could not delete it"
-                self.warn(f"cache: corrupt shard {shard} ({e}); {action}, its features will be recomputed")
-                self.stats.corrupt.append(str(shard))
+                self._corrupt(shard, e, "shard", "its features will be recomputed", self.stats.corrupt)
                 continue
             except FileNotFoundError:  # pruned by a concurrent process between glob and read
                 continue
@@ -211,6 +209,11 @@ class FeatureCache:
         with contextlib.suppress(OSError):  # best effort: a read-only cache still serves its hits
             os.utime(self.dir)  # last use, for `cache prune --older-than`
         return found
+
+    def _corrupt(self, path: Path, why: Exception, kind: str, then: str, into: list[str]) -> None:
+        action = "deleted it" if _discard(path) else "could not delete it"
+        self.warn(f"cache: corrupt {kind} {path} ({why}); {action}, {then}")
+        into.append(str(path))
 
     def mark_bad(self, key: str, reason: str) -> None:
         """Remember that this content does not decode (so it is reported, not retried, on every run)."""
@@ -231,9 +234,9 @@ class FeatureCache:
             try:
                 key, reason = read_marker(path, self.key)
             except CorruptMarker as e:
-                action = "deleted it" if _discard(path) else "could not delete it"
-                self.warn(f"cache: corrupt bad-file marker {path} ({e}); {action}, that image will be decoded again")
-                self.stats.corrupt_markers.append(str(path))
+                self._corrupt(
+                    path, e, "bad-file marker", "that image will be decoded again", self.stats.corrupt_markers
+                )
                 continue
             except FileNotFoundError:  # pruned by a concurrent process between glob and read
                 continue
@@ -344,24 +347,20 @@ def prune(root: Path, older_than_days: float | None, everything: bool, stale_tmp
             removed["contexts"] += 1
             continue
         removed["temp_files"] += _remove_stale_temps(d, now - stale_tmp_s)
-        for shard in d.glob(SHARD_GLOB):
-            try:
-                read_shard(shard)
-            except CorruptShard:
-                removed["bytes"] += _size(shard)
-                _remove(root, shard)
-                removed["corrupt_shards"] += 1
-            except FileNotFoundError:
-                continue
-        for marker in d.glob(MARKER_GLOB):
-            try:
-                read_marker(marker, d.name)
-            except CorruptMarker:
-                removed["bytes"] += _size(marker)
-                _remove(root, marker)
-                removed["corrupt_markers"] += 1
-            except FileNotFoundError:
-                continue
+        checks = (
+            (SHARD_GLOB, read_shard, CorruptShard, "corrupt_shards"),
+            (MARKER_GLOB, lambda m, d=d: read_marker(m, d.name), CorruptMarker, "corrupt_markers"),
+        )
+        for pattern, read, corrupt, counter in checks:
+            for path in d.glob(pattern):
+                try:
+                    read(path)
+                except corrupt:
+                    removed["bytes"] += _size(path)
+                    _remove(root, path)
+                    removed[counter] += 1
+                except FileNotFoundError:
+                    continue
     models = Path(root) / "models"  # quantized backbones (edgetl.train.int8), keyed like the features
     if everything and models.is_dir():
         removed["bytes"] += sum(_size(m) for m in models.iterdir())
