@@ -23,7 +23,7 @@ from _common import write_result
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from edgetl.export import parity  # noqa: E402
-from edgetl.train.int8 import COLLAPSE_DROP  # noqa: E402
+from edgetl.quant.verdict import COLLAPSE_DROP  # noqa: E402
 
 EDGETL = [sys.executable, "-m", "edgetl"]
 
@@ -50,6 +50,8 @@ def one(tmp: Path, name: str, seed: int = 0, target: str = "openvino", threads: 
         "val_acc": record["metrics"]["val_acc"],
         "val_acc_fp32": record["metrics"]["val_acc_fp32"],
         "int8_agreement": record["metrics"]["int8_agreement"],
+        "feature_cosine": record["metrics"].get("feature_cosine"),
+        "features_from": record["quantize"].get("features_from"),
         "int8_drop": record["metrics"]["int8_drop"],
         "status": record["quantize"]["status"],
         "kept_fp": record["quantize"]["ignored"],

@@ -18,6 +18,7 @@ The result is cached beside the INT8 model, keyed by the CPU (model and flags) a
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from pathlib import Path
@@ -74,13 +75,13 @@ def choose(path: Path, engine: str, make, x, fp32: np.ndarray | None, cache_dir:
     engine decides the mode."""
     from edgetl.quant.runtime import runtime_version
 
-    feeds_of = make(engine, "runtime").feeds
-    feeds = feeds_of(x)
+    feeds = make(engine, "runtime").feeds(x)
     engines = [e for e in ("openvino", "onnxruntime") if _installed(e)]
     key = _key(path, feeds, {e: runtime_version(e) for e in engines})
     cached = cache_dir / f"{path.stem}.fidelity-{key}.json"
-    if cached.is_file():
-        return json.loads(cached.read_text())["mode"], json.loads(cached.read_text())["record"]
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        saved = json.loads(cached.read_text())
+        return saved["mode"], saved["record"]
     ref, reference = _reference(path, feeds, make, x)
     rows = [{"evaluator": reference, "cosine_to_exact": 1.0, "worst": 1.0, "faithful": True}]
     if fp32 is not None:
@@ -113,7 +114,8 @@ def choose(path: Path, engine: str, make, x, fp32: np.ndarray | None, cache_dir:
         "features_from": describe(engine, chosen),
         "mode": chosen,
     }
-    atomic_write_bytes(cached, json.dumps({"mode": chosen, "record": record}, indent=1).encode())
+    with contextlib.suppress(OSError):  # a cache, best effort: the next run measures again
+        atomic_write_bytes(cached, json.dumps({"mode": chosen, "record": record}, indent=1).encode())
     return chosen, record
 
 
