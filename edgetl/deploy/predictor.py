@@ -75,7 +75,11 @@ class Predictor:
         result = fidelity.check(self)
         if result is None or result["faithful"] or target.name != "onnxruntime":
             return result, False
-        self.runner = self._stack.enter_context(target.load(artifact, device, precise=True))
+        try:
+            precise = self._stack.enter_context(target.load(artifact, device, precise=True))
+        except UserError:  # that mode cannot load this model: the default runner stays, and the line says why
+            return result, False
+        self.runner = precise
         return fidelity.check(self), True
 
     def fidelity_line(self) -> str | None:

@@ -185,7 +185,36 @@ def slim(model: onnx.ModelProto) -> onnx.ModelProto:
     for node in slimmed.graph.node:
         if node.name in props and not node.metadata_props:
             node.metadata_props.extend(props[node.name])
+    unshare_quant_params(slimmed)
     return slimmed
+
+
+QUANT_PARAMS = {"QuantizeLinear": (1, 2), "DequantizeLinear": (1, 2), "MatMulInteger": (2, 3)}
+
+
+def unshare_quant_params(model: onnx.ModelProto) -> int:
+    """Give every quantization scale / zero point its own initializer again; returns how many were copied.
+
+    onnxslim merges equal initializers, so layers end up sharing one all-zeros zero-point tensor. ONNX Runtime's
+    non-saturating mode for CPUs without VNNI (session.x64quantprecision) rewrites each layer's zero point and
+    fails to load such a graph ("Attempt to replace the existing tensor"); the graph means the same either way."""
+    inits = {t.name: t for t in model.graph.initializer}
+    seen: set[str] = set()
+    copies = 0
+    for node in model.graph.node:
+        for i in QUANT_PARAMS.get(node.op_type, ()):
+            name = node.input[i] if i < len(node.input) else ""
+            if name not in inits:
+                continue
+            if name in seen:
+                copy = onnx.TensorProto()
+                copy.CopyFrom(inits[name])
+                copy.name = f"{name}__{copies}"
+                model.graph.initializer.append(copy)
+                node.input[i] = copy.name
+                copies += 1
+            seen.add(name)
+    return copies
 
 
 def set_metadata(model: onnx.ModelProto, meta: dict) -> None:
