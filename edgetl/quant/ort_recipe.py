@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from edgetl.errors import UserError
-from edgetl.quant.calibration import feeds_reader, sample_feeds
+from edgetl.quant.calibration import feeds_reader, sample_feeds, stride_for
 from edgetl.texts import Tokens
 from edgetl.train.config import QuantizeCfg
 
@@ -39,12 +39,15 @@ def quantize_ort(fp32: Path, out: Path, qcfg: QuantizeCfg, calib: np.ndarray | T
         }
     else:
         layout = {"activation_type": QuantType.QUInt8, "extra_options": {"WeightSymmetric": True}}
+    feeds = sample_feeds(calib)
+    if qcfg.calib_method != "minmax":  # histograms of every activation: calibrate a stride at a time (memory)
+        layout["extra_options"] = {**layout["extra_options"], "CalibStridedMinMax": stride_for(len(feeds))}
     logging.disable(logging.WARNING)  # quantize_static's root-logger advice to run ORT's pre-processing script
     try:
         quantize_static(
             str(fp32),
             str(out),
-            feeds_reader(sample_feeds(calib)),
+            feeds_reader(feeds),
             quant_format=QuantFormat.QDQ,
             per_channel=True,
             weight_type=QuantType.QInt8,

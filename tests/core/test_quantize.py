@@ -180,3 +180,25 @@ def test_fallback_loop_requantizes_with_the_worst_layers_kept_in_float(folder: P
     producers = {o: n for n in graph.node for o in n.output}
     for node in (n for n in graph.node if n.name in ignored):
         assert all(producers.get(i) is None or producers[i].op_type != "DequantizeLinear" for i in node.input[1:])
+
+
+def test_histogram_calibration_reads_the_samples_in_strides():
+    """ONNX Runtime's strided calibration (CalibStridedMinMax) asks the reader for its length and for one range
+    at a time; histogram calibrators then hold one stride of activations, not all of them (at 224 px, 512 images
+    had run out of 24 GiB; in strides of 32 entropy peaked at 3.3 GB)."""
+    from edgetl.quant.calibration import feeds_reader, stride_for
+
+    assert [stride_for(n) for n in (512, 300, 97, 16, 1)] == [32, 30, 1, 16, 1]
+    feeds = [{"input": np.full((1, 1), i, np.float32)} for i in range(10)]
+    reader = feeds_reader(feeds)
+    assert len(reader) == 10
+    reader.set_range(start_index=4, end_index=7)
+    got = []
+    while (item := reader.get_next()) is not None:
+        got.append(int(item["input"][0, 0]))
+    assert got == [4, 5, 6]
+
+
+def test_percentile_calibration_runs_strided_end_to_end(folder: Path, tmp_path: Path):
+    r = run_train(_int8(folder, tmp_path / "r", target="onnxruntime", calib_method="percentile", calib_size=24))
+    assert r["quantize"]["method"] == "percentile" and r["metrics"]["int8_agreement"] >= 0.0
