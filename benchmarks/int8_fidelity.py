@@ -50,8 +50,8 @@ from edgetl.machine import cpu_line
 from edgetl.train.config import QuantizeCfg, TrainCfg
 from edgetl.train.int8 import Int8Run
 from edgetl.train.pipeline import Pipeline
-cfg = TrainCfg(data={data!r}, img_size={img_size!r}, quantize=QuantizeCfg(target={layout!r}), out=Path({out!r}),
-               cache_dir=Path({cache!r}), progress=False, overwrite=True)
+cfg = TrainCfg(data={data!r}, img_size={img_size!r}, quantize=QuantizeCfg(target={layout!r}, overflow_fix={fix!r}),
+               out=Path({out!r}), cache_dir=Path({cache!r}), progress=False, overwrite=True)
 p = Pipeline(cfg)
 r = Int8Run(p)
 items, h = r.calibration()
@@ -88,8 +88,8 @@ def photo_folder(root: Path) -> Path:
     return root
 
 
-def train(data: str, out: Path, cache: Path, layout: str, env: dict | None = None, prefix=()) -> dict:
-    args = ["train", "--data", data, "--quantize", "int8", "--target", layout, "--out", str(out), "--overwrite"]
+def train(data: str, out: Path, cache: Path, layout: str, env: dict | None = None, prefix=(), extra=()) -> dict:
+    args = ["train", "--data", data, "--quantize", "int8", "--target", layout, "--out", str(out), "--overwrite", *extra]
     run = edgetl(*args, "--cache-dir", str(cache), "--no-progress", env=env, prefix=prefix)
     if not (out / "run.json").is_file():
         raise SystemExit(f"train failed: {run.stderr[-2000:]}")
@@ -112,10 +112,9 @@ def train(data: str, out: Path, cache: Path, layout: str, env: dict | None = Non
     }
 
 
-def emulated_fidelity(data: str, img_size: int | None, layout: str, cache: Path, tmp: Path) -> dict:
-    code = PROBE.format(
-        root=str(ROOT), data=data, img_size=img_size, layout=layout, out=str(tmp / "probe-run"), cache=str(cache)
-    )
+def emulated_fidelity(data: str, img_size: int | None, layout: str, cache: Path, tmp: Path, fix: bool = False) -> dict:
+    out = str(tmp / "probe-run")
+    code = PROBE.format(root=str(ROOT), data=data, img_size=img_size, layout=layout, fix=fix, out=out, cache=str(cache))
     print(f"+ qemu-x86_64 -cpu Haswell: fidelity check, {data} {layout}", flush=True)
     run = subprocess.run([QEMU, "-cpu", "Haswell", sys.executable, "-c", code], capture_output=True, text=True)
     line = next((x for x in run.stdout.splitlines() if x.startswith("RESULT ")), None)

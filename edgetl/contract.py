@@ -21,6 +21,7 @@ TEXT_FORMATS: dict[str, tuple[str, str]] = {TOKEN_IDS: ("input_ids", "int64"), T
 ALL_FORMATS: dict[str, tuple[str, str]] = {**INPUT_FORMATS, **TEXT_FORMATS}
 DOMAIN = "ai.edgetl"  # ONNX domain of edgetl's fused ops (kernels/spec.json)
 METADATA_KEY = "edgetl"  # ONNX metadata_props key holding the export record
+PROBE_FILE = "probe.npz"  # an INT8 export's fidelity probe, carried into the bundle (edgetl.export.probe)
 TARGETS = ("openvino", "onnxruntime", "tensorrt")  # the runtimes a model is laid out, compiled and bundled for
 # ONNX ops that make a graph INT8: static QDQ, or ONNX Runtime's dynamic quantization (text encoders)
 INT8_OPS = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger")

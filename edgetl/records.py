@@ -17,6 +17,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from edgetl.contract import PROBE_FILE
 from edgetl.errors import UserError
 from edgetl.fileio import sha256_file
 
@@ -28,7 +29,7 @@ TRAIN_FILES = (RUN_JSON, HEAD, INT8_BACKBONE)
 EXPORT_FILES = (
     "model.onnx",
     "export.json",
-    "probe.npz",
+    PROBE_FILE,
     "tokenizer.json",
     "tokenizer.openvino.xml",
     "tokenizer.openvino.bin",

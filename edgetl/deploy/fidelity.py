@@ -29,7 +29,7 @@ def check(predictor) -> dict | None:
     if not entry:
         return None
     try:
-        with np.load(predictor._root / entry["file"], allow_pickle=False) as data:
+        with np.load(predictor.root / entry["file"], allow_pickle=False) as data:
             probs, label = data["probs"], data["label"]
             texts = "texts" in data.files  # a text model's probe holds sentences, an image model's frames
             frames = [str(t) for t in data["texts"]] if texts else list(data["frames"])

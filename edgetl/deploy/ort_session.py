@@ -13,6 +13,8 @@ from pathlib import Path
 from edgetl.errors import RuntimeMissing, UserError
 
 CPU = "CPUExecutionProvider"
+# u8u8 INT8 kernels: no 16-bit saturation on x86 CPUs without VNNI (slower where VNNI is present)
+PRECISE_INT8 = {"session.x64quantprecision": "1"}
 
 
 def session(

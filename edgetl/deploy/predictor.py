@@ -67,6 +67,11 @@ class Predictor:
             self._stack.close()  # removes the unpacked temp folder, whatever failed
             raise
 
+    @property
+    def root(self) -> Path:
+        """The opened bundle's folder (its files: the model, the tokenizer, the INT8 probe)."""
+        return self._root
+
     def _check_int8(self, target, artifact, device) -> tuple[dict | None, bool]:
         """Run the bundle's INT8 probe (edgetl.deploy.fidelity); where ONNX Runtime's default kernels fail it,
         reload in its non-saturating mode and check again."""

@@ -24,12 +24,12 @@ import torch
 from torch import nn
 
 from edgetl import __version__
-from edgetl.contract import UINT8_NHWC
+from edgetl.contract import PROBE_FILE, UINT8_NHWC
 from edgetl.deploy.onnx_safety import check_external_data
 from edgetl.errors import UserError
 from edgetl.export import graph as onnx_graph
 from edgetl.export import parity
-from edgetl.export.probe import PROBE_FILE, write_probe
+from edgetl.export.probe import write_probe
 from edgetl.fileio import atomic_write_bytes
 from edgetl.preprocess import Preprocess
 from edgetl.records import HEAD, INT8_BACKBONE, RUN_JSON, read_run, run_file

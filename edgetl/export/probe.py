@@ -20,7 +20,6 @@ from edgetl.export.parity import feed
 from edgetl.fileio import atomic_write_bytes
 from edgetl.preprocess import Preprocess, resize_bilinear
 
-PROBE_FILE = "probe.npz"
 PROBE_FRAMES = 8
 
 

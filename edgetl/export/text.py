@@ -23,12 +23,12 @@ import numpy as np
 import onnx
 import torch
 
-from edgetl.contract import TOKEN_IDS, TOKEN_INPUTS
+from edgetl.contract import PROBE_FILE, TOKEN_IDS, TOKEN_INPUTS
 from edgetl.errors import UserError
 from edgetl.export import graph as onnx_graph
 from edgetl.export import parity
 from edgetl.export.model import OPSET, check_eval, finish
-from edgetl.export.probe import PROBE_FILE, write_text_probe
+from edgetl.export.probe import write_text_probe
 from edgetl.fileio import atomic_write_bytes, sha256_file
 from edgetl.quant.verdict import verdict_of
 from edgetl.records import HEAD, INT8_BACKBONE, RUN_JSON, read_run, run_file

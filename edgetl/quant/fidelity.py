@@ -33,7 +33,6 @@ PROBE = 8  # calibration images (or texts) the runtimes are checked on
 # faithful runtimes (AVX-512 VNNI; OpenVINO and ONNX Runtime; the three layouts on digits) 0.9964 or more;
 # saturating AVX2 kernels (emulated Haswell, the same graphs) 0.53 to 0.96.
 MIN_COSINE = 0.99
-PRECISE = {"session.x64quantprecision": "1"}  # ONNX Runtime: u8u8 kernels, no 16-bit saturation (slower on VNNI)
 MODES = ("runtime", "precise", "emulated")
 
 

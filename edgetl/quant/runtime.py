@@ -54,11 +54,11 @@ class RuntimeExtractor:
             self.precision_used = runtime_precision(compiled)
             request = compiled.create_infer_request()
             return lambda feeds: request.infer(feeds)[0].copy()
+        from edgetl.deploy.ort_session import PRECISE_INT8
         from edgetl.deploy.ort_session import session as ort_session
-        from edgetl.quant.fidelity import PRECISE
 
         level = "ORT_DISABLE_ALL" if self.mode == "emulated" else "ORT_ENABLE_ALL"
-        config = PRECISE if self.mode == "precise" else None
+        config = PRECISE_INT8 if self.mode == "precise" else None
         session = ort_session(self.path, self.threads, level, config=config)
         import onnx
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from edgetl.contract import TEXT, TOKEN_INPUTS
-from edgetl.deploy.ort_session import session
+from edgetl.deploy.ort_session import PRECISE_INT8, session
 from edgetl.deploy.targets.base import (
     TARGETS,
     Artifact,
@@ -223,7 +223,7 @@ class ORTTarget(RuntimeTarget):
         provider = _provider(device or artifact.device)
         text = settings.get("string_ops") == "onnxruntime-extensions"
         threads = settings["intra_op_num_threads"]
-        config = {"session.x64quantprecision": "1"} if precise else None
+        config = PRECISE_INT8 if precise else None
         loaded = session(
             artifact.model_path,
             threads,

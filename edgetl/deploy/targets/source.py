@@ -13,7 +13,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgetl.contract import ALL_FORMATS, INT8_OPS, TOKEN_IDS, TOKEN_INPUTS
+from edgetl.contract import ALL_FORMATS, INT8_OPS, PROBE_FILE, TOKEN_IDS, TOKEN_INPUTS
 from edgetl.contract import DOMAIN as CUSTOM_DOMAIN
 from edgetl.deploy.onnx_safety import check_external_data
 from edgetl.errors import UserError
@@ -224,9 +224,6 @@ def export_verdict(path: Path, sha256: str) -> dict | None:
         else:
             _note(f"{path_probe} is missing or changed since export: the bundle will carry no INT8 fidelity probe")
     return verdict
-
-
-PROBE_FILE = "probe.npz"  # written by `edgetl export` for INT8 models (edgetl.export.probe)
 
 
 def _note(message: str) -> None:
