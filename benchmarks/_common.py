@@ -59,7 +59,7 @@ def artifacts() -> dict[str, Path]:
     ort-fp32       fp32.onnx + `compile --target onnxruntime`
     ort-int8       run-ort's default export + `compile --target onnxruntime`
     """
-    from edgetl.bench.peers import export_fp32
+    from edgetl.compare.peers import export_fp32
 
     WORK.mkdir(parents=True, exist_ok=True)
     run, run_ort = _run("run", "openvino"), _run("run-ort", "onnxruntime")

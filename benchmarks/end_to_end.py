@@ -28,7 +28,7 @@ from _common import RESULTS, artifacts, bar_plot, write_result
 from PIL import Image
 
 from edgetl.bench.harness import Case, bundle_cases, decode_image, load_jpegs, use_threads
-from edgetl.bench.peers import run_interleaved
+from edgetl.compare.peers import run_interleaved
 from edgetl.deploy.predictor import Predictor
 
 IN_GRAPH = "in-graph, fused kernels"

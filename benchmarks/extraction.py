@@ -38,7 +38,7 @@ def by_hand(x: np.ndarray) -> float:
     import timm
     import torch
 
-    from edgetl.train.backbones import build_backbone
+    from edgetl.models.backbones import build_backbone
 
     model = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=0).eval()
     model.load_state_dict(build_backbone("efficientnet_lite0").model.state_dict())
@@ -104,7 +104,7 @@ def case(name: str, cfg, tmp: Path) -> dict:
 def main() -> dict:
     import torch
 
-    from edgetl.train.config import QuantizeCfg, TrainCfg
+    from edgetl.config import QuantizeCfg, TrainCfg
 
     with tempfile.TemporaryDirectory(prefix="edgetl-extraction-") as tmp:
         tmp = Path(tmp)

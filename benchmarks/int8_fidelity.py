@@ -47,7 +47,7 @@ import json, sys
 sys.path.insert(0, {root!r})
 from pathlib import Path
 from edgetl.machine import cpu_line
-from edgetl.train.config import QuantizeCfg, TrainCfg
+from edgetl.config import QuantizeCfg, TrainCfg
 from edgetl.train.int8 import Int8Run
 from edgetl.train.pipeline import Pipeline
 cfg = TrainCfg(data={data!r}, img_size={img_size!r}, quantize=QuantizeCfg(target={layout!r}, overflow_fix={fix!r}),
@@ -68,7 +68,7 @@ def edgetl(*args: str, env: dict | None = None, prefix: tuple[str, ...] = ()) ->
 
 def digits_png_folder(root: Path) -> Path:
     """The built-in digits as 32-px grey PNG files, split into DIR/train and DIR/val as `--data digits` splits."""
-    from edgetl.train.data import load_digits
+    from edgetl.data.folders import load_digits
 
     ds = load_digits(0)
     for split, items in (("train", ds.train), ("val", ds.val)):

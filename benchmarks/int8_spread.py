@@ -23,7 +23,7 @@ from _common import write_result
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from edgetl.export import parity  # noqa: E402
-from edgetl.quant.verdict import COLLAPSE_DROP  # noqa: E402
+from edgetl.verdict import COLLAPSE_DROP  # noqa: E402
 
 EDGETL = [sys.executable, "-m", "edgetl"]
 

@@ -21,7 +21,7 @@ import numpy as np
 from _common import RESULTS, artifacts, bar_plot, write_result
 
 from edgetl.bench.harness import CAMERA_FRAME, bundle_cases, decode_image, load_jpegs, use_threads
-from edgetl.bench.peers import Source, peer_cases, run_interleaved
+from edgetl.compare.peers import Source, peer_cases, run_interleaved
 from edgetl.deploy.predictor import Predictor
 
 BUNDLES = {

@@ -8,7 +8,7 @@ PNG): "distinct", 6 visually distinct classes at 96x96 (every method is at the c
 shows), each at 10, 40 and 400 images per class, plus the built-in digits. For each: one real
 `edgetl train --data DIR` in a fresh process (default everything), then scikit-learn's
 `LogisticRegression(max_iter=1000)` (and the same run to the optimum, tol=1e-6) fitted on the very same cached features of the very same train/val split
-(features read from the run's own cache entry, run.json's cache.keys; the split rebuilt by edgetl.train.data and
+(features read from the run's own cache entry, run.json's cache.keys; the split rebuilt by edgetl.data and
 checked against run.json's data.val_sha256). Writes benchmarks/results/small_data.json and .png.
 """
 
@@ -45,8 +45,9 @@ def train(data: str, out: Path, cache: Path) -> dict:
 
 def cached_split(run: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(x_train, y_train, x_val, y_val): the features and split the run's head was trained and scored on."""
+    from edgetl.data import load_dataset
+    from edgetl.data.items import split_fingerprint
     from edgetl.train.cache import FeatureCache, list_contexts
-    from edgetl.train.data import load_dataset, split_fingerprint
     from edgetl.train.pipeline import rows
 
     keys = run["cache"]["keys"]

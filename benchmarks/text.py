@@ -143,7 +143,7 @@ def by_hand(run: Path, tmp: Path):
     import onnxruntime as ort
 
     from edgetl.export.text import build_text_graph, export_text_encoder, load_text_parts
-    from edgetl.export.tokenizers import hf_tokenizer
+    from edgetl.tokenizer_graphs.tokenizers import hf_tokenizer
 
     record, backbone, head, _ = load_text_parts(run)
     path = tmp / "fp32.onnx"
@@ -196,8 +196,8 @@ def latency(fns: dict, texts: list[str]) -> dict:
 
 def main() -> dict:
     from edgetl.bench.harness import SAMPLE_TEXTS
+    from edgetl.data.text import load_text_dataset
     from edgetl.deploy.predictor import Predictor
-    from edgetl.train.text_data import load_text_dataset
 
     with tempfile.TemporaryDirectory(prefix="edgetl-text-bench-") as tmp:
         tmp = Path(tmp)

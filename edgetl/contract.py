@@ -19,6 +19,21 @@ TOKEN_INPUTS = ("input_ids", "attention_mask")
 TOKENIZER_PLACES = ("auto", "graph", "host")  # `compile --tokenizer`: see edgetl.deploy.targets.base
 TEXT_FORMATS: dict[str, tuple[str, str]] = {TOKEN_IDS: ("input_ids", "int64"), TEXT: ("text", "string")}
 ALL_FORMATS: dict[str, tuple[str, str]] = {**INPUT_FORMATS, **TEXT_FORMATS}
+# Output names of every exported graph; the device reads PROBS and LABEL. FEATURES (the backbone's pooled
+# features), FMAP (its feature map, before pooling) and LOGITS (the head's) name the rungs the parity ladder compares.
+PROBS, LABEL = "probs", "label"
+FEATURES, FMAP, LOGITS = "features", "fmap", "logits"
+OUTPUTS = (PROBS, LABEL)
+# The run folder `edgetl train` writes (edgetl.records), and what `edgetl export` adds beside it.
+RUN_JSON, HEAD_FILE, INT8_BACKBONE = "run.json", "head.safetensors", "backbone.int8.onnx"
+MODEL_ONNX, EXPORT_JSON = "model.onnx", "export.json"
+# A compiled folder / bundle (edgetl.deploy.artifact, edgetl.deploy.bundle).
+MANIFEST, BUNDLE_FORMAT = "manifest.json", "edgetl-bundle/1"
+# Tokenizer files a sentence export writes beside its graph (checked by the sha256 the graph records).
+TOKENIZER_JSON = "tokenizer.json"  # the Hugging Face tokenizer: host tokenization, and the native op's tables
+OV_TOKENIZER_XML, OV_TOKENIZER_BIN = "tokenizer.openvino.xml", "tokenizer.openvino.bin"  # openvino-tokenizers
+ORT_TOKENIZER = "tokenizer.onnx"  # onnxruntime-extensions
+TOKENIZER_FILES = (TOKENIZER_JSON, OV_TOKENIZER_XML, OV_TOKENIZER_BIN, ORT_TOKENIZER)
 DOMAIN = "ai.edgetl"  # ONNX domain of edgetl's fused ops (kernels/spec.json)
 METADATA_KEY = "edgetl"  # ONNX metadata_props key holding the export record
 PROBE_FILE = "probe.npz"  # an INT8 export's fidelity probe, carried into the bundle (edgetl.export.probe)

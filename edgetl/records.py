@@ -15,40 +15,81 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
-from edgetl.contract import PROBE_FILE
+from edgetl.contract import EXPORT_JSON, HEAD_FILE, INT8_BACKBONE, MODEL_ONNX, PROBE_FILE, RUN_JSON, TOKENIZER_FILES
 from edgetl.errors import UserError
 from edgetl.fileio import sha256_file
+from edgetl.texts import is_text_spec
+from edgetl.verdict import verdict_of
 
-RUN_JSON = "run.json"
-HEAD = "head.safetensors"
-INT8_BACKBONE = "backbone.int8.onnx"
+HEAD = HEAD_FILE
 TRAIN_FILES = (RUN_JSON, HEAD, INT8_BACKBONE)
 # What `edgetl export` writes into a run folder: stale once the run is retrained (left out of the new folder).
-EXPORT_FILES = (
-    "model.onnx",
-    "export.json",
-    PROBE_FILE,
-    "tokenizer.json",
-    "tokenizer.openvino.xml",
-    "tokenizer.openvino.bin",
-    "tokenizer.onnx",
-)
+EXPORT_FILES = (MODEL_ONNX, EXPORT_JSON, PROBE_FILE, *TOKENIZER_FILES)
 
 
-def read_run(run_dir: Path) -> dict:
-    """run.json as a dict, or one line saying what is wrong with it."""
+class RunRecord(Mapping):
+    """run.json of one run folder, read once and checked: what every later stage reads of a run. Reads like the dict
+    it holds (`record["metrics"]`); the answers more than one stage needs are properties, given once here."""
+
+    def __init__(self, root: Path, data: dict) -> None:
+        self.root, self.data = Path(root), data
+
+    def __getitem__(self, key: str):
+        return self.data[key]
+
+    def __iter__(self):
+        return iter(self.data)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    @property
+    def path(self) -> Path:
+        return self.root / RUN_JSON
+
+    @property
+    def is_text(self) -> bool:
+        """A sentence run (MiniLM): the tokenizer, not image preprocessing, goes in front of its graph."""
+        return is_text_spec(self.data["preprocess"])
+
+    def file(self, name: str) -> Path:
+        """A file of the run, checked against the sha256 recorded for it."""
+        return run_file(self.root, self.data, name)
+
+    def head_file(self) -> Path:
+        return self.file((self.data.get("head") or {}).get("file", HEAD))
+
+    def int8_backbone(self) -> Path | None:
+        """The run's INT8 QDQ backbone (checked), None for an FP32 run; refused when the INT8 verdict is collapsed:
+        export applies the rule train applied, on the numbers train recorded."""
+        if not self.data.get("quantize"):
+            return None
+        status, lines = verdict_of(self.data)
+        if status == "collapsed":
+            raise UserError(
+                f"{self.path}: {lines[0]}; re-run `edgetl train --quantize int8` or train without --quantize"
+            )
+        return self.file(self.data["quantize"].get("onnx", INT8_BACKBONE))
+
+
+def read_run(run_dir: Path) -> RunRecord:
+    """run.json as a `RunRecord`, or one line saying what is wrong with it."""
     path = Path(run_dir) / RUN_JSON
     if not path.is_file():
         raise UserError(f"{run_dir}: no {RUN_JSON}; give a run folder written by `edgetl train`")
     try:
         record = json.loads(path.read_text())
-        if not isinstance(record, dict) or not isinstance(record.get("config"), dict):
+        if not isinstance(record, dict):
             raise ValueError("not an edgetl run record")
+        for key in ("config", "backbone", "preprocess"):
+            if not isinstance(record.get(key), dict):
+                raise ValueError(f"no {key} section")
     except (ValueError, UnicodeDecodeError) as e:
         raise UserError(f"{path}: unreadable run record ({e}); re-run `edgetl train`") from None
-    return record
+    return RunRecord(Path(run_dir), record)
 
 
 def run_file(run_dir: Path, record: dict, name: str) -> Path:

@@ -111,6 +111,8 @@ class TextPreprocess:
 
 
 def is_text_spec(d: dict) -> bool:
+    """Is this a text model? edgetl's one answer, read off the preprocessing spec that run.json, the ONNX metadata
+    and every bundle manifest carry (RunRecord.is_text, SourceModel.is_text, Predictor.is_text ask here)."""
     return isinstance(d, dict) and d.get("kind") == "text"
 
 

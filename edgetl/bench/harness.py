@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from edgetl import __version__
+from edgetl.contract import LABEL
 from edgetl.errors import UserError
 from edgetl.images import IMAGE_EXTENSIONS, BadImage, decode_image
 from edgetl.machine import cpu_info
@@ -297,7 +298,7 @@ def bundle_cases(
 
     def end_to_end(group: list[bytes]) -> list[str]:
         out = runner.infer(batch_feeds(predictor, [decode_image(j, min_size) for j in group]))
-        return [predictor.class_name(int(label)) for label in np.asarray(out["label"]).reshape(-1)]
+        return [predictor.class_name(int(label)) for label in np.asarray(out[LABEL]).reshape(-1)]
 
     calls = {"model": (runner.infer, feeds), "end_to_end": (end_to_end, batches(jpegs, batch))}
     return [
@@ -328,7 +329,7 @@ def text_cases(predictor, name: str, batch: int, modes: Sequence[str], fields: d
 
     def end_to_end(group: list[str]) -> list[str]:
         out = runner.infer(feeds_of(group))
-        return [predictor.class_name(int(label)) for label in np.asarray(out["label"]).reshape(-1)]
+        return [predictor.class_name(int(label)) for label in np.asarray(out[LABEL]).reshape(-1)]
 
     calls = {"model": (runner.infer, [feeds_of(g) for g in groups]), "end_to_end": (end_to_end, groups)}
     return [

@@ -178,7 +178,7 @@ def _check_output(predictor, jpegs: list[bytes]) -> None:
 
 def bench_peers(model: Path, a: BenchArgs) -> int:
     from edgetl.bench import harness as bench
-    from edgetl.bench import peers
+    from edgetl.compare import peers
     from edgetl.deploy.predictor import Predictor
 
     threads = bench.use_threads(a.threads)

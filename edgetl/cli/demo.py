@@ -13,10 +13,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from edgetl.config import QuantizeCfg, TrainCfg
+from edgetl.contract import MODEL_ONNX
+from edgetl.data import load_dataset
 from edgetl.fileio import atomic_write_bytes
 from edgetl.progress import info, warn
-from edgetl.train.config import QuantizeCfg, TrainCfg
-from edgetl.train.data import load_dataset
 
 TARGETS = ("openvino", "onnxruntime")
 
@@ -54,7 +55,7 @@ def bundle_accuracy(bundle: Path, images: list[tuple[Path, int]]) -> dict:
 def run_demo(out: Path, cache_dir: Path | None = None) -> dict:
     from edgetl.deploy.bundle import package
     from edgetl.deploy.targets import CompileOptions, get_target
-    from edgetl.export.model import export_run
+    from edgetl.export.run import export_run
     from edgetl.train.run import run_train
     from edgetl.train.summary import print_train_summary
 
@@ -67,7 +68,7 @@ def run_demo(out: Path, cache_dir: Path | None = None) -> dict:
     images = write_val_images(record, out / "val-images")
     deployed = {}
     for target in TARGETS:
-        artifact = get_target(target).compile(run_dir / "model.onnx", out / "build" / target, CompileOptions())
+        artifact = get_target(target).compile(run_dir / MODEL_ONNX, out / "build" / target, CompileOptions())
         bundle = out / f"digits-{target}.tar.gz"
         package(artifact.root, bundle)
         deployed[target] = bundle_accuracy(bundle, images)

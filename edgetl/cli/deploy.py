@@ -12,7 +12,10 @@ from pathlib import Path
 import click
 
 from edgetl.contract import MAX_FRAME_SIDE, MIN_SIDE, PRECISIONS, TARGETS, TOKENIZER_PLACES
+from edgetl.deploy.targets.base import CompileOptions
 from edgetl.errors import UserError
+
+COMPILE = CompileOptions()  # the options' defaults are CompileOptions' own, never typed twice
 
 
 def parse_frame_size(text: str | None) -> tuple[int, int] | None:
@@ -48,16 +51,24 @@ def _stderr(message: str) -> None:
 @click.argument("onnx", type=click.Path(path_type=Path))
 @click.option("--target", required=True, type=click.Choice(TARGETS), help="Runtime to compile for.")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Output folder (replaced atomically).")
-@click.option("--device", default="", help="OpenVINO: CPU (default), GPU, NPU; ONNX Runtime: CPU, CUDA; TensorRT: GPU.")
+@click.option(
+    "--device",
+    default=COMPILE.device,
+    help="OpenVINO: CPU (default), GPU, NPU; ONNX Runtime: CPU, CUDA; TensorRT: GPU.",
+)
 @click.option(
     "--precision",
-    default="auto",
+    default=COMPILE.precision,
     show_default=True,
     type=click.Choice(PRECISIONS),
     help="auto = the model's own (OpenVINO may run FP32 in bf16 on AMX CPUs; TensorRT builds FP16).",
 )
-@click.option("--max-batch", default=1, show_default=True, type=int, help="TensorRT profile: batch 1..N.")
-@click.option("--threads", default=0, show_default=True, type=int, help="ONNX Runtime intra-op threads (0 = default).")
+@click.option(
+    "--max-batch", default=COMPILE.max_batch, show_default=True, type=int, help="TensorRT profile: batch 1..N."
+)
+@click.option(
+    "--threads", default=COMPILE.threads, show_default=True, type=int, help="ONNX Runtime threads, 0: its own."
+)
 @click.option("--static", is_flag=True, help="OpenVINO: fixed input shape (always on for --device NPU).")
 @click.option("--frame-size", callback=_frame_size, help="HxW camera frame size for static shapes / TensorRT.")
 @click.option(
@@ -66,10 +77,12 @@ def _stderr(message: str) -> None:
     help="Native kernels for the model's ai.edgetl ops. Default: on for OpenVINO where the extension is built "
     "(measured faster), the standard-op decomposition elsewhere; --fused-kernels requires them.",
 )
-@click.option("--workspace-mb", default=1024, show_default=True, type=int, help="TensorRT builder workspace.")
+@click.option(
+    "--workspace-mb", default=COMPILE.workspace_mb, show_default=True, type=int, help="TensorRT builder workspace."
+)
 @click.option(
     "--tokenizer",
-    default="auto",
+    default=COMPILE.tokenizer,
     show_default=True,
     type=click.Choice(TOKENIZER_PLACES),
     help="Text models: graph = inside the compiled model, strings in (OpenVINO, ONNX Runtime); host = token ids in, "

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from edgetl.config import PARITY_IMAGES
 from edgetl.contract import INPUT_FORMATS, UINT8_NHWC
 
 EXAMPLES = """
@@ -44,7 +45,7 @@ Examples:
 @click.option(
     "--max-images",
     type=click.IntRange(1),
-    default=256,
+    default=PARITY_IMAGES,
     show_default=True,
     help="Validation images the parity ladder runs on.",
 )
@@ -52,7 +53,7 @@ def export_cmd(
     run_dir: Path, out: Path | None, input_format: str, fused_ops: bool, debug_parity: bool, max_images: int
 ) -> None:
     """Fuse preprocessing, backbone and head into one ONNX graph; check it with the parity ladder (exit 1 on failure)."""
-    from edgetl.export.model import export_run
+    from edgetl.export.run import export_run
 
     export_run(run_dir, out, input_format, fused_ops, debug_parity, max_images, echo=click.echo)
 

@@ -7,6 +7,7 @@ and turns user errors into one line and exit code 2. Anything else is a bug in e
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 import traceback
@@ -16,8 +17,37 @@ import click
 from edgetl import __version__
 from edgetl.errors import UserError
 
+# Command -> the module that defines it. A command's module is imported only when that command runs (or for
+# --help), so `edgetl predict` never pays for importing the training commands' modules (tests/cli check the table
+# against every module's COMMANDS).
+COMMAND_MODULES = {
+    "train": "edgetl.cli.train",
+    "cache": "edgetl.cli.train",
+    "demo": "edgetl.cli.train",
+    "export": "edgetl.cli.export",
+    "compile": "edgetl.cli.deploy",
+    "package": "edgetl.cli.deploy",
+    "predict": "edgetl.cli.deploy",
+    "doctor": "edgetl.cli.deploy",
+    "build-engine": "edgetl.cli.deploy",
+    "bench": "edgetl.cli.bench",
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+
+class LazyGroup(click.Group):
+    """A click group whose commands are imported on first use (click's documented lazy-loading pattern)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [*COMMAND_MODULES, *(name for name in self.commands if name not in COMMAND_MODULES)]
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        module = COMMAND_MODULES.get(name)
+        if module is None:  # a command added with add_command
+            return super().get_command(ctx, name)
+        return {c.name: c for c in importlib.import_module(module).COMMANDS}[name]
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, prog_name="edgetl")
 @click.option("--debug", is_flag=True, help="On an error, also print the traceback behind it (or EDGETL_DEBUG=1).")
 def cli(debug: bool) -> None:
@@ -31,21 +61,6 @@ def cli(debug: bool) -> None:
     edgetl package build/ov --out demo-ov.tar.gz
     edgetl predict demo-ov.tar.gz photo.jpg       # on the device: no torch needed
     """
-
-
-def _register() -> None:
-    # Imported lazily per module so the device side (predict, bench, doctor) never imports torch.
-    from edgetl.cli import bench as cli_bench
-    from edgetl.cli import deploy as cli_deploy
-    from edgetl.cli import export as cli_export
-    from edgetl.cli import train as cli_train
-
-    for module in (cli_train, cli_export, cli_deploy, cli_bench):
-        for command in module.COMMANDS:
-            cli.add_command(command)
-
-
-_register()
 
 
 def debugging(argv: list[str] | None) -> bool:

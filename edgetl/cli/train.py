@@ -6,7 +6,16 @@ from pathlib import Path
 
 import click
 
+from edgetl.config import HEADS, SOLVERS, QuantizeCfg, TrainCfg
 from edgetl.contract import TARGETS
+
+TRAIN, QUANT = TrainCfg(), QuantizeCfg()  # the options' defaults are the configs' own, never typed twice
+
+
+def switch(flags: str, default: bool, help: str):
+    """An on/off option (`--x/--no-x`) showing its default."""
+    return click.option(flags, default=default, show_default=True, help=help)
+
 
 EXAMPLES_TRAIN = """
 \b
@@ -51,16 +60,15 @@ def load_config_file(ctx: click.Context, param, path: Path | None) -> Path | Non
     expose_value=False,
     help="YAML file of options (e.g. `data: ~/photos/parts`); flags override it.",
 )
-@click.option("--data", default="digits", show_default=True, help="'digits' (built in) or an ImageFolder tree.")
-@click.option("--backbone", default="efficientnet_lite0", show_default=True, help="Registered name or timm:NAME.")
+@click.option("--data", default=TRAIN.data, show_default=True, help="'digits' (built in) or an ImageFolder tree.")
+@click.option("--backbone", default=TRAIN.backbone, show_default=True, help="Registered name or timm:NAME.")
 @click.option("--weights", type=click.Path(dir_okay=False), help="Weights file (.safetensors or .pth state dict).")
 @click.option("--img-size", type=int, help="Square input size [default: 64 for digits, else the backbone's].")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Run folder [default: runs/<time>].")
-@click.option(
+@switch(
     "--cache-features/--no-cache-features",
-    default=True,
-    show_default=True,
-    help="Run the backbone once per image and keep features on disk (off: backbone in the loop).",
+    TRAIN.cache_features,
+    "Run the backbone once per image and keep features on disk (off: backbone in the loop).",
 )
 @click.option(
     "--cache-dir",
@@ -68,28 +76,33 @@ def load_config_file(ctx: click.Context, param, path: Path | None) -> Path | Non
     envvar="EDGETL_CACHE_DIR",
     help="Feature cache folder [default: ~/.cache/edgetl/features, or $EDGETL_CACHE_DIR].",
 )
-@click.option("--head", type=click.Choice(["linear", "mlp"]), default="linear", show_default=True)
+@click.option("--head", type=click.Choice(HEADS), default=TRAIN.head, show_default=True)
 @click.option(
     "--solver",
-    type=click.Choice(["auto", "lbfgs", "adamw"]),
-    default="auto",
+    type=click.Choice(SOLVERS),
+    default=TRAIN.solver,
     show_default=True,
     help="lbfgs: logistic regression fitted to convergence (linear head); adamw: mini-batch epochs, any head; "
     "auto: lbfgs for a linear head on cached features, else adamw.",
 )
-@click.option("--epochs", type=int, default=30, show_default=True, help="AdamW epochs (at least 300 steps in all).")
-@click.option("--batch-size", type=int, default=64, show_default=True)
-@click.option("--lr", type=float, default=3e-3, show_default=True)
 @click.option(
-    "--patience", type=int, default=10, show_default=True, help="AdamW: early stopping on val accuracy; 0 = off."
+    "--epochs", type=int, default=TRAIN.epochs, show_default=True, help="AdamW epochs (at least 300 steps in all)."
 )
+@click.option("--batch-size", type=int, default=TRAIN.batch_size, show_default=True)
+@click.option("--lr", type=float, default=TRAIN.lr, show_default=True)
 @click.option(
-    "--balanced/--no-balanced",
-    default=True,
+    "--patience",
+    type=int,
+    default=TRAIN.patience,
     show_default=True,
-    help="Weight the loss by inverse class frequency (no effect when classes have equal counts).",
+    help="AdamW: early stopping on val accuracy; 0 = off.",
 )
-@click.option("--seed", type=int, default=0, show_default=True)
+@switch(
+    "--balanced/--no-balanced",
+    TRAIN.balanced,
+    "Weight the loss by inverse class frequency (no effect when classes have equal counts).",
+)
+@click.option("--seed", type=int, default=TRAIN.seed, show_default=True)
 @click.option("--threads", type=int, help="CPU threads for the backbone and training.")
 @click.option("--strict", is_flag=True, help="Stop (exit 2) at the first unusable image instead of skipping it.")
 @click.option("--overwrite", is_flag=True, help="Allow --out to name a folder that already holds a run.")
@@ -103,24 +116,25 @@ def load_config_file(ctx: click.Context, param, path: Path | None) -> Path | Non
 @click.option(
     "--target",
     type=click.Choice(TARGETS),
-    default="openvino",
+    default=QUANT.target,
     show_default=True,
     help="Runtime the INT8 backbone is laid out for (QDQ layout per target).",
 )
-@click.option("--calib-size", type=int, default=512, show_default=True, help="Training images used to calibrate.")
+@click.option(
+    "--calib-size", type=int, default=QUANT.calib_size, show_default=True, help="Training images used to calibrate."
+)
 @click.option(
     "--calib-method",
-    default="auto",
+    default=QuantizeCfg.calib_method,
     show_default=True,
     help="openvino (NNCF): mean_minmax|minmax|percentile|histogram; onnxruntime/tensorrt: "
     "minmax|percentile|entropy|distribution; auto = the first of those.",
 )
 @click.option("--quant-ignore", multiple=True, metavar="NAME", help="Keep this layer in floating point (repeatable).")
-@click.option(
+@switch(
     "--quant-auto-fallback/--no-quant-auto-fallback",
-    default=True,
-    show_default=True,
-    help="When INT8 costs more than 1 point: find the layers that cause the drop and keep them FP.",
+    QUANT.auto_fallback,
+    "When INT8 costs more than 1 point: find the layers that cause the drop and keep them FP.",
 )
 @click.option(
     "--quant-overflow-fix",
@@ -132,7 +146,7 @@ def load_config_file(ctx: click.Context, param, path: Path | None) -> Path | Non
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 def train_cmd(**o) -> None:
     """Train a classification head on a frozen (optionally INT8) pretrained backbone."""
-    from edgetl.train.config import TrainCfg
+    from edgetl.config import TrainCfg
     from edgetl.train.run import run_train
     from edgetl.train.summary import print_train_summary
 

@@ -13,128 +13,18 @@ from __future__ import annotations
 import contextlib
 import gzip
 import io
-import json
+import os
 import shutil
 import tarfile
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
-from edgetl import __version__
-from edgetl.deploy.targets.base import Artifact
+from edgetl.deploy.artifact import MANIFEST, Artifact, check_name, read_manifest, verify
 from edgetl.errors import UserError
 from edgetl.fileio import atomic_write_bytes, sha256_file
 
-MANIFEST = "manifest.json"
-FORMAT = "edgetl-bundle/1"
 MAX_UNPACKED_BYTES = 16 << 30  # refuse tar bombs; a real model bundle is a few hundred MB at most
-REQUIRED = ("format", "target", "device", "model", "files", "classes", "preprocess", "input", "precision")
-
-
-# --- compiled folders ------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def artifact_writer(out: Path) -> Iterator[Path]:
-    """Yield a sibling staging folder; `out` is replaced only when the whole compile succeeded."""
-    out = Path(out)
-    if out.exists() and not (out / MANIFEST).is_file() and (not out.is_dir() or any(out.iterdir())):
-        raise UserError(f"--out {out}: exists and is not an edgetl build folder; give a new or empty folder")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        yield stage
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
-            out.rename(old / out.name)
-            stage.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            stage.rename(out)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
-
-
-def write_manifest(root: Path, fields: dict) -> dict:
-    """Hash every file under `root` and write manifest.json atomically; returns the manifest."""
-    files = {}
-    for path in sorted(Path(root).rglob("*")):
-        name = path.relative_to(root).as_posix()
-        if name == MANIFEST or path.is_dir():
-            continue
-        if path.is_symlink() or not path.is_file():
-            raise UserError(f"{path}: not a regular file; bundles hold regular files only")
-        files[name] = sha256_file(path)
-    manifest = {
-        "format": FORMAT,
-        "edgetl_version": __version__,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        **fields,
-        "files": files,
-    }
-    atomic_write_bytes(Path(root) / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
-    return manifest
-
-
-def read_manifest(root: Path, origin: str | Path) -> dict:
-    path = Path(root) / MANIFEST
-    if not path.is_file():
-        raise UserError(
-            f"{origin}: no {MANIFEST}; give a folder written by `edgetl compile` or a bundle from `edgetl package`"
-        )
-    try:
-        manifest = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError) as e:
-        raise UserError(f"{origin}: {MANIFEST} is not valid JSON ({e}); rebuild it with `edgetl compile`") from None
-    missing = [k for k in REQUIRED if k not in manifest] if isinstance(manifest, dict) else list(REQUIRED)
-    if missing or manifest.get("format") != FORMAT:
-        raise UserError(
-            f"{origin}: {MANIFEST} is not an {FORMAT} manifest (missing {missing}); rebuild with `edgetl compile`"
-        )
-    check_export(manifest, origin)
-    return manifest
-
-
-def check_export(manifest: dict, origin: str | Path) -> None:
-    """Refuse a build whose model failed the parity check of `edgetl export` (manifest "export", copied by compile
-    from export.json). Manifests written before the key existed, or from a model without a record (null), pass."""
-    record = manifest.get("export")
-    if record is None:
-        return
-    if not isinstance(record, dict):
-        raise UserError(f"{origin}: {MANIFEST} has a damaged export entry; rebuild it with `edgetl compile`")
-    if record.get("passed") is False:
-        raise UserError(
-            f"{origin}: {MANIFEST} records that its model failed the parity check of `edgetl export`; "
-            "fix the run, re-export, and compile again"
-        )
-
-
-def check_name(name: str, origin) -> None:
-    """Refuse a bundle file name that is absolute, climbs with '..' or uses Windows separators or drives."""
-    parts = PurePosixPath(name).parts
-    if not name or name.startswith(("/", "\\")) or ".." in parts or "\\" in name or ":" in name:
-        raise UserError(f"{origin}: unsafe file name {name!r} (absolute or '..'); refusing this bundle")
-
-
-def verify(root: Path, manifest: dict, origin: str | Path) -> None:
-    """Every listed file exists, is a regular file and has the listed sha256."""
-    for name, expected in manifest["files"].items():
-        check_name(name, origin)
-        path = Path(root) / name
-        if path.is_symlink() or not path.is_file():
-            raise UserError(f"{origin}: {name} is missing or not a regular file; re-copy the bundle")
-        if sha256_file(path) != expected:
-            raise UserError(
-                f"{origin}: {name} does not match its sha256 in {MANIFEST} (modified or corrupted); "
-                "re-copy the bundle or rebuild it with `edgetl package`"
-            )
-    if manifest["model"] not in manifest["files"]:
-        raise UserError(
-            f"{origin}: the model file {manifest['model']!r} is not listed in {MANIFEST}; rebuild the bundle"
-        )
-
 
 # --- the tar.gz ------------------------------------------------------------------------------------
 
@@ -205,9 +95,14 @@ def extract(bundle: Path, dest: Path) -> dict:
     return manifest
 
 
+UNPACKED_KEPT = 8  # bundles kept unpacked in the cache (the most recently opened)
+
+
 @contextlib.contextmanager
 def open_bundle(path: Path) -> Iterator[Artifact]:
-    """A verified Artifact from a bundle (unpacked to a temp folder, removed afterwards) or a compiled folder."""
+    """A verified Artifact from a bundle or a compiled folder. A bundle is unpacked once into the cache, keyed by
+    the sha256 of the archive, and every file is checked against the manifest at each open; where the cache is
+    not writable it is unpacked to a temp folder, removed afterwards."""
     path = Path(path)
     if path.is_dir():
         manifest = read_manifest(path, path)
@@ -216,6 +111,42 @@ def open_bundle(path: Path) -> Iterator[Artifact]:
         return
     if not path.is_file():
         raise UserError(f"{path}: no such bundle; give a .tar.gz from `edgetl package` or an `edgetl compile` folder")
+    cached = _unpacked(path)
+    if cached is not None:
+        yield Artifact(*cached, content_addressed=True)
+        return
     with tempfile.TemporaryDirectory(prefix="edgetl-bundle-") as tmp:
         manifest = extract(path, Path(tmp))
         yield Artifact(Path(tmp), manifest)
+
+
+def _unpacked(bundle: Path) -> tuple[Path, dict] | None:
+    """(folder, manifest) of the bundle unpacked in the cache; None where the cache cannot be written."""
+    from edgetl.deploy.targets.base import cache_root
+
+    root = cache_root() / "bundles"
+    folder = root / sha256_file(bundle)
+    if (folder / MANIFEST).is_file():  # complete: an unpack is renamed into place only once verified
+        try:
+            manifest = read_manifest(folder, bundle)
+            verify(folder, manifest, bundle)
+            os.utime(folder)  # most recently used
+            return folder, manifest
+        except UserError:  # the cached copy changed on disk: unpack the bundle again
+            shutil.rmtree(folder, ignore_errors=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=root))
+    except OSError:
+        return None
+    try:
+        manifest = extract(bundle, stage)
+        stage.rename(folder)
+    except OSError:  # another process put the same bundle in place first, or the disk is full: use a temp folder
+        return None
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    kept = sorted((d for d in root.iterdir() if not d.name.startswith(".")), key=lambda d: d.stat().st_mtime)
+    for old in kept[:-UNPACKED_KEPT]:
+        shutil.rmtree(old, ignore_errors=True)
+    return folder, manifest

@@ -11,10 +11,17 @@ result names the fixes: a non-saturating layout (`edgetl train --quant-overflow-
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
+from pathlib import Path
+
 import numpy as np
 
+from edgetl.contract import LABEL, PROBS
 from edgetl.errors import UserError
-from edgetl.machine import cpu_info, cpu_line, int8_dot
+from edgetl.fileio import atomic_write_bytes
+from edgetl.machine import cpu_id, cpu_info, cpu_line, int8_dot
 
 # Largest |probability difference| on any probe frame that counts as faithful. Measured with the digits bundles
 # of both layouts: OpenVINO (int8 + bf16 on an AVX-512 BF16 CPU) and ONNX Runtime at most 0.012 (0.025 at 224 px),
@@ -24,13 +31,42 @@ MAX_ABS_PROBS = 0.1
 
 
 def check(predictor) -> dict | None:
-    """The probe run through `predictor`'s runner; None when the bundle carries no probe (FP32, or older)."""
+    """The probe run through `predictor`'s runner; None when the bundle carries no probe (FP32, or older).
+
+    A result is kept per model, probe, CPU kind, runtime version, device and precision (the cache's `probe/`):
+    the same bundle opened again on this machine reads it instead of running the probe again."""
     entry = predictor.manifest.get("probe")
     if not entry:
         return None
+    path = _cached(predictor, entry)
+    try:
+        return {**json.loads(path.read_text()), "checked": "probe run earlier on this CPU"}
+    except (OSError, ValueError, TypeError):
+        pass
+    result = _run(predictor, entry)
+    with contextlib.suppress(OSError):  # a read-only cache costs the next run the probe, nothing else
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, json.dumps(result).encode())
+    return result
+
+
+def _cached(predictor, entry: dict) -> Path:
+    import sys
+
+    from edgetl.deploy.targets.base import cache_root
+
+    target = predictor.manifest["target"]  # its runtime is imported by now: the module's own version string
+    runtime = str(getattr(sys.modules.get(target), "__version__", "unknown"))
+    files = predictor.manifest["files"]
+    key = [files[predictor.manifest["model"]], files.get(entry.get("file")), cpu_id(), target, runtime]
+    key.append(json.dumps(predictor.runner.info, sort_keys=True, default=str))
+    return cache_root() / "probe" / (hashlib.sha256(json.dumps(key).encode()).hexdigest()[:32] + ".json")
+
+
+def _run(predictor, entry: dict) -> dict:
     try:
         with np.load(predictor.root / entry["file"], allow_pickle=False) as data:
-            probs, label = data["probs"], data["label"]
+            probs, label = data[PROBS], data[LABEL]
             texts = "texts" in data.files  # a text model's probe holds sentences, an image model's frames
             frames = [str(t) for t in data["texts"]] if texts else list(data["frames"])
     except (OSError, KeyError, ValueError) as e:
@@ -38,7 +74,7 @@ def check(predictor) -> dict | None:
             f"the bundle's INT8 probe {entry.get('file')} is unreadable ({e}); rebuild the bundle"
         ) from None
     feeds = predictor.text_feeds if texts else predictor.feeds
-    got = np.stack([np.asarray(predictor.runner.infer(feeds(f))["probs"], np.float64)[0] for f in frames])
+    got = np.stack([np.asarray(predictor.runner.infer(feeds(f))[PROBS], np.float64)[0] for f in frames])
     max_abs = float(np.abs(got - probs).max()) if np.isfinite(got).all() else float("inf")
     agree = int((got.argmax(1) == label).sum())
     cpu = cpu_info()
@@ -59,6 +95,8 @@ def line(result: dict, target: str, precise: bool = False) -> str:
         f"INT8 on this CPU: {result['labels_agree']}/{result['images']} probe labels agree with the graph's "
         f"reference, max |dp| {result['max_abs_probs']:.3g}"
     )
+    if result.get("checked"):
+        head += f" ({result['checked']})"
     if result["faithful"]:
         how = " (ONNX Runtime's u8u8 kernels: its default u8s8 ones saturate here)" if precise else ""
         return f"{head}: faithful{how}"

@@ -1,6 +1,6 @@
 """The torch-free predictor used on the device by `edgetl predict` and `edgetl bench`.
 
-Imports only NumPy, Pillow (through edgetl.train.data) and, when a bundle is loaded, that bundle's runtime.
+Imports only NumPy, Pillow (through edgetl.images) and, when a bundle is loaded, that bundle's runtime.
 It opens and verifies a bundle, loads the target's Runner and turns decoded frames into model inputs:
 uint8 NHWC frames go in as they are (preprocessing is in the graph); float-NCHW models get the NumPy
 `Preprocess` from the manifest, the same code training used. Static-shape builds (NPU, TensorRT) take one
@@ -17,14 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
-from edgetl.contract import ALL_FORMATS, FLOAT_NCHW, TEXT, TEXT_FORMATS
+from edgetl.contract import ALL_FORMATS, FLOAT_NCHW, LABEL, PROBS, TEXT
 from edgetl.deploy.bundle import open_bundle
 from edgetl.deploy.targets import get_target
 from edgetl.deploy.targets.base import Runner
 from edgetl.errors import RuntimeMissing, UserError
 from edgetl.images import BadImage, Skipper, decode_image
 from edgetl.preprocess import resize_bilinear
-from edgetl.texts import read_preprocess, strings
+from edgetl.texts import is_text_spec, read_preprocess, strings
 
 
 @dataclass
@@ -39,7 +39,7 @@ class Prediction:
     def to_json(self) -> dict:
         return {
             "path": self.path,
-            "label": self.label,
+            LABEL: self.label,
             "class": self.class_name,
             "prob": self.prob,
             "topk": [[name, p] for name, p in self.topk],
@@ -141,7 +141,7 @@ class Predictor:
 
     @property
     def is_text(self) -> bool:
-        return self.input_format in TEXT_FORMATS
+        return is_text_spec(self.manifest["preprocess"])  # the one answer (edgetl.texts), as run.json's
 
     def text_feeds(self, text: str) -> dict[str, np.ndarray]:
         """One text -> the model's inputs: the string itself (tokenizer in the graph) or host-made token ids."""
@@ -166,13 +166,13 @@ class Predictor:
 
     def _prediction(self, out: dict, start: float, top_k: int, path: str, origin: str | None = None) -> Prediction:
         ms = (time.perf_counter() - start) * 1000.0
-        probs = np.asarray(out["probs"], np.float64)[0]
+        probs = np.asarray(out[PROBS], np.float64)[0]
         if not np.isfinite(probs).all():  # NaN/Inf weights: argmax would still "answer" class 0
             raise UserError(
                 f"{origin or path}: the model output is not finite (NaN/Inf probabilities); the bundle is broken: "
                 "retrain or re-export the model, then rebuild the bundle with `edgetl compile` and `edgetl package`"
             )
-        label = int(np.asarray(out["label"]).reshape(-1)[0])
+        label = int(np.asarray(out[LABEL]).reshape(-1)[0])
         order = np.argsort(-probs, kind="stable")[: max(1, top_k)]
         return Prediction(
             path=path,

@@ -18,7 +18,7 @@ from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
 from edgetl import contract
-from edgetl.contract import FRAMES, METADATA_KEY, TENSOR
+from edgetl.contract import FEATURES, FRAMES, LABEL, LOGITS, METADATA_KEY, PROBS, TENSOR
 from edgetl.errors import UserError
 from edgetl.ops import onnx_functions as fused
 from edgetl.preprocess import Preprocess
@@ -51,16 +51,16 @@ def add_head(model: onnx.ModelProto, features: str, head: nn.Module, pooled: boo
     else:
         nodes += [
             helper.make_node("GlobalAveragePool", [features], ["head/pooled"], name="head/pool"),
-            helper.make_node("Flatten", ["head/pooled"], ["features"], name="head/flatten", axis=1),
+            helper.make_node("Flatten", ["head/pooled"], [FEATURES], name="head/flatten", axis=1),
         ]
-        current = "features"
+        current = FEATURES
     layers, inits = _head_layers(head, current)
     graph.node.extend(nodes + layers)
     graph.initializer.extend(inits)
     graph.node.extend(
         [
-            helper.make_node("Softmax", ["logits"], ["probs"], name="head/softmax", axis=1),
-            helper.make_node("ArgMax", ["logits"], ["label"], name="head/argmax", axis=1, keepdims=0),
+            helper.make_node("Softmax", [LOGITS], [PROBS], name="head/softmax", axis=1),
+            helper.make_node("ArgMax", [LOGITS], [LABEL], name="head/argmax", axis=1, keepdims=0),
         ]
     )
     graph.output.extend(_outputs(batch, _num_classes(head)))
@@ -90,7 +90,7 @@ def _head_layers(head: nn.Module, features: str) -> tuple[list[onnx.NodeProto], 
     modules = [m for m in (head if isinstance(head, nn.Sequential) else [head]) if not isinstance(m, nn.Dropout)]
     nodes, inits, current = [], [], features
     for i, m in enumerate(modules):
-        out = "logits" if i == len(modules) - 1 else f"head/{i}"
+        out = LOGITS if i == len(modules) - 1 else f"head/{i}"
         if isinstance(m, nn.Linear):
             w = numpy_helper.from_array(m.weight.detach().numpy().astype(np.float32), f"head/{i}.weight")
             b = numpy_helper.from_array(m.bias.detach().numpy().astype(np.float32), f"head/{i}.bias")
@@ -127,8 +127,8 @@ def _num_classes(head: nn.Module) -> int:
 
 def _outputs(batch: str | int, classes: int) -> list[onnx.ValueInfoProto]:
     return [
-        helper.make_tensor_value_info("probs", TensorProto.FLOAT, [batch, classes]),
-        helper.make_tensor_value_info("label", TensorProto.INT64, [batch]),
+        helper.make_tensor_value_info(PROBS, TensorProto.FLOAT, [batch, classes]),
+        helper.make_tensor_value_info(LABEL, TensorProto.INT64, [batch]),
     ]
 
 

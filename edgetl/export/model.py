@@ -11,7 +11,6 @@ the middle rung of the parity ladder that every export ends with (see `edgetl.ex
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 import warnings
@@ -24,17 +23,17 @@ import torch
 from torch import nn
 
 from edgetl import __version__
-from edgetl.contract import PROBE_FILE, UINT8_NHWC
+from edgetl.contract import EXPORT_JSON, FEATURES, FMAP, MODEL_ONNX, PROBE_FILE, UINT8_NHWC
 from edgetl.deploy.onnx_safety import check_external_data
 from edgetl.errors import UserError
+from edgetl.export import debug_parity, parity
 from edgetl.export import graph as onnx_graph
-from edgetl.export import parity
 from edgetl.export.probe import write_probe
 from edgetl.fileio import atomic_write_bytes
+from edgetl.models.backbones import Backbone, build_backbone
+from edgetl.models.heads import load_head
 from edgetl.preprocess import Preprocess
-from edgetl.records import HEAD, INT8_BACKBONE, RUN_JSON, read_run, run_file
-from edgetl.train.backbones import Backbone, build_backbone
-from edgetl.train.heads import load_head
+from edgetl.records import RunRecord, read_run
 
 OPSET = 18  # the fused ops' opset (Resize with `axes`); every op used here keeps its semantics from 18 on
 EXAMPLE_BATCH = 2  # torch.export specializes sizes 0 and 1, so the example batch is 2 to keep N symbolic
@@ -53,30 +52,27 @@ class RunParts:
 
 
 def load_run(run_dir: Path) -> RunParts:
-    run_dir = Path(run_dir)
-    path = run_dir / RUN_JSON
     record = read_run(run_dir)
     try:
-        cfg, bb = record["config"], record["backbone"]
         pre = Preprocess.from_dict(record["preprocess"])
     except (ValueError, KeyError, TypeError) as e:
-        raise UserError(f"{path}: unreadable run record ({e}); re-run `edgetl train`") from None
-    backbone = build_backbone(cfg["backbone"], cfg.get("weights"))
-    if backbone.cfg.weights_sha256 != bb["weights_sha256"]:
-        raise UserError(
-            f"{path}: backbone weights changed since training (sha256 {backbone.cfg.weights_sha256[:12]}… "
-            f"!= {bb['weights_sha256'][:12]}…); restore the weights file or re-run `edgetl train`"
-        )
-    head, _ = load_head(run_file(run_dir, record, record.get("head", {}).get("file", HEAD)))
-    int8 = None
-    if record.get("quantize"):
-        from edgetl.quant.verdict import verdict_of
+        raise UserError(f"{record.path}: unreadable run record ({e}); re-run `edgetl train`") from None
+    backbone = load_backbone(record)
+    return RunParts(record.root, record, pre, backbone, load_head(record.head_file())[0], record.int8_backbone())
 
-        status, lines = verdict_of(record)  # the rule train applied, on the numbers train recorded
-        if status == "collapsed":
-            raise UserError(f"{path}: {lines[0]}; re-run `edgetl train --quantize int8` or train without --quantize")
-        int8 = run_file(run_dir, record, record["quantize"].get("onnx", INT8_BACKBONE))
-    return RunParts(run_dir, record, pre, backbone, head, int8)
+
+def load_backbone(record: RunRecord):
+    """The run's frozen backbone, rebuilt and checked against the weights and preprocessing it was trained with."""
+    cfg, bb = record["config"], record["backbone"]
+    backbone = build_backbone(cfg["backbone"], cfg.get("weights"))
+    if backbone.cfg.weights_sha256 != bb.get("weights_sha256"):
+        raise UserError(
+            f"{record.path}: backbone weights changed since training (sha256 {backbone.cfg.weights_sha256[:12]}… "
+            f"!= {str(bb.get('weights_sha256'))[:12]}…); restore the weights file or re-run `edgetl train`"
+        )
+    if record.is_text and backbone.cfg.preprocess.to_dict() != record["preprocess"]:
+        raise UserError(f"{record.path}: the text backbone's tokenizer changed since training; restore it or re-run")
+    return backbone
 
 
 def check_eval(**modules: nn.Module) -> None:
@@ -120,7 +116,7 @@ def export_backbone(backbone: Backbone, pre: Preprocess, pooled: bool = False) -
                 FeatureMap(backbone, pooled),
                 (example,),
                 input_names=[onnx_graph.TENSOR],
-                output_names=["features" if pooled else "fmap"],
+                output_names=[FEATURES if pooled else FMAP],
                 opset_version=OPSET,
                 dynamo=True,
                 dynamic_shapes={"x": {0: torch.export.Dim("N")}},
@@ -147,7 +143,7 @@ def load_int8_backbone(path: Path) -> onnx.ModelProto:
     check_external_data(path)
     model = onnx.load(str(path))
     names = ([i.name for i in model.graph.input], [o.name for o in model.graph.output])
-    if names != ([onnx_graph.TENSOR], ["features"]):
+    if names != ([onnx_graph.TENSOR], [FEATURES]):
         raise UserError(f"{path}: expected input 'input' and output 'features', found {names}; re-run `edgetl train`")
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     if opset < OPSET:
@@ -163,7 +159,7 @@ def build_graph(parts: RunParts, backbone: onnx.ModelProto, input_format: str, f
     """
     model = onnx_graph.slim(backbone)
     features = model.graph.output[0].name
-    pooled = features == "features"
+    pooled = features == FEATURES
     if input_format == UINT8_NHWC:
         onnx_graph.add_preprocess(model, parts.pre, fused_ops)
     onnx_graph.add_head(model, features, parts.head, pooled, fused_ops)
@@ -208,39 +204,21 @@ def _debug_parity(graphs: list, ref, frames, input_format: str, echo) -> dict:
     """`--debug-parity`: per graph, the first nodes whose outputs diverge from PyTorch FP32 (printed too)."""
     found = {}
     for name, graph in graphs:
-        rows = parity.debug_rows(graph, ref, frames, input_format, parity.DEBUG_TOL[name])
-        found[name] = parity.first_divergence(graph, rows)
+        rows = debug_parity.debug_rows(graph, ref, frames, input_format, debug_parity.DEBUG_TOL[name])
+        found[name] = debug_parity.first_divergence(graph, rows)
         echo(f"\n{name}: intermediate tensors vs PyTorch FP32 (first diverging nodes)")
-        for line in parity.format_rows(graph, rows):
+        for line in debug_parity.format_rows(graph, rows):
             echo(line)
     return found
 
 
-def export_run(
-    run_dir: Path,
-    out: Path | None = None,
-    input_format: str = UINT8_NHWC,
-    fused_ops: bool = True,
-    debug_parity: bool = False,
-    max_images: int = parity.MAX_IMAGES,
-    echo=print,
-) -> dict:
-    """Write the fused graph and export.json; returns export.json's content.
-
-    The parity ladder runs after the files are written (so a failing model can be inspected) and raises
-    `parity.ParityFailed` (exit 1) when a stage is out of tolerance.
-    """
-    from edgetl.export.text import export_text_run, is_text_run
-
-    if is_text_run(run_dir):  # sentences in: the tokenizer, not image preprocessing, goes in front
-        if input_format != UINT8_NHWC or debug_parity:
-            raise UserError(f"{run_dir}: a text run takes neither --input nor --debug-parity; drop them")
-        return export_text_run(run_dir, out, max_images, echo)
+def export_image_run(run_dir: Path, out, input_format: str, fused_ops: bool, debug_parity: bool, max_images: int, echo):
+    """An image run's fused graph and export.json (see `edgetl.export.run.export_run`)."""
     if input_format not in onnx_graph.INPUT_FORMATS:
         raise UserError(f"--input: {input_format!r} unknown; choose one of {', '.join(onnx_graph.INPUT_FORMATS)}")
     parts = load_run(run_dir)
     check_eval(backbone=parts.backbone, head=parts.head)
-    out = Path(out) if out else parts.root / "model.onnx"
+    out = Path(out) if out else parts.root / MODEL_ONNX
     fp32, int8, int8_backbone = _graphs(parts, input_format, fused_ops)
     shipped = int8 if int8 is not None else fp32
     data = shipped.SerializeToString()
@@ -251,25 +229,16 @@ def export_run(
     ref = parity.Reference(parts.backbone, parts.head, parts.pre)
     stages = parity.ladder(ref, frames, labels, input_format, fp32, int8, int8_backbone)
     inp, outputs = onnx_graph.io_description(shipped)
-    report = {
-        "model": out.name,
-        "onnx_sha256": hashlib.sha256(data).hexdigest(),
-        "opset": next(o.version for o in shipped.opset_import if o.domain in ("", "ai.onnx")),
-        "precision": "int8" if int8 is not None else "fp32",
-        "fused_ops": fused_ops,
-        "input": {"format": input_format, **inp},
-        "outputs": outputs,
-        "nodes": len(shipped.graph.node),
-        "images": len(frames),
-        "stages": stages,
-        "passed": all(s["passed"] for s in stages),
-    }
+    report = parity.export_report(
+        out, data, shipped, int8 is not None, stages, fused_ops=fused_ops, input={"format": input_format, **inp},
+        outputs=outputs, images=len(frames),
+    )  # fmt: skip
     if int8 is not None:  # the device checks its INT8 kernels against these (edgetl.deploy.fidelity)
         report["probe"] = write_probe(int8, frames, parts.pre, input_format, out.parent / PROBE_FILE)
     if debug_parity:
         graphs = [("onnx-fp32", fp32)] + ([("onnx-int8", int8)] if int8 is not None else [])
         report["debug_parity"] = _debug_parity(graphs, ref, frames, input_format, echo)
-    atomic_write_bytes(out.parent / "export.json", (json.dumps(report, indent=1) + "\n").encode())
+    atomic_write_bytes(out.parent / EXPORT_JSON, (json.dumps(report, indent=1) + "\n").encode())
     echo(
         f"wrote {out} ({report['precision']}, {report['nodes']} nodes, opset {report['opset']}) and "
         f"{out.parent / 'export.json'}"
@@ -280,4 +249,4 @@ def export_run(
     return report
 
 
-__all__ = ["export_run", "load_run", "build_graph", "export_backbone", "check_eval"]
+__all__ = ["export_image_run", "load_run", "build_graph", "export_backbone", "check_eval"]

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from edgetl.contract import LABEL, PROBS
 from edgetl.export.parity import feed
 from edgetl.fileio import atomic_write_bytes
 from edgetl.preprocess import Preprocess, resize_bilinear
@@ -27,7 +28,7 @@ def write_probe(model: onnx.ModelProto, frames: list[np.ndarray], pre: Preproces
     """probe.npz beside the model (frames resized to the model's input size, uint8; expected probs and labels);
     returns its export.json entry."""
     small = np.stack([_fit(frames[i], pre.size) for i in _picks(len(frames))])
-    probs, label = _reference(model).run(["probs", "label"], feed(list(small), pre, input_format))
+    probs, label = _reference(model).run([PROBS, LABEL], feed(list(small), pre, input_format))
     return _save(out, frames=small, probs=probs, label=label)
 
 
@@ -35,7 +36,7 @@ def write_text_probe(model: onnx.ModelProto, texts: list[str], pre, out: Path) -
     """The same for a text model (token ids in): a few validation texts, each run alone as predict runs it."""
     chosen = [texts[i] for i in _picks(len(texts))]
     sess = _reference(model)
-    rows = [sess.run(["probs", "label"], pre([t]).feeds()) for t in chosen]
+    rows = [sess.run([PROBS, LABEL], pre([t]).feeds()) for t in chosen]
     probs = np.concatenate([r[0] for r in rows])
     label = np.concatenate([r[1] for r in rows])
     return _save(out, texts=np.array(chosen), probs=probs, label=label)

@@ -12,7 +12,6 @@ The parity ladder is the image one (`edgetl.export.parity`), on the run's valida
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 import shutil
@@ -23,28 +22,31 @@ import numpy as np
 import onnx
 import torch
 
-from edgetl.contract import PROBE_FILE, TOKEN_IDS, TOKEN_INPUTS
+from edgetl.contract import (
+    EXPORT_JSON,
+    FEATURES,
+    LABEL,
+    MODEL_ONNX,
+    ORT_TOKENIZER,
+    OV_TOKENIZER_XML,
+    PROBE_FILE,
+    PROBS,
+    TOKEN_IDS,
+    TOKEN_INPUTS,
+    TOKENIZER_FILES,
+    TOKENIZER_JSON,
+)
+from edgetl.data import load_dataset
+from edgetl.data.items import split_fingerprint
 from edgetl.errors import UserError
 from edgetl.export import graph as onnx_graph
 from edgetl.export import parity
-from edgetl.export.model import OPSET, check_eval, finish
+from edgetl.export.model import OPSET, check_eval, finish, load_backbone
 from edgetl.export.probe import write_text_probe
 from edgetl.fileio import atomic_write_bytes, sha256_file
-from edgetl.quant.verdict import verdict_of
-from edgetl.records import HEAD, INT8_BACKBONE, RUN_JSON, read_run, run_file
+from edgetl.models.heads import load_head
+from edgetl.records import read_run
 from edgetl.texts import TextPreprocess
-from edgetl.train.backbones import build_backbone
-from edgetl.train.data import load_dataset, split_fingerprint
-from edgetl.train.heads import load_head
-
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer.openvino.xml", "tokenizer.openvino.bin", "tokenizer.onnx")
-
-
-def is_text_run(run_dir: Path) -> bool:
-    try:
-        return json.loads((Path(run_dir) / "run.json").read_text())["preprocess"].get("kind") == "text"
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return False  # export_run's own loading reports a broken run folder
 
 
 def export_text_encoder(backbone) -> onnx.ModelProto:
@@ -61,7 +63,7 @@ def export_text_encoder(backbone) -> onnx.ModelProto:
             backbone,
             (ids, mask),
             input_names=list(TOKEN_INPUTS),
-            output_names=["features"],
+            output_names=[FEATURES],
             opset_version=OPSET,
             dynamo=True,
             dynamic_shapes={"input_ids": dims, "attention_mask": dims},
@@ -87,8 +89,8 @@ class TextReference:
 
 def onnx_run(model: onnx.ModelProto, texts: list[str], pre: TextPreprocess, _format: str = TOKEN_IDS):
     """(probs, labels, features) of a token-ids graph in ONNX Runtime, batched like the reference."""
-    sess = parity.session(model, ("features",))
-    got = [sess.run(["probs", "label", "features"], pre(texts[i : i + parity.BATCH]).feeds()) for i in _starts(texts)]
+    sess = parity.session(model, (FEATURES,))
+    got = [sess.run([PROBS, LABEL, FEATURES], pre(texts[i : i + parity.BATCH]).feeds()) for i in _starts(texts)]
     return tuple(np.concatenate([g[k] for g in got]) for k in range(3))
 
 
@@ -134,28 +136,14 @@ def run_dataset(record: dict):
 
 
 def load_text_parts(run_dir: Path):
-    path = Path(run_dir) / RUN_JSON
     record = read_run(run_dir)
-    cfg, bb = record["config"], record["backbone"]
-    backbone = build_backbone(cfg["backbone"], cfg.get("weights"))
-    if backbone.cfg.weights_sha256 != bb["weights_sha256"] or backbone.cfg.preprocess.to_dict() != record["preprocess"]:
-        raise UserError(
-            f"{path}: the text backbone's weights or tokenizer changed since training; restore them or re-run "
-            "`edgetl train`"
-        )
-    head, _ = load_head(run_file(run_dir, record, record.get("head", {}).get("file", HEAD)))
-    int8 = None
-    if record.get("quantize"):
-        status, lines = verdict_of(record)  # the rule train applied, on the numbers train recorded
-        if status == "collapsed":
-            raise UserError(f"{path}: {lines[0]}; re-run `edgetl train`")
-        int8 = run_file(run_dir, record, record["quantize"].get("onnx", INT8_BACKBONE))
-    return record, backbone, head, int8
+    head, _ = load_head(record.head_file())
+    return record, load_backbone(record), head, record.int8_backbone()
 
 
 def build_text_graph(encoder: onnx.ModelProto, head, record: dict, precision: str) -> onnx.ModelProto:
     model = onnx_graph.slim(encoder)
-    onnx_graph.add_head(model, "features", head, pooled=True, fused_ops=False)
+    onnx_graph.add_head(model, FEATURES, head, pooled=True, fused_ops=False)
     model.graph.name = "edgetl"
     meta = {
         "version": record.get("edgetl_version"),
@@ -174,12 +162,12 @@ def write_tokenizers(folder: Path, pre: TextPreprocess, out: Path) -> dict[str, 
     """The tokenizer files beside the graph; returns {file name: sha256}."""
     import openvino as ov
 
-    from edgetl.export.ort_tokenizer import ort_tokenizer
-    from edgetl.export.tokenizers import openvino_tokenizer
+    from edgetl.tokenizer_graphs.ort_tokenizer import ort_tokenizer
+    from edgetl.tokenizer_graphs.tokenizers import openvino_tokenizer
 
-    shutil.copyfile(pre.tokenizer_file, out / "tokenizer.json")
-    ov.save_model(openvino_tokenizer(folder, pre.max_length), str(out / "tokenizer.openvino.xml"))
-    atomic_write_bytes(out / "tokenizer.onnx", ort_tokenizer(folder, pre.max_length).SerializeToString())
+    shutil.copyfile(pre.tokenizer_file, out / TOKENIZER_JSON)
+    ov.save_model(openvino_tokenizer(folder, pre.max_length), str(out / OV_TOKENIZER_XML))
+    atomic_write_bytes(out / ORT_TOKENIZER, ort_tokenizer(folder, pre.max_length).SerializeToString())
     return {name: sha256_file(out / name) for name in TOKENIZER_FILES}
 
 
@@ -187,7 +175,7 @@ def export_text_run(run_dir: Path, out: Path | None, max_images: int, echo) -> d
     record, backbone, head, int8_path = load_text_parts(run_dir)
     check_eval(backbone=backbone, head=head)
     pre = backbone.cfg.preprocess
-    out = Path(out) if out else Path(run_dir) / "model.onnx"
+    out = Path(out) if out else Path(run_dir) / MODEL_ONNX
     out.parent.mkdir(parents=True, exist_ok=True)
     tokenizers = write_tokenizers(backbone.model_dir, pre, out.parent)
     fp32 = build_text_graph(export_text_encoder(backbone), head, record, "fp32")
@@ -207,23 +195,14 @@ def export_text_run(run_dir: Path, out: Path | None, max_images: int, echo) -> d
     ref = TextReference(backbone, head, pre)
     runners = {"onnx_runner": onnx_run, "int8_runner": int8_reference}
     stages = parity.ladder(ref, texts, labels, TOKEN_IDS, fp32, int8, int8_encoder, **runners)
-    report = {
-        "model": out.name,
-        "onnx_sha256": hashlib.sha256(data).hexdigest(),
-        "opset": OPSET,
-        "precision": "int8" if int8 is not None else "fp32",
-        "input": {"format": TOKEN_IDS, "names": list(TOKEN_INPUTS), "dtype": "int64", "shape": ["N", "T"]},
-        "outputs": onnx_graph.io_description(shipped)[1],
-        "tokenizer": tokenizers,
-        "token_lengths": lengths,
-        "nodes": len(shipped.graph.node),
-        "texts": len(texts),
-        "stages": stages,
-        "passed": all(s["passed"] for s in stages),
-    }
+    token_input = {"format": TOKEN_IDS, "names": list(TOKEN_INPUTS), "dtype": "int64", "shape": ["N", "T"]}
+    report = parity.export_report(
+        out, data, shipped, int8 is not None, stages, input=token_input,
+        outputs=onnx_graph.io_description(shipped)[1], tokenizer=tokenizers, token_lengths=lengths, texts=len(texts),
+    )  # fmt: skip
     if int8 is not None:  # the device checks its INT8 kernels against these (edgetl.deploy.fidelity)
         report["probe"] = write_text_probe(shipped, texts, pre, out.parent / PROBE_FILE)
-    atomic_write_bytes(out.parent / "export.json", (json.dumps(report, indent=1) + "\n").encode())
+    atomic_write_bytes(out.parent / EXPORT_JSON, (json.dumps(report, indent=1) + "\n").encode())
     echo(f"wrote {out} ({report['precision']}, {report['nodes']} nodes), its tokenizer files and export.json")
     for line in parity.stage_lines(stages, len(texts)):
         echo(line.replace("validation images", "validation texts"))

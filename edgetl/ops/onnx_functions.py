@@ -19,7 +19,7 @@ import onnx.inliner
 import onnx.parser
 from onnx import TensorProto, helper, numpy_helper
 
-from edgetl.contract import DOMAIN
+from edgetl.contract import DOMAIN, FEATURES, LABEL, PROBS
 from edgetl.preprocess import Preprocess
 
 DOMAIN_VERSION = 1
@@ -100,8 +100,8 @@ def add_pool_head(
     feature_map_name: str,
     weight: np.ndarray,
     bias: np.ndarray,
-    probs_name: str = "probs",
-    label_name: str = "label",
+    probs_name: str = PROBS,
+    label_name: str = LABEL,
     node_name: str = "edgetl_pool_head",
 ) -> onnx.NodeProto:
     """Append `probs, label = PoolHead(feature_map, weight, bias)`; weight [K, C] and bias [K] become initializers.
@@ -139,7 +139,7 @@ def preprocess_model(pre: Preprocess, input_name: str = "frames", output_name: s
     return model
 
 
-def pool_head_model(weight: np.ndarray, bias: np.ndarray, input_name: str = "features") -> onnx.ModelProto:
+def pool_head_model(weight: np.ndarray, bias: np.ndarray, input_name: str = FEATURES) -> onnx.ModelProto:
     """A model holding only the PoolHead node over a float32 [N, C, H, W] input (C from weight [K, C])."""
     model = _empty_model("edgetl_pool_head")
     fmap = helper.make_tensor_value_info(input_name, TensorProto.FLOAT, ["N", int(weight.shape[1]), "H", "W"])

@@ -9,7 +9,9 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-INPUT, OUTPUT = "input", "features"
+from edgetl.contract import FEATURES
+
+INPUT, OUTPUT = "input", FEATURES
 
 
 def source_sha(*functions) -> str:
@@ -51,7 +53,8 @@ def readable_names(model) -> None:
     from the exporter's name-scope metadata: the names sensitivity reports and `--quant-ignore` use."""
     import ast
 
-    from edgetl.export.parity import NAME_SCOPES, SCOPE
+    from edgetl.export.graph import NAME_SCOPES
+    from edgetl.export.parity import SCOPE
 
     seen: dict[str, int] = {}
     for node in model.graph.node:

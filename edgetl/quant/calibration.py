@@ -8,11 +8,11 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from edgetl.config import MIN_CALIB
+from edgetl.data.items import Item
 from edgetl.errors import UserError
 from edgetl.quant.backbone_onnx import INPUT
 from edgetl.texts import Tokens
-from edgetl.train.config import MIN_CALIB
-from edgetl.train.data import Item
 
 
 def select_calibration(train: list[Item], n: int, seed: int) -> list[Item]:

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
+from edgetl.config import QuantizeCfg
 from edgetl.quant.calibration import sample_feeds
 from edgetl.texts import Tokens
-from edgetl.train.config import QuantizeCfg
 
 
 def quantize_nncf(fp32: Path, out: Path, qcfg: QuantizeCfg, calib: np.ndarray | Tokens) -> None:

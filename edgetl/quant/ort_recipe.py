@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
+from edgetl.config import QuantizeCfg
 from edgetl.errors import UserError
 from edgetl.quant.calibration import feeds_reader, sample_feeds, stride_for
 from edgetl.texts import Tokens
-from edgetl.train.config import QuantizeCfg
 
 
 def quantize_ort(fp32: Path, out: Path, qcfg: QuantizeCfg, calib: np.ndarray | Tokens) -> None:

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import numpy as np
 
+from edgetl.config import QuantizeCfg
 from edgetl.errors import UserError
 from edgetl.quant.backbone_onnx import source_sha
 from edgetl.quant.calibration import feeds_reader, sample_feeds, select_calibration
 from edgetl.quant.nncf_recipe import quantize_nncf
 from edgetl.quant.ort_recipe import quantize_ort, quantize_text_dynamic
-from edgetl.train.config import QuantizeCfg
 
 
 def quantize(fp32: Path, out: Path, qcfg: QuantizeCfg, calib: np.ndarray) -> Path:

@@ -49,7 +49,7 @@ class RuntimeExtractor:
             if self.threads:
                 config["INFERENCE_NUM_THREADS"] = self.threads
             compiled = core.compile_model(str(self.path), "CPU", config)
-            from edgetl.deploy.targets.openvino import runtime_precision
+            from edgetl.deploy.targets.ov_runner import runtime_precision
 
             self.precision_used = runtime_precision(compiled)
             request = compiled.create_infer_request()

@@ -21,11 +21,11 @@ from typing import Protocol
 
 import numpy as np
 
+from edgetl.data.items import Item
 from edgetl.images import BadImage, Skipper
 from edgetl.preprocess import Preprocess
 from edgetl.progress import bar
 from edgetl.train.cache import FeatureCache
-from edgetl.train.data import Item
 
 
 class Extractor(Protocol):
@@ -65,7 +65,7 @@ class TorchExtractor:
         if self._backbone is None:  # built on first use: a warm cache never constructs the network
             import torch
 
-            from edgetl.train.backbones.fold import fold_batchnorm
+            from edgetl.models.backbones.fold import fold_batchnorm
 
             # a copy: the caller's module (exported to ONNX later) keeps its weights, BatchNorm and layout
             original = self._build()
@@ -75,14 +75,14 @@ class TorchExtractor:
         return self._backbone
 
     def context(self) -> dict:
-        import torch
+        from importlib.metadata import version  # the cache key, read without importing torch
 
         return {
             "engine": "torch",
             "precision": "fp32",
             "memory_format": "channels_last",
             "batchnorm": "folded where verified",
-            "runtime": torch.__version__.split("+")[0],
+            "runtime": version("torch").split("+")[0],
         }
 
     def __call__(self, x: np.ndarray) -> np.ndarray:

@@ -5,7 +5,7 @@ backbone quantized for the target (QDQ ONNX, cached by settings + calibration ha
 an exact evaluation of that graph on this CPU (edgetl.quant.fidelity), so the INT8 features are the graph's own,
 whatever CPU trains; INT8 features extracted (cached; the key covers quantization settings, the calibration
 hash and the evaluation mode); the deployed head trained on them; accuracy drop, top-1 agreement of the two
-deployable models, feature cosine and speed reported, and judged by one rule (edgetl.quant.verdict) that
+deployable models, feature cosine and speed reported, and judged by one rule (edgetl.verdict) that
 `edgetl export` applies too; optionally the fallback search.
 """
 
@@ -19,10 +19,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from edgetl.errors import UserError
 from edgetl.fileio import atomic_write_bytes, sha256_file
+from edgetl.models.heads import head_logits
 from edgetl.progress import info
 from edgetl.quant.backbone_onnx import export_backbone_onnx, exporter_version
 from edgetl.quant.calibration import calibration_hash, check_calibration, select_calibration
@@ -31,10 +31,10 @@ from edgetl.quant.ort_recipe import DYNAMIC
 from edgetl.quant.quantize import RECIPE, quantize
 from edgetl.quant.runtime import RuntimeExtractor, engine_for, quantizer_version
 from edgetl.quant.sensitivity import rank_layers
-from edgetl.quant.verdict import MIN_AGREEMENT, int8_verdict
 from edgetl.records import INT8_BACKBONE
 from edgetl.train.features import decode
 from edgetl.train.pipeline import Pipeline
+from edgetl.verdict import MIN_AGREEMENT, int8_verdict
 
 MAX_FALLBACK_LAYERS = 8
 FORCE_MODE = "EDGETL_INT8_MODE"  # runtime | precise | emulated: how INT8 features are computed, whatever was measured
@@ -155,10 +155,9 @@ def agreement(val: list, int8: tuple, fp32: tuple) -> float:
     keys = [it.key for it in val if it.key in feats8 and it.key in feats32]
     if not keys:
         return float("nan")
-    with torch.inference_mode():
-        on_int8 = head8(torch.from_numpy(np.stack([feats8[k] for k in keys]))).argmax(1)
-        on_fp32 = head32(torch.from_numpy(np.stack([feats32[k] for k in keys]))).argmax(1)
-    return float((on_int8 == on_fp32).float().mean())
+    on_int8 = head_logits(head8, np.stack([feats8[k] for k in keys])).argmax(1)
+    on_fp32 = head_logits(head32, np.stack([feats32[k] for k in keys])).argmax(1)
+    return float(np.float32(np.count_nonzero(on_int8 == on_fp32)) / np.float32(len(keys)))  # as torch's mean
 
 
 def feature_cosine(val: list, int8: dict[str, np.ndarray], fp32: dict[str, np.ndarray]) -> float:

@@ -11,28 +11,27 @@ from __future__ import annotations
 import platform
 import time
 from datetime import UTC, datetime
+from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
-import sklearn.datasets  # noqa: F401 - imported with the module so run timing excludes import time
-import timm
-import torch
 
 from edgetl import __version__
+from edgetl.config import TrainCfg
+from edgetl.data import load_dataset
+from edgetl.data.audit import near_duplicates
+from edgetl.data.items import Dataset, Item, split_fingerprint
 from edgetl.errors import UserError
 from edgetl.images import Skipper
+from edgetl.models.backbones import build_backbone, describe_backbone
+from edgetl.models.heads import head_bytes, head_meta
 from edgetl.preprocess import Preprocess
 from edgetl.progress import warn
 from edgetl.records import HEAD, write_run_folder
 from edgetl.texts import TextPreprocess
-from edgetl.train.audit import near_duplicates
-from edgetl.train.backbones import build_backbone, describe_backbone
 from edgetl.train.cache import CacheStats, FeatureCache, default_cache_dir
-from edgetl.train.config import TrainCfg
-from edgetl.train.data import Dataset, Item, load_dataset, split_fingerprint
 from edgetl.train.features import Extracted, Extractor, TorchExtractor, auto_batch, decode, extract
 from edgetl.train.fit import HeadResult, backbone_source, cached_source, fit_head, fit_summary
-from edgetl.train.heads import head_bytes, head_meta
 
 TEXT_BATCH = 32  # texts per extraction batch (padded to the longest of the batch)
 DIGITS_IMG_SIZE = 64  # Lite0 on 8x8 digits: 0.956 val acc at 64 px, 0.939 at 128 and slower (measured, AVX-512 Intel)
@@ -103,6 +102,8 @@ class Pipeline:
         self.run_id = datetime.now().strftime("%Y%m%d-%H%M%S")
         self.out = resolve_out(cfg, self.run_id)
         if cfg.threads:
+            import torch  # only when asked: a warm run fits the head in NumPy and never needs torch
+
             torch.set_num_threads(cfg.threads)
         self.bcfg = describe_backbone(cfg.backbone, cfg.weights)
         self.text = self.bcfg.modality == "text"
@@ -126,7 +127,7 @@ class Pipeline:
 
     def fp32_extractor(self) -> TorchExtractor:
         if self.text:
-            from edgetl.train.backbones.text import TorchTextExtractor
+            from edgetl.models.backbones.text import TorchTextExtractor
 
             return TorchTextExtractor(self.backbone)
         return TorchExtractor(self.backbone)
@@ -145,7 +146,7 @@ class Pipeline:
         return got
 
     def audit_near_duplicates(self, fp32: Extracted) -> None:
-        """Val images whose FP32 features nearly equal a train image's (edgetl.train.audit), warned as leakage."""
+        """Val images whose FP32 features nearly equal a train image's (edgetl.data.audit), warned as leakage."""
         if self.text:
             self.near = {"checked": False, "why": "the threshold is set for image features"}
             return
@@ -164,7 +165,7 @@ class Pipeline:
         self.used = {"train": len(kept), "val": len(kept_v)}
         check_usable(self.ds, kept)
         t = time.perf_counter()
-        source = cached_source(torch.from_numpy(xt), torch.from_numpy(xv))
+        source = cached_source(xt, xv)
         res = fit_head(source, yt, yv, self.bcfg.num_features, len(self.ds.classes), self.cfg, self.cfg.progress)
         return res, {"train_s": time.perf_counter() - t, "xv": xv, "yv": yv}
 
@@ -238,12 +239,10 @@ class Pipeline:
 def versions(text: bool = False) -> dict:
     found = {
         "python": platform.python_version(),
-        "torch": torch.__version__,
-        "timm": timm.__version__,
+        "torch": version("torch"),  # from the metadata, as timm's: a warm run does not import torch
+        "timm": version("timm"),  # from the metadata: importing timm (torchvision, torch._dynamo) costs seconds
         "numpy": np.__version__,
     }
-    if text:  # from the installed metadata: importing transformers costs more than a warm-cache run
-        from importlib.metadata import version
-
+    if text:
         found.update(transformers=version("transformers"), tokenizers=version("tokenizers"))
     return found

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from edgetl.config import TrainCfg
 from edgetl.progress import info
-from edgetl.train.config import TrainCfg
 from edgetl.train.fit import HeadResult
 from edgetl.train.pipeline import Pipeline
 

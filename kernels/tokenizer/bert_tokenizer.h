@@ -1,5 +1,5 @@
 // BERT WordPiece tokenization (uncased or cased BertNormalizer, BertPreTokenizer, [CLS] text [SEP]) driven by
-// tables measured from the Hugging Face tokenizer itself (edgetl/export/bert_tables.py): this file carries no
+// tables measured from the Hugging Face tokenizer itself (edgetl/tokenizer_graphs/bert_tables.py): this file carries no
 // Unicode data of its own, so it gives transformers' ids for whatever Unicode version `tokenizers` was built with.
 #pragma once
 
@@ -11,7 +11,7 @@
 
 namespace edgetl {
 
-// The tables as edgetl/export/bert_tables.py lays them out (all copied: the tokenizer outlives the tensors).
+// The tables as edgetl/tokenizer_graphs/bert_tables.py lays them out (all copied: the tokenizer outlives the tensors).
 struct BertTables {
     std::vector<uint8_t> vocab_bytes;
     std::vector<int32_t> vocab_offsets;  // [V + 1]

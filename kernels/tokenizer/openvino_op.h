@@ -16,7 +16,7 @@ public:
 
     BertTokenizeOp() = default;
     // Inputs: begins, ends (int32 [N]) and symbols (uint8 [B]) of the texts; then the tables of
-    // edgetl/export/bert_tables.py as constants: vocab_bytes u8, vocab_offsets i32 [V + 1], norm i32 [S, 2],
+    // edgetl/tokenizer_graphs/bert_tables.py as constants: vocab_bytes u8, vocab_offsets i32 [V + 1], norm i32 [S, 2],
     // pool i32, classes i32 [C, 2], added i32. Outputs: input_ids, token_type_ids, attention_mask (int64 [N, T]).
     BertTokenizeOp(const ov::OutputVector& inputs, int64_t max_length, int64_t unk_id, int64_t cls_id, int64_t sep_id,
                    int64_t pad_id, int64_t max_chars_per_word, std::string prefix);

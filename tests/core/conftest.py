@@ -37,7 +37,7 @@ def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def tiny_cfg(data: Path, out: Path, **kw):
-    from edgetl.train.config import TrainCfg
+    from edgetl.config import TrainCfg
 
     base = dict(data=str(data), backbone="test_tiny", out=out, epochs=3, progress=False, extract_batch=8)
     base.update(kw)

@@ -11,15 +11,15 @@ import pytest
 import torch
 
 from edgetl.errors import UserError
+from edgetl.models.backbones import build_backbone, describe_backbone
 from edgetl.preprocess import Preprocess
-from edgetl.train.backbones import build_backbone, describe_backbone
 from tests.conftest import run_cli
 
 
 def test_lite0_imagenet_classifier_labels_chelsea_and_coffee():
     """The mapped weights reproduce ImageNet: scikit-image's cat is 285 (Egyptian cat), the coffee is 967."""
     skimage_data = pytest.importorskip("skimage.data")
-    from edgetl.train.backbones.lite0 import build_classifier_model
+    from edgetl.models.backbones.lite0 import build_classifier_model
 
     model, _ = build_classifier_model()
     pre = Preprocess(size=(224, 224))  # the backbone's own spec: 224, mean = std = 0.5
@@ -30,7 +30,7 @@ def test_lite0_imagenet_classifier_labels_chelsea_and_coffee():
 
 
 def test_lite0_mapping_refuses_a_wrong_shape():
-    from edgetl.train.backbones.lite0 import map_lukemelas_to_timm
+    from edgetl.models.backbones.lite0 import map_lukemelas_to_timm
 
     with pytest.raises(UserError, match="has shape"):
         map_lukemelas_to_timm({"_conv_stem.weight": torch.zeros(3, 3)}, [("conv_stem.weight", (32, 3, 3, 3))])
@@ -179,3 +179,14 @@ def test_tiny_backbone_is_small_frozen_and_deterministic():
     x = torch.from_numpy(np.random.default_rng(0).normal(size=(3, 3, 32, 32)).astype(np.float32))
     torch.testing.assert_close(a.forward_features(x), b.forward_features(x), rtol=0, atol=0)
     assert a.cfg.weights_sha256 == b.cfg.weights_sha256
+
+
+def test_lite0_preprocessing_written_down_is_timms():
+    """describe() does not import timm (start-up time): the constants it uses are timm's pretrained cfg."""
+    import timm
+
+    from edgetl.models.backbones.describe import PRETRAINED
+    from edgetl.models.backbones.lite0 import ARCH
+
+    pcfg = timm.get_pretrained_cfg(ARCH).to_dict()
+    assert {k: tuple(pcfg[k]) for k in PRETRAINED} == PRETRAINED

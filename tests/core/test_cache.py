@@ -203,7 +203,7 @@ def test_a_bad_file_is_remembered_reported_every_run_and_never_shifts_batches(im
 
 
 def test_int8_run_reports_a_bad_file_once(image_folder: Path, tmp_path: Path):
-    from edgetl.train.config import QuantizeCfg
+    from edgetl.config import QuantizeCfg
 
     (image_folder / "red" / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
     r = run_train(tiny_cfg(image_folder, tmp_path / "r", quantize=QuantizeCfg(calib_size=16, target="onnxruntime")))
@@ -240,7 +240,7 @@ def test_overwrite_removes_the_previous_runs_artifacts(image_folder: Path, tmp_p
 
 def test_export_refuses_data_that_changed_since_training(image_folder: Path, tmp_path: Path):
     from edgetl.errors import UserError
-    from edgetl.export.model import export_run
+    from edgetl.export.run import export_run
 
     out = tmp_path / "r"
     run_train(tiny_cfg(image_folder, out))

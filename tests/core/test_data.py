@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from edgetl.data.folders import load_image_folder
 from edgetl.errors import UserError
 from edgetl.images import BadImage, decode_image
-from edgetl.train.data import load_image_folder
 from tests.core.conftest import make_folder
 
 
@@ -179,8 +179,8 @@ def test_training_and_predict_decode_files_the_same_way(tmp_path: Path):
 
     path = tmp_path / "photo.jpg"
     Image.fromarray(np.random.default_rng(1).integers(0, 256, (400, 300, 3), dtype=np.uint8)).save(path)
+    from edgetl.data.items import Item
     from edgetl.images import Skipper
-    from edgetl.train.data import Item
 
     pre = Preprocess(size=(48, 48))
     _, x = decode([Item(str(path), 0)], pre, Skipper(False, print))
@@ -188,3 +188,15 @@ def test_training_and_predict_decode_files_the_same_way(tmp_path: Path):
     np.testing.assert_array_equal(x, expected)
     assert pre.decode_min_size == (48, 48)
     assert Preprocess.from_dict(pre.to_dict()) == pre
+
+
+def test_digits_read_without_scikit_learn_match_its_loader():
+    """The built-in digits come from the CSV in scikit-learn's wheel without importing it (start-up time); the
+    arrays are scikit-learn's own."""
+    from sklearn.datasets import load_digits as sk_digits
+
+    from edgetl.data.folders import digits_arrays
+
+    images, labels = digits_arrays()
+    d = sk_digits()
+    assert np.array_equal(images, d.images) and np.array_equal(labels, d.target)

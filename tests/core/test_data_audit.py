@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from edgetl.data.audit import near_duplicates
+from edgetl.data.folders import load_image_folder
 from edgetl.errors import UserError
-from edgetl.train.audit import near_duplicates
-from edgetl.train.data import load_image_folder
 from tests.core.conftest import make_folder
 
 
@@ -128,7 +128,7 @@ def test_class_folders_that_differ_only_by_case_or_unicode_form_are_refused(tmp_
 
 
 def test_near_duplicates_across_train_and_val_are_found_by_feature_cosine():
-    from edgetl.train.data import Item
+    from edgetl.data.items import Item
 
     rng = np.random.default_rng(0)
     train = [Item(f"t{i}.png", 0, key=f"t{i}") for i in range(50)]
@@ -147,7 +147,7 @@ def test_a_lightly_edited_copy_across_train_and_val_is_a_near_duplicate(tmp_path
     JPEG is found by its cached features (not by its bytes, which differ)."""
     from PIL import ImageEnhance
 
-    from edgetl.train.config import TrainCfg
+    from edgetl.config import TrainCfg
     from edgetl.train.run import run_train
     from tests.photos import make_photo_folder
 

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
+from edgetl.data.items import Item
 from edgetl.images import Skipper
+from edgetl.models.backbones import build_backbone
 from edgetl.preprocess import Preprocess
-from edgetl.train.backbones import build_backbone
 from edgetl.train.cache import FeatureCache
-from edgetl.train.data import Item
 from edgetl.train.features import TorchExtractor, _decode_batch, auto_batch, extract
 from edgetl.train.fit import SoftmaxLoss, class_weights, one_blas_thread
 
@@ -60,7 +60,7 @@ def test_batched_preprocess_equals_one_frame_at_a_time():
 
 
 def test_prefetching_extract_equals_decode_then_backbone_and_reports_bad_files(tmp_path: Path, image_folder: Path):
-    from edgetl.train.data import load_image_folder
+    from edgetl.data.folders import load_image_folder
 
     (image_folder / "red" / "broken.png").write_bytes(b"not a png")
     skipped: list[str] = []
@@ -89,7 +89,7 @@ def test_softmax_loss_is_the_same_at_any_thread_count_and_matches_autograd():
     y = rng.integers(0, k, n)
     w = rng.standard_normal((k, d)).astype(np.float32) * 0.1
     b = rng.standard_normal(k).astype(np.float32)
-    weight = class_weights(torch.from_numpy(y), k, True)
+    weight = class_weights(y, k, True)
     out = {}
     with one_blas_thread():
         for workers in (1, 3):
@@ -100,7 +100,9 @@ def test_softmax_loss_is_the_same_at_any_thread_count_and_matches_autograd():
     np.testing.assert_array_equal(out[1][1], out[3][1])
     np.testing.assert_array_equal(out[1][2], out[3][2])
     tw, tb = torch.from_numpy(w).requires_grad_(), torch.from_numpy(b).requires_grad_()
-    ref = torch.nn.functional.cross_entropy(torch.from_numpy(x) @ tw.T + tb, torch.from_numpy(y), weight=weight)
+    ref = torch.nn.functional.cross_entropy(
+        torch.from_numpy(x) @ tw.T + tb, torch.from_numpy(y), weight=torch.from_numpy(weight)
+    )
     ref = ref + 0.5e-3 * (tw * tw).sum()
     ref.backward()
     assert out[1][0] == pytest.approx(float(ref.detach()), rel=1e-5)

@@ -7,8 +7,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgetl.train.backbones import build_backbone
-from edgetl.train.backbones.fold import fold_batchnorm
+from edgetl.models.backbones import build_backbone
+from edgetl.models.backbones.fold import fold_batchnorm
 from edgetl.train.features import TorchExtractor
 
 

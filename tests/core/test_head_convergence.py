@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgetl.train.config import TrainCfg
+from edgetl.config import TrainCfg
 from edgetl.train.pipeline import Pipeline, rows
 from edgetl.train.run import run_train
 
@@ -62,13 +62,13 @@ def test_mlp_head_converges_on_a_small_folder_whatever_the_epochs(folders, tmp_p
 
 
 def test_class_weights_balance_a_skewed_folder(tmp_path: Path):
-    """One class with 4x the images of the others: the balanced loss weights are n / (k * count)."""
-    import torch
-
+    """One class with 4x the images of the others: the balanced loss weights are n / (k * count), float32."""
     from edgetl.train.fit import class_weights
 
-    y = torch.tensor([0] * 40 + [1] * 10 + [2] * 10)
+    y = np.array([0] * 40 + [1] * 10 + [2] * 10)
     w = class_weights(y, 3, balanced=True)
-    assert torch.allclose(w, torch.tensor([60 / 120, 60 / 30, 60 / 30]))
+    assert w.dtype == np.float32
+    np.testing.assert_allclose(w, [60 / 120, 60 / 30, 60 / 30], rtol=1e-6)
     assert class_weights(y, 3, balanced=False) is None
     assert np.isclose(float((w[y]).sum()), len(y))  # weighted count equals the number of images
+    assert class_weights(np.array([0, 0, 2]), 3, balanced=True)[1] == 0  # an absent class weighs nothing

@@ -19,9 +19,9 @@ from pathlib import Path
 import onnx
 import pytest
 
+from edgetl.config import QuantizeCfg, TrainCfg
 from edgetl.machine import int8_dot
 from edgetl.quant.fidelity import MIN_COSINE
-from edgetl.train.config import QuantizeCfg, TrainCfg
 from edgetl.train.run import run_train
 
 FLOORS = {  # layout: (agreement, feature cosine)
@@ -62,7 +62,7 @@ def test_default_int8_recipe_keeps_its_quality_on_faithful_features(runs, layout
 @pytest.fixture(scope="module")
 def trt_bundles(runs, tmp_path_factory) -> dict[str, Path]:
     """The TensorRT layout's export compiled for ONNX Runtime and OpenVINO (the layout saturates most on AVX2)."""
-    from edgetl.export.model import export_run
+    from edgetl.export.run import export_run
 
     run, _ = runs["tensorrt"]
     export_run(run, echo=lambda line: None)

@@ -11,8 +11,8 @@ pytest.importorskip(
     "skimage", reason="real-photo folders are cut from scikit-image's sample photos: pip install scikit-image"
 )
 
+from edgetl.data.folders import load_image_folder  # noqa: E402
 from edgetl.images import decode_image
-from edgetl.train.data import load_image_folder  # noqa: E402
 from tests.photos import CLASSES, KINDS, make_photo_folder  # noqa: E402
 
 
@@ -73,7 +73,7 @@ def test_a_cluttered_photo_folder_trains_to_the_ceiling(tmp_path: Path):
     """6 classes x 40 real photos with what real folders hold (tests.photos.add_clutter): every clutter item is
     skipped or audited, and the frozen ImageNet Lite0 + linear head reaches val >= 0.95 (measured 1.0; the
     folder symlink up to the root had read every class again as one: val 0.23)."""
-    from edgetl.train.config import TrainCfg
+    from edgetl.config import TrainCfg
     from edgetl.train.run import run_train
     from tests.photos import add_clutter
 

@@ -8,9 +8,9 @@ import numpy as np
 import onnx
 import pytest
 
+from edgetl.config import QuantizeCfg
 from edgetl.errors import UserError
 from edgetl.quant.calibration import check_calibration, select_calibration
-from edgetl.train.config import QuantizeCfg
 from edgetl.train.int8 import Int8Run
 from edgetl.train.pipeline import Pipeline
 from edgetl.train.run import run_train
@@ -127,7 +127,7 @@ def test_too_few_training_images_to_calibrate(tmp_path: Path):
 
 
 def test_select_calibration_is_seeded(folder: Path):
-    from edgetl.train.data import load_image_folder
+    from edgetl.data.folders import load_image_folder
 
     ds = load_image_folder(folder, 0, False, print)
     a = [it.key for it in select_calibration(ds.train, 10, seed=1)]
@@ -138,7 +138,7 @@ def test_select_calibration_is_seeded(folder: Path):
 def test_a_collapsed_int8_run_is_never_exported(folder: Path, tmp_path: Path):
     import json
 
-    from edgetl.export.model import export_run
+    from edgetl.export.run import export_run
 
     out = tmp_path / "r"
     run_train(_int8(folder, out, target="onnxruntime"))
@@ -155,7 +155,7 @@ def test_a_collapsed_int8_run_is_never_exported(folder: Path, tmp_path: Path):
 
 
 def test_one_rule_for_train_and_export_names_the_fix():
-    from edgetl.quant.verdict import int8_verdict, verdict_of
+    from edgetl.verdict import int8_verdict, verdict_of
 
     assert int8_verdict(0.004, 0.98, 0.01) == ("ok", [])
     status, lines = int8_verdict(0.02, 0.98, 0.01)

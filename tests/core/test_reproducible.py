@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from edgetl.config import QuantizeCfg
 from edgetl.quant import quantize
 from edgetl.train import int8 as run_int8
-from edgetl.train.config import QuantizeCfg
 from edgetl.train.pipeline import Pipeline
 from tests.core.conftest import make_folder, tiny_cfg
 

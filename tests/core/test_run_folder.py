@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from edgetl.errors import UserError
+from edgetl.models import heads
 from edgetl.records import HEAD, read_run, run_file
-from edgetl.train import heads
 from edgetl.train.run import run_train
 from tests.core.conftest import make_folder, tiny_cfg
 
@@ -57,7 +57,7 @@ def test_a_run_killed_while_saving_leaves_the_previous_run_intact(folder: Path, 
 
 
 def test_export_refuses_a_head_that_does_not_belong_to_its_run_json(folder: Path, tmp_path: Path):
-    from edgetl.export.model import export_run
+    from edgetl.export.run import export_run
 
     run_train(tiny_cfg(folder, tmp_path / "a"))
     run_train(tiny_cfg(folder, tmp_path / "b", seed=5, head="mlp", solver="adamw"))
@@ -70,7 +70,7 @@ def test_export_refuses_a_head_that_does_not_belong_to_its_run_json(folder: Path
 def test_a_head_with_nan_is_refused_at_export(folder: Path, tmp_path: Path):
     from safetensors.torch import load_file, save_file
 
-    from edgetl.export.model import export_run
+    from edgetl.export.run import export_run
 
     run_train(tiny_cfg(folder, tmp_path / "r"))
     path = tmp_path / "r" / HEAD
@@ -81,7 +81,7 @@ def test_a_head_with_nan_is_refused_at_export(folder: Path, tmp_path: Path):
     with safe_open(str(path), "pt") as f:
         meta = f.metadata()
     save_file(tensors, str(path), metadata=meta)
-    record = read_run(tmp_path / "r")
+    record = dict(read_run(tmp_path / "r"))
     record["files"] = {}  # a run from before hashes: only the finite check stands between NaN and a bundle
     (tmp_path / "r" / "run.json").write_text(json.dumps(record))
     with pytest.raises(UserError, match="weight 'weight' holds NaN or Inf"):

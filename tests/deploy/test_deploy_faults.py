@@ -22,6 +22,7 @@ from edgetl.deploy.predictor import Predictor
 from edgetl.errors import UserError
 from edgetl.export import model as export
 from edgetl.export.parity import ParityFailed
+from edgetl.export.run import export_run
 from edgetl.fileio import sha256_file
 from tests.conftest import run_cli
 from tests.export.conftest import image_dir, tiny_run  # noqa: F401 - a real trained run (fixtures)
@@ -38,7 +39,7 @@ HEAD_WEIGHT = "pool_head.weight"  # the classifier head's weight in an exported 
 def real_export(tmp_path_factory, tiny_run) -> Path:  # noqa: F811
     """`edgetl export` of the tiny run: model.onnx plus export.json with passed: true."""
     out = tmp_path_factory.mktemp("real_export") / "model.onnx"
-    assert export.export_run(tiny_run, out, echo=lambda line: None)["passed"]
+    assert export_run(tiny_run, out, echo=lambda line: None)["passed"]
     return out
 
 
@@ -49,7 +50,7 @@ def failed_export(tmp_path_factory, tiny_run) -> Path:  # noqa: F811
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(export, "export_backbone", _scaled_backbone(export.export_backbone))
         with pytest.raises(ParityFailed):
-            export.export_run(tiny_run, out, echo=lambda line: None)
+            export_run(tiny_run, out, echo=lambda line: None)
     assert json.loads((out.parent / "export.json").read_text())["passed"] is False
     return out
 

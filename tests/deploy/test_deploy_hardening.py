@@ -17,7 +17,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from edgetl.cli import main as cli_module
-from edgetl.deploy.bundle import MANIFEST, package, read_manifest, write_manifest
+from edgetl.deploy.artifact import MANIFEST, read_manifest, write_manifest
+from edgetl.deploy.bundle import package
 from edgetl.deploy.onnx_safety import check_bundled_onnx, check_external_data, external_locations
 from edgetl.deploy.predictor import Predictor
 from edgetl.deploy.targets import Artifact, CompileOptions, get_target, registry
@@ -287,7 +288,7 @@ def test_bad_frame_size_is_one_line_for_compile_and_bench(capsys, tmp_path, colo
 
 
 def test_openvino_precision_names_are_shared():
-    from edgetl.deploy.targets.openvino import HINTS, precision_name
+    from edgetl.deploy.targets.ov_runner import HINTS, precision_name
 
     assert [precision_name(HINTS[p]) for p in HINTS] == list(HINTS)
     assert precision_name("i8") == "i8"

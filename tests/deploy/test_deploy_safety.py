@@ -11,7 +11,8 @@ from pathlib import Path
 import onnx
 import pytest
 
-from edgetl.deploy.bundle import MANIFEST, extract, open_bundle, package
+from edgetl.deploy.artifact import MANIFEST
+from edgetl.deploy.bundle import extract, open_bundle, package
 from edgetl.deploy.onnx_safety import check_external_data, check_location
 from edgetl.deploy.targets import CompileOptions, get_target
 from edgetl.errors import UserError

@@ -67,7 +67,7 @@ def test_openvino_static_variant_and_cache(tmp_path, colour_onnx):
         predictor.predict_frame(np.zeros((50, 60, 3), np.uint8))
     import openvino
 
-    from edgetl.deploy.targets.openvino import model_cache_dir
+    from edgetl.deploy.targets.ov_runner import model_cache_dir
 
     cache = model_cache_dir("CPU")
     assert list(cache.glob("*.blob"))
@@ -118,7 +118,7 @@ def test_device_errors(tmp_path, colour_onnx):
 
 
 def test_fused_kernels_hook_fails_clearly_without_native_ops(tmp_path, colour_onnx):
-    from edgetl.deploy.targets.openvino import native_extension
+    from edgetl.deploy.targets.ov_runner import native_extension
 
     try:
         path = native_extension()

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from edgetl.config import TrainCfg
 from edgetl.export import model as export
-from edgetl.train.config import TrainCfg
+from edgetl.export.run import export_run
 from edgetl.train.run import run_train
 
 COLOURS = {"red": (200, 40, 40), "green": (40, 190, 60), "blue": (40, 50, 200)}
@@ -58,14 +59,14 @@ def tiny_run(tmp_path_factory, image_dir) -> Path:
 def exported(tmp_path_factory, tiny_run) -> tuple[Path, dict]:
     """The default export (uint8-nhwc) of the tiny run, written outside the run folder."""
     out = tmp_path_factory.mktemp("export") / "model.onnx"
-    return out, export.export_run(tiny_run, out, echo=lambda line: None)
+    return out, export_run(tiny_run, out, echo=lambda line: None)
 
 
 def _int8_backbone(run: Path, path: Path) -> None:
     """The run's backbone quantized by edgetl's own ONNX Runtime quantizer (QDQ), on random frames."""
+    from edgetl.config import QuantizeCfg
     from edgetl.quant.backbone_onnx import export_backbone_onnx
     from edgetl.quant.quantize import quantize
-    from edgetl.train.config import QuantizeCfg
 
     parts = export.load_run(run)
     fp32 = export_backbone_onnx(parts.backbone, parts.pre, path.with_name("backbone.fp32.onnx"))

@@ -12,8 +12,8 @@ import onnxruntime as ort
 import pytest
 
 from edgetl.errors import UserError
-from edgetl.export import model as export
 from edgetl.export.graph import NAME_SCOPES, add_head, read_metadata
+from edgetl.export.run import export_run
 
 
 def test_export_json_contract(exported):
@@ -70,7 +70,7 @@ def test_graph_is_folded_and_checked_with_fused_ops_by_default(exported):
 
 def test_no_fused_ops_gives_standard_ops_only(tmp_path, tiny_run):
     out = tmp_path / "std.onnx"
-    export.export_run(tiny_run, out, fused_ops=False, echo=lambda line: None)
+    export_run(tiny_run, out, fused_ops=False, echo=lambda line: None)
     model = onnx.load(out)
     assert {"Resize", "Conv", "Softmax", "ArgMax"} <= {n.op_type for n in model.graph.node}
     assert {n.domain for n in model.graph.node} <= {""} and not model.functions
@@ -89,7 +89,7 @@ def test_dynamic_batch_gives_identical_results(exported):
 
 def test_float_input_format(tmp_path, tiny_run):
     out = tmp_path / "m.onnx"
-    report = export.export_run(tiny_run, out, input_format="float-nchw", echo=lambda line: None)
+    report = export_run(tiny_run, out, input_format="float-nchw", echo=lambda line: None)
     assert report["input"]["name"] == "input" and report["input"]["shape"] == ["N", 3, 32, 32]
     assert read_metadata(onnx.load(out))["input_format"] == "float-nchw"
     assert (tmp_path / "export.json").is_file() and report["passed"]
@@ -97,7 +97,7 @@ def test_float_input_format(tmp_path, tiny_run):
 
 def test_fused_ops_graph_runs_in_onnxruntime(tmp_path, tiny_run):
     out = tmp_path / "fused.onnx"
-    report = export.export_run(tiny_run, out, fused_ops=True, echo=lambda line: None)
+    report = export_run(tiny_run, out, fused_ops=True, echo=lambda line: None)
     model = onnx.load(out)
     assert {(n.domain, n.op_type) for n in model.graph.node} >= {("ai.edgetl", "Preprocess"), ("ai.edgetl", "PoolHead")}
     assert {f.name for f in model.functions} == {"Preprocess", "PoolHead"}
@@ -106,7 +106,7 @@ def test_fused_ops_graph_runs_in_onnxruntime(tmp_path, tiny_run):
 
 def test_unknown_input_format_is_a_user_error(tiny_run):
     with pytest.raises(UserError, match="--input"):
-        export.export_run(tiny_run, input_format="nv12")
+        export_run(tiny_run, input_format="nv12")
 
 
 def _head_only_graph(head, fused_ops: bool) -> onnx.ModelProto:
@@ -123,7 +123,7 @@ def _head_only_graph(head, fused_ops: bool) -> onnx.ModelProto:
 def test_mlp_head_matches_pytorch():
     import torch
 
-    from edgetl.train.heads import build_head
+    from edgetl.models.heads import build_head
 
     torch.manual_seed(0)
     head = build_head("mlp", 4, 3, hidden=8).eval()
@@ -139,7 +139,7 @@ def test_mlp_head_matches_pytorch():
 
 
 def test_int8_run_with_fused_ops(tmp_path, int8_run):
-    report = export.export_run(int8_run, tmp_path / "model.onnx", fused_ops=True, echo=lambda line: None)
+    report = export_run(int8_run, tmp_path / "model.onnx", fused_ops=True, echo=lambda line: None)
     assert report["passed"] and [s["name"] for s in report["stages"]][-1] == "onnx-int8"
 
 
@@ -147,7 +147,7 @@ def test_peers_see_the_default_fused_export_as_standard_ops_that_openvino_reads(
     """`bench --peers` times by-hand pipelines: they get the decomposition, which plain OpenVINO can read."""
     import openvino as ov
 
-    from edgetl.bench.peers import open_source
+    from edgetl.compare.peers import open_source
 
     with open_source(exported[0]) as src:
         model = onnx.load(str(src.given))

@@ -10,9 +10,10 @@ import pytest
 from onnx import helper, numpy_helper
 
 from edgetl.cli.main import main
+from edgetl.export import debug_parity, parity
 from edgetl.export import model as export
-from edgetl.export import parity
 from edgetl.export.graph import read_metadata
+from edgetl.export.run import export_run
 
 
 def _reference(run):
@@ -24,17 +25,17 @@ def _reference(run):
 def test_debug_parity_names_the_perturbed_initializer(exported, tiny_run):
     ref, frames = _reference(tiny_run)
     model = onnx.load(exported[0])
-    healthy = parity.debug_rows(model, ref, frames, "uint8-nhwc", parity.DEBUG_TOL["onnx-fp32"])
-    assert parity.first_divergence(model, healthy) is None
+    healthy = debug_parity.debug_rows(model, ref, frames, "uint8-nhwc", debug_parity.DEBUG_TOL["onnx-fp32"])
+    assert debug_parity.first_divergence(model, healthy) is None
     assert any(r["pytorch"].startswith("backbone.model.") for r in healthy)  # paired through module scopes
 
     conv = [n for n in model.graph.node if n.op_type == "Conv"][1]
     weights = next(t for t in model.graph.initializer if t.name == conv.input[1])
     weights.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weights) * 1.5, weights.name))
-    rows = parity.debug_rows(model, ref, frames, "uint8-nhwc", parity.DEBUG_TOL["onnx-fp32"])
-    first = parity.first_divergence(model, rows)
+    rows = debug_parity.debug_rows(model, ref, frames, "uint8-nhwc", debug_parity.DEBUG_TOL["onnx-fp32"])
+    first = debug_parity.first_divergence(model, rows)
     assert first is not None and first["node"] == conv.name and first["compared_node"] == conv.name
-    assert f"first diverging node: {conv.name} (Conv)" in parity.format_rows(model, rows)[-1]
+    assert f"first diverging node: {conv.name} (Conv)" in debug_parity.format_rows(model, rows)[-1]
 
 
 def _scaled_backbone(real):
@@ -76,7 +77,7 @@ def test_failed_stage_without_debug_says_what_to_run(tmp_path, tiny_run, monkeyp
 
 def test_int8_run_ships_the_qdq_backbone(tmp_path, int8_run):
     out = tmp_path / "model.onnx"
-    report = export.export_run(int8_run, out, echo=lambda line: None)
+    report = export_run(int8_run, out, echo=lambda line: None)
     assert [s["name"] for s in report["stages"]] == ["pytorch-fp32", "onnx-fp32", "onnx-int8"]
     int8 = report["stages"][2]
     assert int8["vs"] == "onnx-fp32" and int8["passed"]
@@ -106,4 +107,4 @@ def _negated_int8_features(real):
 def test_int8_graph_must_reproduce_its_own_backbone(tmp_path, int8_run, monkeypatch):
     monkeypatch.setattr(export, "build_graph", _negated_int8_features(export.build_graph))
     with pytest.raises(parity.ParityFailed, match="its own INT8 backbone|the run's own INT8 backbone"):
-        export.export_run(int8_run, tmp_path / "model.onnx", echo=lambda line: None)
+        export_run(int8_run, tmp_path / "model.onnx", echo=lambda line: None)

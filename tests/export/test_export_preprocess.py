@@ -10,13 +10,14 @@ import torch
 
 from edgetl.export import model as export
 from edgetl.export.graph import mark_all_outputs
+from edgetl.export.run import export_run
 from edgetl.images import decode_image
 
 
 @pytest.mark.parametrize("fused_ops", [True, False])
 def test_same_jpeg_through_graph_and_training_pipeline(tmp_path, tiny_run, image_dir, fused_ops):
     parts = export.load_run(tiny_run)
-    export.export_run(tiny_run, tmp_path / "m.onnx", fused_ops=fused_ops, echo=lambda line: None)
+    export_run(tiny_run, tmp_path / "m.onnx", fused_ops=fused_ops, echo=lambda line: None)
     model, names = mark_all_outputs(onnx.load(tmp_path / "m.onnx"))
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     files = sorted(image_dir.glob("*/*.jpg"))[:6]

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from edgetl.cli.main import cli
 from edgetl.errors import UserError
 from edgetl.export import model as export
+from edgetl.export.run import export_run
 
 
 def test_training_mode_is_refused(tiny_run, monkeypatch):
@@ -25,7 +26,7 @@ def test_training_mode_is_refused(tiny_run, monkeypatch):
 
     monkeypatch.setattr(export, "load_run", load_in_training_mode)
     with pytest.raises(UserError, match="training mode.*model.stem.1"):
-        export.export_run(tiny_run)
+        export_run(tiny_run)
 
 
 def test_head_in_training_mode_is_refused(tiny_run):
@@ -50,7 +51,7 @@ def test_external_data_outside_the_folder_is_refused(tmp_path, int8_run, locatio
     tensor.external_data.add(key="location", value=location)
     onnx.save(model, run / "backbone.int8.onnx")
     with pytest.raises(UserError, match="external data"):
-        export.export_run(run)
+        export_run(run)
 
 
 def test_not_a_run_folder(tmp_path):
@@ -65,4 +66,4 @@ def test_changed_weights_are_refused(tmp_path, tiny_run):
     record["backbone"]["weights_sha256"] = "0" * 64
     (run / "run.json").write_text(json.dumps(record))
     with pytest.raises(UserError, match="weights changed"):
-        export.export_run(run)
+        export_run(run)

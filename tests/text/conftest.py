@@ -16,6 +16,6 @@ def model_dir() -> Path:
 @pytest.fixture(scope="session")
 def tok(model_dir):
     pytest.importorskip("transformers", reason="the reference tokenizer is transformers' fast tokenizer")
-    from edgetl.export.tokenizers import hf_tokenizer
+    from edgetl.tokenizer_graphs.tokenizers import hf_tokenizer
 
     return hf_tokenizer(model_dir)

@@ -1,6 +1,6 @@
 """edgetl's native BertTokenize op (kernels/tokenizer/, compiled on OpenVINO CPU) against transformers, id for id,
 on the real all-MiniLM-L6-v2 tokenizer: the hard cases, every known difference of the other in-graph tokenizers,
-every code point of Unicode, truncation and batches. Tables from edgetl.export.bert_tables. No mocks."""
+every code point of Unicode, truncation and batches. Tables from edgetl.tokenizer_graphs.bert_tables. No mocks."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgetl.export import tokenizers as T
+from edgetl.tokenizer_graphs import tokenizers as T
 from tests.text.test_tokenizers import CASES, MAX, assert_same
 
 pytest.importorskip("transformers", reason="the reference tokenizer is transformers' fast tokenizer")
@@ -35,7 +35,7 @@ def extension() -> Path:
 @pytest.fixture(scope="module")
 def tables(model_dir):
     pytest.importorskip("tokenizers", reason="the tables are measured with the tokenizers package")
-    from edgetl.export.bert_tables import bert_tables
+    from edgetl.tokenizer_graphs.bert_tables import bert_tables
 
     return bert_tables(model_dir / "tokenizer.json")
 
@@ -109,7 +109,7 @@ def test_native_random_mixed_scripts(native, tok):
 
 def test_tables_refuse_other_tokenizers(model_dir, tmp_path):
     pytest.importorskip("tokenizers")
-    from edgetl.export.bert_tables import Unsupported, bert_tables
+    from edgetl.tokenizer_graphs.bert_tables import Unsupported, bert_tables
 
     spec = json.loads((model_dir / "tokenizer.json").read_text())
     for key, value, message in (
@@ -125,7 +125,7 @@ def test_tables_refuse_other_tokenizers(model_dir, tmp_path):
 def test_tables_are_deterministic(model_dir, tables):
     import dataclasses
 
-    from edgetl.export.bert_tables import _measured, bert_tables
+    from edgetl.tokenizer_graphs.bert_tables import _measured, bert_tables
 
     _measured.cache_clear()  # measured again, not the cached arrays
     again = bert_tables(model_dir / "tokenizer.json")

@@ -8,9 +8,9 @@ import json
 import numpy as np
 import pytest
 
+from edgetl.data.text import load_text_dataset
 from edgetl.errors import UserError
 from edgetl.texts import Tokens, check_text, text_key
-from edgetl.train.text_data import load_text_dataset
 
 ROWS = [(f"turn on lamp number {i}", "lights") for i in range(6)] + [
     (f"play song number {i}", "music") for i in range(6)
@@ -86,8 +86,8 @@ def test_nfc_makes_one_key_and_tokens_slice_to_their_width():
 def test_ort_calibration_method_refused_for_text(tmp_path, method):
     """ONNX Runtime quantizes a text encoder dynamically: a calibration method is refused in one line (the
     histogram calibrators had crashed on sentences of different lengths: 'inhomogeneous shape')."""
+    from edgetl.config import QuantizeCfg
     from edgetl.quant.ort_recipe import quantize_ort
-    from edgetl.train.config import QuantizeCfg
 
     calib = Tokens(np.ones((2, 3), np.int64), np.ones((2, 3), np.int64))
     out = tmp_path / "int8.onnx"

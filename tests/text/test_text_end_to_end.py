@@ -45,7 +45,7 @@ WEATHER = ["will it rain tomorrow", "what is the forecast", "do I need an umbrel
 
 @pytest.fixture(scope="module")
 def minilm():
-    from edgetl.train.backbones import build_backbone
+    from edgetl.models.backbones import build_backbone
 
     return build_backbone("minilm")
 
@@ -53,7 +53,7 @@ def minilm():
 def test_host_and_openvino_tokenizers_equal_transformers(minilm):
     import openvino as ov
 
-    from edgetl.export.tokenizers import hf_tokenizer, openvino_tokenizer
+    from edgetl.tokenizer_graphs.tokenizers import hf_tokenizer, openvino_tokenizer
 
     pre = minilm.cfg.preprocess
     ref = hf_tokenizer(minilm.model_dir)(HARD, truncation=True, max_length=pre.max_length, padding=True)
@@ -66,7 +66,7 @@ def test_host_and_openvino_tokenizers_equal_transformers(minilm):
 
 
 def test_the_weights_are_real(minilm):
-    from edgetl.train.backbones.text import TorchTextExtractor
+    from edgetl.models.backbones.text import TorchTextExtractor
 
     f = TorchTextExtractor(lambda: minilm)(
         minilm.cfg.preprocess(
@@ -160,6 +160,16 @@ def test_train_int8_export_compile_predict(tmp_path, capsys):
         results = json.loads((tmp_path / f"{name}.json").read_text())["results"]
         assert {r["mode"] for r in results} == {"model", "end_to_end"}
         assert all(r["input_format"] == manifest["input"]["format"] and r["latency_ms"]["p50"] > 0 for r in results)
+
+    # compile wires the tokenizer into the graph on the device side: with torch, timm and transformers blocked, it
+    # loads nothing of edgetl's training side (it once reached into edgetl.export for the native op's tables)
+    from tests.deploy.test_import_boundary import compile_under_blocker, training_side
+
+    for extra in ([], ["--no-fused-kernels"]):
+        got = compile_under_blocker("compile", run / "model.onnx", "--target", "openvino", *extra,
+                                    "--out", tmp_path / f"blocked{len(extra)}")  # fmt: skip
+        assert got["code"] in (0, None) and training_side(got["loaded"]) == [], got["output"]
+        assert native == any(m.startswith("edgetl.tokenizer_graphs") for m in got["loaded"]) or extra
 
     # ONNX Runtime-extensions' tokenizer in the graph = the host tokenizer: the same probabilities on hard text,
     # batches included (the extensions' op takes one sentence per call: the runner loops)

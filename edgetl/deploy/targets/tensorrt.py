@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgetl.contract import UINT8_NHWC
+from edgetl.contract import MODEL_ONNX, UINT8_NHWC
 from edgetl.deploy.targets import base
 from edgetl.deploy.targets.base import TARGETS, Artifact, CompileOptions
 from edgetl.deploy.targets.tensorrt_plan import BuildSettings, engine_mismatch, on_device_steps
@@ -175,7 +175,7 @@ class TensorRTTarget(base.RuntimeTarget):
         return [f"GPU 0 ({here['gpu']}, compute capability {here['compute_capability']})"]
 
     def compile(self, onnx: Path, out: Path, options: CompileOptions) -> Artifact:
-        from edgetl.deploy.bundle import artifact_writer
+        from edgetl.deploy.artifact import artifact_writer
 
         # the engine is built where the GPU is: TensorRT need not be installed to stage the bundle
         src, precision = base.open_source(self, onnx, options, ("fp32", "fp16", "int8"), need_runtime=False)
@@ -194,16 +194,16 @@ class TensorRTTarget(base.RuntimeTarget):
 
                 from edgetl.ops.onnx_functions import decompose
 
-                onnx.save(decompose(onnx.load(str(src.path))), str(stage / "model.onnx"))
+                onnx.save(decompose(onnx.load(str(src.path))), str(stage / MODEL_ONNX))
             else:
-                shutil.copy2(src.path, stage / "model.onnx")
+                shutil.copy2(src.path, stage / MODEL_ONNX)
             for data in src.external_files:  # external weights keep their names next to the model
                 target = stage / data.relative_to(src.path.resolve().parent)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(data, target)
             engine = None
             if buildable:
-                engine = build_engine(stage / "model.onnx", settings, stage / "model.engine", timing_cache_path())
+                engine = build_engine(stage / MODEL_ONNX, settings, stage / "model.engine", timing_cache_path())
             else:
                 (stage / "BUILD_ON_DEVICE.txt").write_text(on_device_steps(settings, f"{Path(out).name}.tar.gz"))
             manifest = base.write_target_manifest(
@@ -211,7 +211,7 @@ class TensorRTTarget(base.RuntimeTarget):
                 self.name,
                 src,
                 options.device or "GPU",
-                "model.engine" if engine else "model.onnx",
+                "model.engine" if engine else MODEL_ONNX,
                 {"requested": settings.precision, "runtime": settings.precision if engine else None},
                 engine=engine,
                 settings=settings.to_dict(),
@@ -236,14 +236,14 @@ class TensorRTTarget(base.RuntimeTarget):
             engine_path = cached_engine_path(artifact.manifest, here)
             if not engine_path.is_file():
                 # TensorRT's parser opens external data named inside the ONNX: only the bundle's own files.
-                model = artifact.path("model.onnx")
+                model = artifact.path(MODEL_ONNX)
                 check_bundled_onnx(model, artifact.root, artifact.manifest["files"], artifact.root)
                 print(
                     f"tensorrt: {why}; building from the bundled ONNX (cached in {engine_path.parent})", file=sys.stderr
                 )
                 settings = BuildSettings.from_dict(artifact.manifest["settings"])
                 engine_path.parent.mkdir(parents=True, exist_ok=True)
-                build_engine(artifact.path("model.onnx"), settings, engine_path, timing_cache_path())
+                build_engine(artifact.path(MODEL_ONNX), settings, engine_path, timing_cache_path())
         if artifact.manifest["settings"].get("plugins"):
             load_plugins(trt)
         runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
@@ -288,7 +288,8 @@ def cached_engine_path(manifest: dict, here: dict) -> Path:
 
 def build_engine_bundle(bundle: Path, out: Path | None) -> Path:
     """`edgetl build-engine`: add an engine for this device to a bundle (replaced atomically unless --out)."""
-    from edgetl.deploy.bundle import open_bundle, package, write_manifest
+    from edgetl.deploy.artifact import write_manifest
+    from edgetl.deploy.bundle import open_bundle, package
 
     problem = TensorRTTarget().available()
     if problem:
@@ -299,9 +300,9 @@ def build_engine_bundle(bundle: Path, out: Path | None) -> Path:
             raise UserError(f"{bundle}: a {manifest['target']} bundle; build-engine needs one from --target tensorrt")
         from edgetl.deploy.onnx_safety import check_bundled_onnx
 
-        check_bundled_onnx(artifact.path("model.onnx"), artifact.root, manifest["files"], bundle)
+        check_bundled_onnx(artifact.path(MODEL_ONNX), artifact.root, manifest["files"], bundle)
         settings = BuildSettings.from_dict(manifest["settings"])
-        engine = build_engine(artifact.path("model.onnx"), settings, artifact.path("model.engine"), timing_cache_path())
+        engine = build_engine(artifact.path(MODEL_ONNX), settings, artifact.path("model.engine"), timing_cache_path())
         (artifact.root / "BUILD_ON_DEVICE.txt").unlink(missing_ok=True)
         fields = {k: v for k, v in manifest.items() if k not in ("format", "edgetl_version", "created", "files")}
         fields.update(

@@ -12,7 +12,7 @@ import json
 import shlex
 from dataclasses import asdict, dataclass
 
-from edgetl.contract import TOKEN_IDS, TOKEN_INPUTS, UINT8_NHWC
+from edgetl.contract import MODEL_ONNX, TOKEN_IDS, TOKEN_INPUTS, UINT8_NHWC
 from edgetl.errors import UserError
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -76,7 +76,7 @@ class BuildSettings:
     def from_dict(cls, d: dict) -> BuildSettings:
         return cls(**{**d, "frame_size": tuple(d["frame_size"])})
 
-    def trtexec(self, onnx: str = "model.onnx", engine: str = "model.engine", cache: str = "timing.cache") -> str:
+    def trtexec(self, onnx: str = MODEL_ONNX, engine: str = "model.engine", cache: str = "timing.cache") -> str:
         """The trtexec command line that builds the same engine as `edgetl build-engine`."""
         profiles = self.profiles()
 

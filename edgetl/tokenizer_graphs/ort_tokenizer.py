@@ -2,7 +2,7 @@
 strings (training side; the bundle needs `onnxruntime-extensions` to run it).
 
 `ort_tokenizer`: one string [1] in, int64 `input_ids`, `attention_mask`, `token_type_ids` [1, T] out, equal id for
-id to `edgetl.export.tokenizers.hf_encode` (tests/text/test_tokenizers.py). The extensions' `BertTokenizer` op
+id to `edgetl.tokenizer_graphs.tokenizers.hf_encode` (tests/text/test_tokenizers.py). The extensions' `BertTokenizer` op
 alone is not BERT's tokenizer: it lowercases and strips accents only in Latin-1 (ひらがな, Ελληνικά, Русский,
 한국어, Latin Extended differ), and a word with an unknown character gives its known pieces + [UNK] where BERT
 gives one [UNK]. So the graph first runs BERT's normalizer as a per-character table measured on the Hugging Face
@@ -20,7 +20,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from edgetl.export.tokenizers import TEXT_INPUT, TOKEN_OUTPUTS, chunks, hf_tokenizer, re_class, spans, tokenizer_sha256
+from edgetl.tokenizer_graphs.tokenizers import (
+    TEXT_INPUT,
+    TOKEN_OUTPUTS,
+    chunks,
+    hf_tokenizer,
+    re_class,
+    spans,
+    tokenizer_sha256,
+)
 
 if TYPE_CHECKING:
     import onnx

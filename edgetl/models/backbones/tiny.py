@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from edgetl.models.backbones.base import Backbone, BackboneCfg, load_weights_file, registry, sha256_state_dict
 from edgetl.preprocess import Preprocess
-from edgetl.train.backbones.base import Backbone, BackboneCfg, load_weights_file, registry, sha256_state_dict
 
 
 class TinyNet(nn.Module):

@@ -29,7 +29,7 @@ from edgetl.bench.harness import (
     record,
     warmup_record,
 )
-from edgetl.contract import FRAMES, UINT8_NHWC
+from edgetl.contract import FRAMES, RUN_JSON, UINT8_NHWC
 from edgetl.errors import UserError
 
 
@@ -65,7 +65,7 @@ def open_source(model: Path) -> Iterator[Source]:
     from edgetl.deploy.onnx_safety import check_external_data
 
     check_external_data(model)  # before any runtime opens it: its external data must stay in its folder
-    run_dir = model.parent if (model.parent / "run.json").is_file() else None
+    run_dir = model.parent if (model.parent / RUN_JSON).is_file() else None
     with tempfile.TemporaryDirectory(prefix="edgetl-peers-") as tmp:
         given = _standard_ops(model, Path(tmp))
         if not _has_qdq(given):
@@ -177,7 +177,7 @@ def ort_int8(src: Source, threads: int, calibration: Sequence[np.ndarray], workd
 
 def _ov_compile(model, config: dict, model_precision: str) -> tuple[Callable, dict]:
     ov = _import("openvino", "edgetl[openvino]")
-    from edgetl.deploy.targets.openvino import runtime_precision
+    from edgetl.deploy.targets.ov_runner import runtime_precision
 
     compiled = ov.Core().compile_model(model, "CPU", config)
     request = compiled.create_infer_request()

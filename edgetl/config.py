@@ -8,6 +8,9 @@ from pathlib import Path
 from edgetl.contract import TARGETS
 from edgetl.errors import UserError
 
+HEADS = ("linear", "mlp")
+SOLVERS = ("auto", "lbfgs", "adamw")  # lbfgs: linear head, converged convex fit; adamw: any head
+PARITY_IMAGES = 256  # validation images the parity ladder of `edgetl export` runs on (--max-images)
 MIN_CALIB = 16  # fewer images give ranges that do not generalize; refuse rather than ship a bad model
 # Calibration methods each quantizer really offers; the first is the target's default ("auto").
 CALIB_METHODS = {
@@ -98,9 +101,9 @@ class TrainCfg:
             raise UserError("--lr must be positive")
         if self.patience < 0:
             raise UserError("--patience must be 0 (off) or more epochs")
-        if self.head not in ("linear", "mlp"):
+        if self.head not in HEADS:
             raise UserError(f"--head: {self.head!r} unknown; choose linear or mlp")
-        if self.solver not in ("auto", "lbfgs", "adamw"):
+        if self.solver not in SOLVERS:
             raise UserError(f"--solver: {self.solver!r} unknown; choose auto, lbfgs or adamw")
         if self.solver == "lbfgs" and self.head != "linear":
             raise UserError("--solver lbfgs fits a linear head only; use --solver adamw (or auto) with --head mlp")

@@ -14,10 +14,10 @@ import json
 import os
 from pathlib import Path
 
+from edgetl.data.items import IGNORED_DIRS, Dataset, Item, check_classes, stratified_split
 from edgetl.errors import UserError
 from edgetl.images import Skipper
 from edgetl.texts import TABLE_EXTENSIONS, TEXT_EXTENSIONS, BadText, check_text, decode_text, text_key
-from edgetl.train.data import IGNORED_DIRS, Dataset, Item, check_classes, stratified_split
 
 FORMATS = "a CSV/TSV or JSONL file with text,label columns, or a folder of <class>/*.txt files"
 Row = tuple[str, str, str]  # (where, text, label name)

@@ -8,7 +8,7 @@ every other form must equal id for id (tests/text/test_tokenizers.py):
   front of an encoder. Converted
   from a copy whose BertNormalizer is spelled out step by step (`_openvino_normalizer`): as is, OpenVINO
   case-folds (ς -> σ, µ -> μ), pads all of \\p{Han} (人々は differs) and keeps U+FFFD and private use characters.
-- `edgetl.export.ort_tokenizer`: the same tokenizer on ONNX Runtime-extensions ops.
+- `edgetl.tokenizer_graphs.ort_tokenizer`: the same tokenizer on ONNX Runtime-extensions ops.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from edgetl.contract import TOKENIZER_JSON
 
 if TYPE_CHECKING:
     import openvino
@@ -45,7 +47,7 @@ def hf_encode(tok: PreTrainedTokenizerFast, texts: list[str], max_length: int) -
 
 def tokenizer_sha256(model_dir: Path) -> str:
     """sha256 of the folder's tokenizer.json (provenance: another vocabulary or normalizer is another model)."""
-    return hashlib.sha256((Path(model_dir) / "tokenizer.json").read_bytes()).hexdigest()
+    return hashlib.sha256((Path(model_dir) / TOKENIZER_JSON).read_bytes()).hexdigest()
 
 
 # --- OpenVINO ------------------------------------------------------------------------------------------------------

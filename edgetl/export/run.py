@@ -1,0 +1,35 @@
+"""`edgetl export` of a run folder: the image or the sentence exporter, picked by the run's own record."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgetl.contract import UINT8_NHWC
+from edgetl.errors import UserError
+from edgetl.export import parity
+from edgetl.records import read_run
+
+
+def export_run(
+    run_dir: Path,
+    out: Path | None = None,
+    input_format: str = UINT8_NHWC,
+    fused_ops: bool = True,
+    debug_parity: bool = False,
+    max_images: int = parity.MAX_IMAGES,
+    echo=print,
+) -> dict:
+    """Write the fused graph and export.json; returns export.json's content.
+
+    The parity ladder runs after the files are written (so a failing model can be inspected) and raises
+    `parity.ParityFailed` (exit 1) when a stage is out of tolerance.
+    """
+    if read_run(run_dir).is_text:  # sentences in: the tokenizer, not image preprocessing, goes in front
+        from edgetl.export.text import export_text_run
+
+        if input_format != UINT8_NHWC or debug_parity:
+            raise UserError(f"{run_dir}: a text run takes neither --input nor --debug-parity; drop them")
+        return export_text_run(run_dir, out, max_images, echo)
+    from edgetl.export.model import export_image_run
+
+    return export_image_run(run_dir, out, input_format, fused_ops, debug_parity, max_images, echo)

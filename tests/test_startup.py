@@ -1,0 +1,60 @@
+"""Start-up: a command imports only what it uses (issue 31). Timings live in benchmarks/startup.py; these tests
+check the structure that makes them: which modules a command loads."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import subprocess
+import sys
+
+from edgetl.cli.main import COMMAND_MODULES
+
+LOADED = """
+import json, sys
+from edgetl.cli.main import main
+try:
+    main(sys.argv[1:])
+except SystemExit:
+    pass
+print("\\nLOADED " + json.dumps(sorted(sys.modules)))
+"""
+
+
+def loaded_by(*argv: str, env: dict | None = None) -> set[str]:
+    proc = subprocess.run([sys.executable, "-c", LOADED, *argv], capture_output=True, text=True, timeout=600, env=env)
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("LOADED "))
+    return set(json.loads(line.removeprefix("LOADED ")))
+
+
+def test_the_lazy_command_table_names_every_command_once():
+    defined = {}
+    for module in sorted(set(COMMAND_MODULES.values())):
+        for command in importlib.import_module(module).COMMANDS:
+            assert command.name not in defined, f"{command.name} defined twice"
+            defined[command.name] = module
+    assert defined == COMMAND_MODULES
+
+
+def test_predict_imports_no_other_command_module(tmp_path):
+    """`edgetl predict` (here on a missing bundle: the same imports up to opening it) loads the deploy commands'
+    module only, not train's, export's or bench's."""
+    loaded = loaded_by("predict", str(tmp_path / "missing.tar.gz"), str(tmp_path / "x.jpg"))
+    assert "edgetl.cli.deploy" in loaded
+    assert not {"edgetl.cli.train", "edgetl.cli.export", "edgetl.cli.bench", "torch", "onnx"} & loaded
+
+
+def test_a_warm_run_imports_neither_torch_nor_timm_nor_scikit_learn(tmp_path):
+    """The default task twice into one feature cache: the second run reads the features and fits the linear head
+    in NumPy; the network is never built (what makes it start in well under a second: benchmarks/startup.py)."""
+    env = {**os.environ, "EDGETL_CACHE_DIR": str(tmp_path / "cache")}
+    train = ["train", "--cache-features", "--no-progress", "--overwrite"]
+    cold = loaded_by(*train, "--out", str(tmp_path / "cold"), env=env)
+    warm = loaded_by(*train, "--out", str(tmp_path / "warm"), env=env)
+    heavy = {"torch", "timm", "torchvision", "sklearn", "torch._dynamo", "onnx"}
+    assert {"torch", "timm"} <= cold  # the check can fail: a cache miss builds the backbone
+    assert heavy & warm == set()
+    runs = [json.loads((tmp_path / name / "run.json").read_text()) for name in ("cold", "warm")]
+    assert runs[1]["cache"]["hits"] == 1797 and runs[1]["cache"]["misses"] == 0
+    assert runs[0]["metrics"]["val_acc"] == runs[1]["metrics"]["val_acc"] > 0.95
