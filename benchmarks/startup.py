@@ -129,25 +129,25 @@ def main() -> dict:
     times: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="edgetl-startup-") as tmp:
         tmp = Path(tmp)
-        (tmp / "train.py").write_text(BY_HAND_TRAIN)
-        (tmp / "predict.py").write_text(BY_HAND_PREDICT)
-        (tmp / "openvino.py").write_text(BY_HAND_OPENVINO)
+        (tmp / "by_hand_train.py").write_text(BY_HAND_TRAIN)
+        (tmp / "by_hand_ort.py").write_text(BY_HAND_PREDICT)
+        (tmp / "by_hand_openvino.py").write_text(BY_HAND_OPENVINO)
         jpeg = photo(tmp)
         predict = {name: [PY, "-m", "edgetl", "predict", str(b[name]), str(jpeg)] for name in ("ov", "ort")}
-        by_hand_ov = [PY, str(tmp / "openvino.py"), str(b["ov_folder"]), str(jpeg), str(tmp / "ov-cache")]
+        by_hand_ov = [PY, str(tmp / "by_hand_openvino.py"), str(b["ov_folder"]), str(jpeg), str(tmp / "ov-cache")]
         for first in (*predict.values(), by_hand_ov):  # first opens: unpack, probe, compiled blobs
             subprocess.run(first, check=True, env=env, stdout=subprocess.DEVNULL)
         for r in range(ROUNDS):
             cache = {**env, "EDGETL_CACHE_DIR": str(tmp / f"cache{r}")}  # empty: the cold run fills it
             train = [PY, "-m", "edgetl", "train", "--cache-features", "--no-progress", "--overwrite"]
             steps = {
-                "by_hand_train": ([PY, str(tmp / "train.py")], env),
+                "by_hand_train": ([PY, str(tmp / "by_hand_train.py")], env),
                 "cold": ([*train, "--out", str(tmp / f"cold{r}")], cache),
                 "warm": ([*train, "--out", str(tmp / f"warm{r}")], cache),
                 "help": ([PY, "-m", "edgetl", "--help"], env),
                 "predict_ov": (predict["ov"], env),
                 "predict_ort": (predict["ort"], env),
-                "by_hand_predict": ([PY, str(tmp / "predict.py"), str(b["onnx"]), str(jpeg)], env),
+                "by_hand_predict": ([PY, str(tmp / "by_hand_ort.py"), str(b["onnx"]), str(jpeg)], env),
                 "by_hand_openvino": (by_hand_ov, env),
             }
             for name, (cmd, e) in steps.items():

@@ -20,4 +20,8 @@ def registry() -> Registry[Target]:
 
 
 def get_target(name: str) -> Target:
-    return registry().get(name)
+    if name in _MODULES:  # only its own module: `edgetl predict` of an OpenVINO bundle loads no TensorRT code
+        importlib.import_module(f"edgetl.deploy.targets.{name}")
+        if name in TARGETS:
+            return TARGETS.get(name)
+    return registry().get(name)  # unknown: the registry's error lists every target
