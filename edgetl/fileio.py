@@ -32,3 +32,17 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def cache_root() -> Path:
+    """Where compiled-model caches live on this machine: $EDGETL_CACHE_DIR, else $XDG_CACHE_HOME/edgetl.
+
+    Kept apart from edgetl.train.cache.default_cache_dir on purpose: that is the feature store ($EDGETL_CACHE_DIR itself,
+    else this root's features/), and the runtime caches here (openvino/, tensorrt/, the unpacked bundles/, probe/
+    results, onnx-external-data/) never collide with its v1/.
+    """
+    import os
+
+    if os.environ.get("EDGETL_CACHE_DIR"):
+        return Path(os.environ["EDGETL_CACHE_DIR"]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edgetl"

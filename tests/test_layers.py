@@ -38,6 +38,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("tokenizer_graphs", ("edgetl.tokenizer_graphs",)),
     ("deploy", ("edgetl.deploy",)),
     ("bench", ("edgetl.bench",)),
+    ("remote", ("edgetl.remote",)),  # the host's side of `edgetl deploy` over SSH: no torch either
     # device side ends here (tests/deploy/test_import_boundary.py); the training stack starts
     ("models", ("edgetl.models",)),
     ("data", ("edgetl.data",)),

@@ -122,7 +122,7 @@ def open_bundle(path: Path) -> Iterator[Artifact]:
 
 def _unpacked(bundle: Path) -> tuple[Path, dict] | None:
     """(folder, manifest) of the bundle unpacked in the cache; None where the cache cannot be written."""
-    from edgetl.deploy.targets.base import cache_root
+    from edgetl.fileio import cache_root
 
     root = cache_root() / "bundles"
     folder = root / sha256_file(bundle)

@@ -53,7 +53,7 @@ def check(predictor) -> dict | None:
 def _cached(predictor, entry: dict) -> Path:
     import sys
 
-    from edgetl.deploy.targets.base import cache_root
+    from edgetl.fileio import cache_root
 
     target = predictor.manifest["target"]  # its runtime is imported by now: the module's own version string
     runtime = str(getattr(sys.modules.get(target), "__version__", "unknown"))

@@ -219,7 +219,7 @@ def _known_locations(model_path: Path, root: Path, listed: dict | list) -> list[
     reading a Lite0 graph's protobuf costs 13 ms of a one-image `edgetl predict`, the cached answer none."""
     import json
 
-    from edgetl.deploy.targets.base import cache_root
+    from edgetl.fileio import cache_root
 
     name = (
         Path(model_path).resolve().relative_to(root).as_posix()

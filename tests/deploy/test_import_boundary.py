@@ -27,7 +27,7 @@ BLOCKED = ("torch", "torchvision", "timm", "onnx", "onnxscript", "onnxslim", "nn
 COMPILE_BLOCKED = tuple(b for b in BLOCKED if b != "onnx")  # compile reads ONNX graphs; nothing else of these
 
 _RANKS = [name for name, _ in LAYERS]
-DEVICE_LAYERS = [prefixes for name, prefixes in LAYERS[: _RANKS.index("bench") + 1]]
+DEVICE_LAYERS = [prefixes for name, prefixes in LAYERS[: _RANKS.index("models")]]
 TRAINING_LAYERS = [prefixes for name, prefixes in LAYERS[_RANKS.index("models") : _RANKS.index("cli")]]
 DEVICE_PACKAGES = tuple(p for prefixes in DEVICE_LAYERS for p in prefixes if p != "edgetl")
 TRAINING_PACKAGES = tuple(p for prefixes in TRAINING_LAYERS for p in prefixes)

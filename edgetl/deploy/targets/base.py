@@ -16,6 +16,7 @@ import numpy as np
 from edgetl.contract import LABEL, MAX_BATCH, PRECISIONS, PROBS, TOKENIZER_JSON, TOKENIZER_PLACES
 from edgetl.deploy.artifact import Artifact
 from edgetl.errors import RuntimeMissing, UserError
+from edgetl.fileio import cache_root  # noqa: F401 - where targets keep their compiled-model caches
 from edgetl.registry import Registry
 
 
@@ -184,16 +185,3 @@ def write_target_manifest(stage: Path, target: str, src, device: str, model: str
         **fields,
     }
     return write_manifest(stage, entry)
-
-
-def cache_root() -> Path:
-    """Where compiled-model caches live on this machine: $EDGETL_CACHE_DIR, else $XDG_CACHE_HOME/edgetl.
-
-    Kept apart from edgetl.train.cache.default_cache_dir on purpose: that is the feature store ($EDGETL_CACHE_DIR itself,
-    else this root's features/), and the runtime caches here (openvino/, tensorrt/) never collide with its v1/.
-    """
-    import os
-
-    if os.environ.get("EDGETL_CACHE_DIR"):
-        return Path(os.environ["EDGETL_CACHE_DIR"]).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edgetl"

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edgetl.deploy.targets.base import Artifact, cache_root
+from edgetl.deploy.targets.base import Artifact
 from edgetl.errors import UserError
+from edgetl.fileio import cache_root
 
 HINTS = {"fp32": "f32", "fp16": "f16", "bf16": "bf16"}  # --precision -> INFERENCE_PRECISION_HINT
 
