@@ -89,6 +89,10 @@ class TrainCfg:
     overwrite: bool = False
     extract_batch: int | None = None  # None: by input size (edgetl.train.features.auto_batch)
     quantize: QuantizeCfg | None = None
+    unfreeze: int = 0  # fine-tune the last N blocks (-1: all; 0: frozen, today's path)
+    wise: str = "none"  # WiSE-FT interpolation: none (alpha 1), auto, or an alpha in [0, 1]
+    ft_lr: float = 1e-3  # digits, --unfreeze 3: 0.9861 (3e-4: 0.9749)
+    ft_epochs: int = 12
     compare_fp32: bool = False
     progress: bool = True
 
@@ -105,6 +109,17 @@ class TrainCfg:
             raise UserError(f"--head: {self.head!r} unknown; choose linear or mlp")
         if self.solver not in SOLVERS:
             raise UserError(f"--solver: {self.solver!r} unknown; choose auto, lbfgs or adamw")
+        if self.unfreeze < -1:
+            raise UserError(f"--unfreeze {self.unfreeze}: negative; give a block count, all, or 0 (frozen)")
+        if self.unfreeze and (self.head != "linear" or not self.cache_features):
+            raise UserError("--unfreeze starts from the L-BFGS linear head on cached features: drop --head mlp / "
+                            "--no-cache-features")  # fmt: skip
+        if self.wise not in ("none", "auto") and not _alpha(self.wise):
+            raise UserError(f"--wise {self.wise}: give auto, none, or an alpha between 0 and 1")
+        if self.wise != "none" and not self.unfreeze:
+            raise UserError("--wise interpolates fine-tuned blocks: add --unfreeze N")
+        if self.ft_lr <= 0 or self.ft_epochs < 1:
+            raise UserError("--ft-lr must be positive and --ft-epochs at least 1")
         if self.solver == "lbfgs" and self.head != "linear":
             raise UserError("--solver lbfgs fits a linear head only; use --solver adamw (or auto) with --head mlp")
 
@@ -125,3 +140,10 @@ class TrainCfg:
         for k in ("out", "cache_dir"):
             d[k] = str(d[k]) if d[k] is not None else None
         return d
+
+
+def _alpha(text: str) -> bool:
+    try:
+        return 0.0 <= float(text) <= 1.0
+    except ValueError:
+        return False

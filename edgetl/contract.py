@@ -26,6 +26,7 @@ FEATURES, FMAP, LOGITS = "features", "fmap", "logits"
 OUTPUTS = (PROBS, LABEL)
 # The run folder `edgetl train` writes (edgetl.records), and what `edgetl export` adds beside it.
 RUN_JSON, HEAD_FILE, INT8_BACKBONE = "run.json", "head.safetensors", "backbone.int8.onnx"
+FINETUNED_BLOCKS = "backbone.finetuned.safetensors"  # `--unfreeze N`: the fine-tuned blocks' weights
 MODEL_ONNX, EXPORT_JSON = "model.onnx", "export.json"
 # A compiled folder / bundle (edgetl.deploy.artifact, edgetl.deploy.bundle).
 MANIFEST, BUNDLE_FORMAT = "manifest.json", "edgetl-bundle/1"

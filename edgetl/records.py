@@ -18,14 +18,23 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-from edgetl.contract import EXPORT_JSON, HEAD_FILE, INT8_BACKBONE, MODEL_ONNX, PROBE_FILE, RUN_JSON, TOKENIZER_FILES
+from edgetl.contract import (
+    EXPORT_JSON,
+    FINETUNED_BLOCKS,
+    HEAD_FILE,
+    INT8_BACKBONE,
+    MODEL_ONNX,
+    PROBE_FILE,
+    RUN_JSON,
+    TOKENIZER_FILES,
+)
 from edgetl.errors import UserError
 from edgetl.fileio import sha256_file
 from edgetl.texts import is_text_spec
 from edgetl.verdict import verdict_of
 
 HEAD = HEAD_FILE
-TRAIN_FILES = (RUN_JSON, HEAD, INT8_BACKBONE)
+TRAIN_FILES = (RUN_JSON, HEAD, INT8_BACKBONE, FINETUNED_BLOCKS)
 # What `edgetl export` writes into a run folder: stale once the run is retrained (left out of the new folder).
 EXPORT_FILES = (MODEL_ONNX, EXPORT_JSON, PROBE_FILE, *TOKENIZER_FILES)
 

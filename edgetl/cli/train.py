@@ -12,6 +12,18 @@ from edgetl.contract import TARGETS
 TRAIN, QUANT = TrainCfg(), QuantizeCfg()  # the options' defaults are the configs' own, never typed twice
 
 
+def parse_unfreeze(value: str) -> int:
+    """`--unfreeze N|all` -> a block count (-1: all)."""
+    from edgetl.errors import UserError
+
+    if str(value).strip().lower() == "all":
+        return -1
+    try:
+        return int(value)
+    except ValueError:
+        raise UserError(f"--unfreeze {value}: give a block count, all, or 0 (frozen)") from None
+
+
 def switch(flags: str, default: bool, help: str):
     """An on/off option (`--x/--no-x`) showing its default."""
     return click.option(flags, default=default, show_default=True, help=help)
@@ -142,6 +154,17 @@ def load_config_file(ctx: click.Context, param, path: Path | None) -> Path | Non
     help="7-bit weights in every layer, so CPUs without VNNI (AVX2 only) compute the INT8 model faithfully "
     "(their 16-bit sums would saturate); costs a little precision everywhere.",
 )
+@click.option(
+    "--unfreeze",
+    default="0",
+    show_default=True,
+    callback=lambda ctx, param, value: parse_unfreeze(value),
+    help="Fine-tune the last N blocks (Lite0: blocks.0..6, 7 in all) + the head on a cut-point cache, after the "
+    "linear probe; 'all' trains the whole network (no cache possible); 0 = frozen.",
+)
+@click.option("--wise", default=TRAIN.wise, show_default=True, help="WiSE-FT: auto, none, or an alpha in [0, 1].")
+@click.option("--ft-lr", type=float, default=TRAIN.ft_lr, show_default=True, help="Fine-tuning learning rate (AdamW).")
+@click.option("--ft-epochs", type=int, default=TRAIN.ft_epochs, show_default=True, help="Fine-tuning epochs.")
 @click.option("--compare-fp32", is_flag=True, help="Also time PyTorch eager FP32 extraction on the same images.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 def train_cmd(**o) -> None:

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from edgetl import __version__
-from edgetl.contract import EXPORT_JSON, FEATURES, FMAP, MODEL_ONNX, PROBE_FILE, UINT8_NHWC
+from edgetl.contract import EXPORT_JSON, FEATURES, FINETUNED_BLOCKS, FMAP, MODEL_ONNX, PROBE_FILE, UINT8_NHWC
 from edgetl.deploy.onnx_safety import check_external_data
 from edgetl.errors import UserError
 from edgetl.export import debug_parity, parity
@@ -58,7 +58,24 @@ def load_run(run_dir: Path) -> RunParts:
     except (ValueError, KeyError, TypeError) as e:
         raise UserError(f"{record.path}: unreadable run record ({e}); re-run `edgetl train`") from None
     backbone = load_backbone(record)
+    apply_finetuned(backbone, record)
     return RunParts(record.root, record, pre, backbone, load_head(record.head_file())[0], record.int8_backbone())
+
+
+def apply_finetuned(backbone, record: RunRecord) -> None:
+    """A `--unfreeze` run's fine-tuned blocks, loaded over the pretrained ones (checked against run.json's hash)."""
+    if not record.get("finetune"):
+        return
+    from safetensors.torch import load_file
+
+    state = load_file(str(record.file(FINETUNED_BLOCKS)))
+    own = backbone.state_dict()
+    wrong = [k for k, v in state.items() if k not in own or tuple(own[k].shape) != tuple(v.shape)]
+    if wrong:
+        raise UserError(
+            f"{record.path}: {FINETUNED_BLOCKS} does not fit {backbone.cfg.name} ({wrong[0]}); re-run train"
+        )
+    backbone.load_state_dict({**own, **state}, strict=True)
 
 
 def load_backbone(record: RunRecord):

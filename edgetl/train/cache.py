@@ -173,8 +173,9 @@ class CacheStats:
 class FeatureCache:
     """Features for one extraction context. `lookup` then `write_shard` for what was missing."""
 
-    def __init__(self, root: Path, context: dict, warn=print) -> None:
+    def __init__(self, root: Path, context: dict, warn=print, dtype=np.float32) -> None:
         self.root = Path(root)
+        self.dtype = dtype  # what shards store: float32 features; float16 activations at a fine-tuning cut
         self.context = context
         self.key = context_key(context)
         self.dir = self.root / f"v{FORMAT_VERSION}" / self.key
@@ -249,7 +250,7 @@ class FeatureCache:
     def write_shard(self, keys: list[str], features: np.ndarray) -> Path:
         from safetensors.numpy import save
 
-        features = np.ascontiguousarray(features, dtype=np.float32)
+        features = np.ascontiguousarray(features, dtype=self.dtype)
         checksum = shard_checksum(keys, features)
         meta = {"keys": json.dumps(keys), "sha256": checksum, "format": str(FORMAT_VERSION)}
         path = self.dir / f"shard-{checksum[:24]}.safetensors"

@@ -18,6 +18,7 @@ import numpy as np
 
 from edgetl import __version__
 from edgetl.config import TrainCfg
+from edgetl.contract import FINETUNED_BLOCKS
 from edgetl.data import load_dataset
 from edgetl.data.audit import near_duplicates
 from edgetl.data.items import Dataset, Item, split_fingerprint
@@ -106,6 +107,8 @@ class Pipeline:
 
             torch.set_num_threads(cfg.threads)
         self.bcfg = describe_backbone(cfg.backbone, cfg.weights)
+        self.base_sha = self.bcfg.weights_sha256  # the pretrained file's; bcfg's changes once blocks are fine-tuned
+        self.finetuned: dict | None = None  # `--unfreeze`: the fine-tuned blocks' tensors (edgetl.train.finetune)
         self.text = self.bcfg.modality == "text"
         self.ds = load_dataset(cfg.data, cfg.seed, cfg.strict, warn, self.bcfg.modality)
         self.skip = Skipper(cfg.strict, warn)
@@ -122,7 +125,12 @@ class Pipeline:
 
     def backbone(self):
         if self._backbone is None:
-            self._backbone = build_backbone(self.cfg.backbone, self.cfg.weights)
+            import torch
+
+            # built outside inference mode even when first asked for inside it (an extractor's first batch):
+            # `--unfreeze` trains these very parameters later
+            with torch.inference_mode(False):
+                self._backbone = build_backbone(self.cfg.backbone, self.cfg.weights)
         return self._backbone
 
     def fp32_extractor(self) -> TorchExtractor:
@@ -132,10 +140,10 @@ class Pipeline:
             return TorchTextExtractor(self.backbone)
         return TorchExtractor(self.backbone)
 
-    def features(self, extractor: Extractor) -> Extracted:
+    def features(self, extractor: Extractor, dtype=np.float32) -> Extracted:
         """Cached features of train + val; timing.extract_s is the wall time of this whole stage."""
         t = time.perf_counter()
-        cache = FeatureCache(self.cache_dir, cache_context(self.bcfg, self.pre, extractor), warn).open()
+        cache = FeatureCache(self.cache_dir, cache_context(self.bcfg, self.pre, extractor), warn, dtype).open()
         self.caches.append(cache)
         items = self.ds.train + self.ds.val
         got = extract(items, extractor, self.pre, self.skip, cache, self.extract_batch, self.cfg.progress)
@@ -192,7 +200,7 @@ class Pipeline:
             "preprocess": self.pre.to_dict(),
             "backbone": {
                 "name": self.bcfg.name,
-                "weights_sha256": self.bcfg.weights_sha256,
+                "weights_sha256": self.base_sha,
                 "weights_source": self.bcfg.weights_source,
                 "num_features": self.bcfg.num_features,
                 "modality": self.bcfg.modality,
@@ -226,6 +234,10 @@ class Pipeline:
     def save(self, res: HeadResult, record: dict) -> None:
         """The run folder as one unit: head, the INT8 backbone of a quantized run, run.json (edgetl.records)."""
         head = head_bytes(res.head, head_meta(self.cfg.head, self.bcfg.num_features, len(self.ds.classes)))
+        if self.finetuned is not None:
+            from safetensors.torch import save
+
+            self.files[FINETUNED_BLOCKS] = save({k: v.contiguous() for k, v in self.finetuned.items()})
         record["timing"]["total_s"] = time.perf_counter() - self.t0
         try:
             write_run_folder(self.out, {HEAD: head, **self.files}, record)

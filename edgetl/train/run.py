@@ -24,10 +24,37 @@ def run_fp32(p: Pipeline) -> tuple[HeadResult, dict]:
     return res, {}
 
 
+def run_finetuned(p: Pipeline) -> tuple[HeadResult, dict]:
+    """`--unfreeze N`: LP on the frozen features, then the last N blocks fine-tuned (edgetl.train.finetune); the
+    shipped head is fitted on the fine-tuned backbone's features (INT8 ones with --quantize), as for a frozen run."""
+    from edgetl.models.backbones.split import resolve
+    from edgetl.train.finetune import apply, finetune
+
+    resolve(p.cfg.unfreeze, p.backbone())  # a bad --unfreeze stops before any feature is computed
+    frozen = p.features(p.fp32_extractor())
+    p.audit_near_duplicates(frozen)
+    lp, _ = p.train_cached(frozen)
+    t = p.timing
+    report = {"val_acc_frozen": lp.val_acc, **finetune(p, lp.head)}
+    apply(p, report)
+    if p.cfg.quantize is not None:
+        from edgetl.train.int8 import run_quantized
+
+        res, extras = run_quantized(p)
+    else:
+        got = p.features(p.fp32_extractor())
+        res, extra = p.train_cached(got)
+        t["train_s"] = extra["train_s"]
+        extras = {}
+    return res, {**extras, "finetune": report}
+
+
 def run_train(cfg: TrainCfg) -> dict:
     """The whole `edgetl train` job; returns run.json's content (also written to the run folder)."""
     p = Pipeline(cfg)
-    if cfg.quantize is not None:
+    if cfg.unfreeze:
+        res, extras = run_finetuned(p)
+    elif cfg.quantize is not None:
         from edgetl.train.int8 import run_quantized  # nncf / onnxruntime.quantization load only when asked for
 
         res, extras = run_quantized(p)
