@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.edgetl-installed
 DEMO_OUT ?= runs/demo
 
-.PHONY: setup demo test kernels bench lint clean qemu
+.PHONY: setup demo test kernels bench lint clean qemu sshd
 
 setup: $(STAMP)
 
@@ -28,7 +28,13 @@ qemu:
 	  { apt-get install -y -qq qemu-user >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 && \
 	    apt-get install -y -qq qemu-user >/dev/null 2>&1; }; }; } || echo "qemu-user not installed: the AVX2 fidelity tests will skip"
 
-test: setup kernels qemu
+# openssh-server: tests/remote start a real sshd on a loopback port as the "device"; best effort (they skip without it)
+sshd:
+	@command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ] || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  { apt-get install -y -qq openssh-server >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 && \
+	    apt-get install -y -qq openssh-server >/dev/null 2>&1; }; }; } || echo "openssh-server not installed: the remote deploy tests will skip"
+
+test: setup kernels qemu sshd
 	$(VENV)/bin/python -m pytest -q -ra tests
 
 bench: setup kernels

@@ -31,6 +31,8 @@ COMMAND_MODULES = {
     "doctor": "edgetl.cli.deploy",
     "build-engine": "edgetl.cli.deploy",
     "bench": "edgetl.cli.bench",
+    "deploy": "edgetl.cli.remote",
+    "device": "edgetl.cli.remote",
 }
 
 
