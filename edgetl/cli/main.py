@@ -33,6 +33,7 @@ COMMAND_MODULES = {
     "bench": "edgetl.cli.bench",
     "deploy": "edgetl.cli.remote",
     "device": "edgetl.cli.remote",
+    "probe": "edgetl.cli.probe",
 }
 
 
