@@ -46,3 +46,23 @@ def cache_root() -> Path:
     if os.environ.get("EDGETL_CACHE_DIR"):
         return Path(os.environ["EDGETL_CACHE_DIR"]).expanduser()
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edgetl"
+
+
+def cached_json(path: Path, compute, valid=lambda value: True):
+    """`compute()`'s JSON-able answer, kept in `path` (named by what it depends on, e.g. a file's sha256): read back
+    when present and `valid`, else computed and written; an unwritable cache only costs the next call the work."""
+    import json
+
+    try:
+        found = json.loads(Path(path).read_text())
+        if valid(found):
+            return found
+    except (OSError, ValueError):
+        pass
+    found = compute()
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(Path(path), json.dumps(found).encode())
+    except OSError:
+        pass
+    return found

@@ -217,9 +217,7 @@ def check_bundled_onnx(model_path: Path, root: Path, listed: dict | list, origin
 def _known_locations(model_path: Path, root: Path, listed: dict | list) -> list[str]:
     """`external_locations`, remembered per model sha256 (the manifest's, verified when the bundle was opened):
     reading a Lite0 graph's protobuf costs 13 ms of a one-image `edgetl predict`, the cached answer none."""
-    import json
-
-    from edgetl.fileio import cache_root
+    from edgetl.fileio import cache_root, cached_json
 
     name = (
         Path(model_path).resolve().relative_to(root).as_posix()
@@ -230,18 +228,4 @@ def _known_locations(model_path: Path, root: Path, listed: dict | list) -> list[
     if not isinstance(sha, str) or len(sha) != 64:
         return external_locations(model_path)
     path = cache_root() / "onnx-external-data" / f"{sha}.json"
-    try:
-        found = json.loads(path.read_text())
-        if isinstance(found, list) and all(isinstance(x, str) for x in found):
-            return found
-    except (OSError, ValueError):
-        pass
-    found = external_locations(model_path)
-    try:
-        from edgetl.fileio import atomic_write_bytes
-
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(path, json.dumps(found).encode())
-    except OSError:
-        pass  # an unwritable cache costs the next open the walk, nothing else
-    return found
+    return cached_json(path, lambda: external_locations(model_path), lambda v: isinstance(v, list))

@@ -11,12 +11,11 @@ Chunk identity is the sha256 of its bytes; the device checks every chunk and eve
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
 
-from edgetl.fileio import atomic_write_bytes
+from edgetl.fileio import cached_json
 
 WINDOW = 32  # bytes that decide a cut
 AVG_BITS = 15  # a cut where the hash's top 15 bits are zero: 1 position in 32 KiB
@@ -86,15 +85,4 @@ def recipe(path: Path) -> list[list]:
 def cached_recipe(path: Path, sha256: str, cache: Path) -> list[list]:
     """recipe(path), kept in `cache` under the file's sha256 (chunking a large model takes seconds)."""
     entry = Path(cache) / f"{sha256}.{VERSION}.json"
-    if entry.is_file():
-        try:
-            return json.loads(entry.read_text())
-        except ValueError:
-            pass
-    result = recipe(path)
-    try:
-        entry.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(entry, json.dumps(result).encode())
-    except OSError:
-        pass  # an unwritable cache only costs time
-    return result
+    return cached_json(entry, lambda: recipe(path), lambda v: isinstance(v, list))

@@ -14,6 +14,7 @@ Nothing reaches bundles/ unverified and `current` only ever names a complete fol
 disk or a failed load check leaves the active bundle as it was; the next deploy sweeps what was left.
 """
 
+import contextlib
 import errno
 import fcntl
 import hashlib
@@ -43,6 +44,16 @@ def lock(root):
     fd = os.open(os.path.join(root, ".lock"), os.O_CREAT | os.O_RDWR, 0o600)
     fcntl.flock(fd, fcntl.LOCK_EX)
     return fd
+
+
+@contextlib.contextmanager
+def locked(root):
+    """The store's lock held for the block: one deploy at a time changes the store."""
+    fd = lock(root)
+    try:
+        yield
+    finally:
+        os.close(fd)
 
 
 def link_target(root, name):
@@ -307,8 +318,7 @@ def action_activate(request):
 
 def action_rollback(request):
     root = paths(request)
-    fd = lock(root)
-    try:
+    with locked(root):
         current, previous = link_target(root, "current"), link_target(root, "previous")
         if previous is None or not os.path.isdir(os.path.join(root, "bundles", previous)):
             raise Refused(f"no previous bundle in {root} to roll back to (deploy twice first)")
@@ -316,15 +326,12 @@ def action_rollback(request):
         if current is not None:
             switch(root, "previous", current)
         return {"current": previous, "previous": current}
-    finally:
-        os.close(fd)
 
 
 def action_discard(request):
     """End a deploy that failed after assembly: its bundle goes unless it is current or previous."""
     root = paths(request)
-    fd = lock(root)
-    try:
+    with locked(root):
         bundle_id = request.get("id")
         removed = False
         if bundle_id and bundle_id not in (link_target(root, "current"), link_target(root, "previous")):
@@ -336,8 +343,6 @@ def action_discard(request):
         if request.get("session"):
             shutil.rmtree(os.path.join(root, "incoming", request["session"]), ignore_errors=True)
         return {"removed": removed, "free_bytes": free_bytes(root)}
-    finally:
-        os.close(fd)
 
 
 def action_session(request):
