@@ -3,9 +3,11 @@ INT8 bundle keeps it, the cut-point cache makes an epoch cheap, and the forgetti
 
 For each dataset (the built-in digits at 64 px; real-photo folders from tests/photos.py: 12 similar "textures"
 classes at 64 px and 6 "distinct" classes at 96 px, 40 images per class): `edgetl train` frozen, `--unfreeze 1`,
-`2`, `3` and `all` (default recipe: LP, then AdamW 1e-3 for 12 epochs, BatchNorm frozen, early stopping), each
-in FP32 (val accuracy, forgetting on the ImageNet probe photos, seconds per epoch, cut-cache bytes per image)
-and with `--quantize int8` (OpenVINO layout: val accuracy of the INT8 model, agreement with its FP32 model).
+`2`, `3` and `all` (default recipe: LP, then AdamW 1e-3 for 12 epochs, BatchNorm frozen, early stopping with
+the LP model as epoch 0), each in FP32 (val accuracy, forgetting on the ImageNet probe photos, seconds per epoch,
+cut-cache bytes per image), and the frozen and the best fine-tuned run again with `--quantize int8` (OpenVINO
+layout: val accuracy of the INT8 model, agreement with its FP32 model). The from-scratch baseline on the same
+data is `edgetl probe`'s (benchmarks/probe.py -> results/probe.json).
 The best digits run is exported, compiled for OpenVINO, packaged, and its bundle labels the val images as PNG
 files. Epoch time at `--unfreeze 2`, 64 px and 224 px (512 digits): an epoch on cached activations vs an epoch
 that runs the frozen prefix forward (no grad) on every batch, as fine-tuning without the cache does.
@@ -39,12 +41,12 @@ def train(data: str, out: Path, cache: Path, *extra: str) -> dict:
     return record
 
 
-def row(fp32: dict, int8: dict) -> dict:
+def row(fp32: dict, int8: dict | None) -> dict:
     ft = fp32.get("finetune") or {}
     return {
         "val_acc_fp32": fp32["metrics"]["val_acc"],
-        "val_acc_int8": int8["metrics"]["val_acc"],
-        "int8_agreement": int8["metrics"].get("int8_agreement"),
+        "val_acc_int8": int8["metrics"]["val_acc"] if int8 else None,
+        "int8_agreement": int8["metrics"].get("int8_agreement") if int8 else None,
         "forgetting": ft.get("forgetting", {"agreement": 1.0, "mean_kl": 0.0}),
         "seconds_per_epoch": ft.get("seconds_per_epoch"),
         "cache": ft.get("cache"),
@@ -54,22 +56,20 @@ def row(fp32: dict, int8: dict) -> dict:
 
 
 def dataset_rows(name: str, data: str, size: int, work: Path) -> dict:
-    rows = {}
+    """FP32 runs for every config; INT8 (OpenVINO layout) for the frozen run and the best fine-tuned one."""
+    rows, runs = {}, {}
     for n in CONFIGS:
+        key = "frozen" if n == "0" else n
         extra = ["--img-size", str(size)] + (["--unfreeze", n] if n != "0" else [])
-        fp32 = train(data, work / f"{name}-{n}", work / "cache", *extra)
-        int8 = train(data, work / f"{name}-{n}-int8", work / "cache", *extra, "--quantize", "int8")
-        rows["frozen" if n == "0" else n] = row(fp32, int8)
-        print(name, n, {k: rows["frozen" if n == "0" else n][k] for k in ("val_acc_fp32", "val_acc_int8")}, flush=True)
-    return rows
-
-
-def scratch(data: str, size: int) -> dict | None:
-    try:
-        from edgetl.train.scratch import scratch_baseline
-    except ImportError:
-        return None
-    return scratch_baseline(data, size, seed=0)
+        runs[key] = (extra, train(data, work / f"{name}-{n}", work / "cache", *extra))
+    best = max((k for k in runs if k != "frozen"), key=lambda k: runs[k][1]["metrics"]["val_acc"])
+    for key, (extra, fp32) in runs.items():
+        int8 = None
+        if key in ("frozen", best):
+            int8 = train(data, work / f"{name}-{key}-int8", work / "cache", *extra, "--quantize", "int8")
+        rows[key] = row(fp32, int8)
+        print(name, key, {k: rows[key][k] for k in ("val_acc_fp32", "val_acc_int8")}, flush=True)
+    return {"rows": rows, "best": best}
 
 
 def epoch_times(size: int, n_images: int = 512) -> dict:
@@ -142,10 +142,9 @@ def main() -> dict:
             sets[kind] = (str(make_photo_folder(work / kind, per_class=40, kind=kind)), size)
         result = {"machine": cpu_info(), "datasets": {}, "epoch_time": [epoch_times(64), epoch_times(224)]}
         for name, (data, size) in sets.items():
-            rows = dataset_rows(name, data, size, work)
-            result["datasets"][name] = {"size": size, "rows": rows, "scratch": scratch(data, size)}
-        digits = result["datasets"]["digits"]["rows"]
-        best = max((k for k in digits if k != "frozen"), key=lambda k: digits[k]["val_acc_int8"])
+            result["datasets"][name] = {"size": size, **dataset_rows(name, data, size, work)}
+            write_result("finetune", result)  # partial results survive an interrupted run
+        best = result["datasets"]["digits"]["best"]
         result["digits_best"] = {"unfreeze": best, **bundle_check(work / f"digits-{best}-int8", work)}
     write_result("finetune", result)
     plot(result)
@@ -163,7 +162,8 @@ def plot(result: dict) -> None:
     for name, d in result["datasets"].items():
         keys = list(d["rows"])
         ax.plot(keys, [d["rows"][k]["val_acc_fp32"] for k in keys], marker="o", label=f"{name} FP32")
-        ax.plot(keys, [d["rows"][k]["val_acc_int8"] for k in keys], marker="x", ls="--", label=f"{name} INT8")
+        int8 = [(k, d["rows"][k]["val_acc_int8"]) for k in keys if d["rows"][k]["val_acc_int8"] is not None]
+        ax.plot([k for k, _ in int8], [v for _, v in int8], marker="x", ls="", label=f"{name} INT8")
     ax.set_xlabel("--unfreeze")
     ax.set_ylabel("val accuracy")
     ax.set_title("Lite0: frozen vs fine-tuned last blocks (LP-FT, cut-point cache)")

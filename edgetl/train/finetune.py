@@ -115,7 +115,9 @@ def train_suffix(suffix, head, train: tuple, val: tuple, cfg, progress: bool) ->
     weight = class_weights(train[1], head.out_features, cfg.balanced)
     loss_fn = nn.CrossEntropyLoss(weight=None if weight is None else torch.from_numpy(weight))
     suffix.eval()  # BatchNorm frozen, no dropout: the pretrained statistics stay
-    best, history, since = (-1.0, 0, None), [], 0
+    # epoch 0 (the pretrained blocks with the LP head) is a candidate: a fine-tune that never beats it keeps it
+    start = (copy.deepcopy(suffix.state_dict()), copy.deepcopy(head.state_dict()))
+    best, history, since = (_accuracy(suffix, head, *val), 0, start), [], 0
     with bar("fine-tune", cfg.ft_epochs, progress) as b:
         for epoch in range(1, cfg.ft_epochs + 1):
             t, order, total = time.perf_counter(), torch.randperm(len(yt), generator=gen), 0.0
@@ -200,7 +202,10 @@ def finetune(p, lp_head) -> dict:
     end = (copy.deepcopy(suffix.state_dict()), copy.deepcopy(head.state_dict()))  # load_state_dict writes in place
     alpha, rows = wise(suffix, head, (start, end), val, forgetting, cfg.wise)
     chosen = next(r for r in rows if r["alpha"] == alpha)
-    info(f"fine-tuned {n} block(s): val acc {chosen['val_acc']:.4f} at alpha {alpha} (best epoch {fit['best_epoch']})")
+    if fit["best_epoch"] == 0:
+        info(f"fine-tuning {n} block(s) never beat the linear probe on val: the pretrained blocks are kept")
+    else:
+        info(f"fine-tuned {n} block(s): val acc {chosen['val_acc']:.4f} at alpha {alpha} (epoch {fit['best_epoch']})")
     state = _owned_state(backbone, owned)
     blocks = block_names(backbone)
     return {
