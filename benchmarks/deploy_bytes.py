@@ -8,7 +8,8 @@ same), each exported, compiled for OpenVINO and packaged. The device is a real O
 Deployed in turn: A (first deploy: the device env from wheels sent from here, then the bundle), B (head-only), A
 again (stored on the device: only the switch). Two counts per deploy: what edgetl handed to ssh (scripts, wheels,
 bundle chunks; `DeployResult.sent`), and every byte of the SSH connection in both directions, counted by a relay
-given to ssh as its ProxyCommand (encryption, framing and the answers included). Writes
+given to ssh as its ProxyCommand (encryption, framing and the answers included). Then bundle A labels the 359
+digits val images (PNG files) on the device (`deploy --predict`) and here: labels and probabilities compared. Writes
 benchmarks/results/deploy_bytes.json. The claim: the head-only re-deploy sends under 1% of the first.
 """
 
@@ -107,6 +108,26 @@ def one(name: str, path: Path, device, opts: DeployOptions, counts: Path) -> dic
     }
 
 
+def device_labels_match(bundle_path: Path, device, opts: DeployOptions, scratch: Path) -> dict:
+    """The digits val images as PNG files, labelled by the bundle on the device (`deploy --predict`) and here."""
+    import dataclasses
+
+    from edgetl.cli.demo import write_val_images
+    from edgetl.deploy.predictor import Predictor
+
+    record = json.loads((WORK / "deploy-s0" / "run.json").read_text())
+    images = write_val_images(record, scratch / "val")
+    files = tuple(p for p, _ in images)
+    result = deploy(bundle_path, device.alias, dataclasses.replace(opts, predict=files), lambda m: None)
+    on_device = {Path(p["path"]).name: p for p in result.predictions}
+    with Predictor(bundle_path) as predictor:
+        here = list(predictor.predict_files(list(files), 3, True, print))
+    labels = sum(on_device[Path(h.path).name]["label"] == h.label for h in here)
+    probs = sum(on_device[Path(h.path).name]["prob"] == h.prob for h in here)
+    accuracy = sum(h.label == y for h, (_, y) in zip(here, images, strict=True)) / len(images)
+    return {"images": len(images), "same_label": labels, "same_prob": probs, "accuracy_here": accuracy}
+
+
 def main() -> None:
     WORK.mkdir(parents=True, exist_ok=True)
     a, b = bundle(0), bundle(1)
@@ -128,6 +149,8 @@ def main() -> None:
         for label, path in (("first", a), ("head_only", b), ("again", a)):
             print(f"deploy {label}: {path.name}", flush=True)
             runs[label] = one(label, path, device, opts, counts)
+        same = device_labels_match(a, device, opts, scratch)
+        wire(counts)
     finally:
         sshd.stop(device)
         shutil.rmtree(device.home / name, ignore_errors=True)
@@ -143,6 +166,7 @@ def main() -> None:
             (head["wire"]["up"] + head["wire"]["down"]) / (first["wire"]["up"] + first["wire"]["down"]), 5
         ),
         "head_only_bundle_over_bundle_files": round(head["sent"].get("bundle", 0) / sizes[b.name]["files"], 5),
+        "digits_val_on_device": same,
         "cpu": cpu_info(),
         "python": platform.python_version(),
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -153,6 +177,7 @@ def main() -> None:
         print(f"{label:10s} sent {r['sent_total'] / 1e6:8.3f} MB {r['sent']}  wire up {r['wire']['up'] / 1e6:.3f} MB "
               f"down {r['wire']['down'] / 1e6:.3f} MB  {r['seconds']} s")  # fmt: skip
     print(f"head-only / first: {doc['head_only_over_first']:.4%} (wire {doc['head_only_over_first_wire']:.4%})")
+    print(f"digits val on the device: {doc['digits_val_on_device']}")
     print(f"wrote {RESULTS / 'deploy_bytes.json'}")
 
 
