@@ -158,6 +158,8 @@ class Pipeline:
         if self.text:
             self.near = {"checked": False, "why": "the threshold is set for image features"}
             return
+        if self.finetuned is not None:  # judged on the pretrained features already: fine-tuned ones cluster a class
+            return
         self.near = {"checked": True, **near_duplicates(self.ds.train, self.ds.val, fp32.features)}
         if self.near["count"]:
             ex = self.near["examples"][0]

@@ -40,6 +40,8 @@ def print_train_summary(r: dict) -> None:
     t.add_row("val accuracy", acc)
     if q and "feature_cosine" in m:
         t.add_row("INT8 fidelity", _fidelity_line(m, q))
+    for label, line in _finetune_rows(r.get("finetune")):
+        t.add_row(label, line)
     audit = _audit_line(d.get("audit") or {})
     if audit:
         t.add_row("data audit", audit)
@@ -120,3 +122,25 @@ def print_cache_table(root: Path, contexts: list[dict]) -> None:
             f"{age:.1f} d ago",
         )
     out.print(t if contexts else f"feature cache {root} is empty")
+
+
+def _finetune_rows(ft: dict | None) -> list[tuple[str, str]]:
+    """`--unfreeze`: what trained, on what, and what it cost the backbone's ImageNet predictions."""
+    if not ft:
+        return []
+    cache = ft["cache"]
+    where = f"cut at {cache['cut']}, {cache['bytes_per_image']} B/image cached" if cache.get("cached") else cache["why"]
+    kept = " (never beat the linear probe: pretrained blocks kept)" if ft["best_epoch"] == 0 else ""
+    line = (
+        f"{', '.join(ft['trained'])}: frozen {ft['val_acc_frozen']:.4f} -> {ft['val_acc_ft_head']:.4f}{kept}; "
+        f"{where}; {ft['seconds_per_epoch']:.2f} s/epoch; WiSE alpha {ft['wise']['alpha']}"
+    )
+    f = ft["forgetting"]
+    if "agreement" in f:
+        forget = (
+            f"ImageNet top-1 kept on {f['agreement']:.3f} of {f['images']} probe photos, mean KL {f['mean_kl']:.3g} "
+            "(1.0 / 0: the backbone still sees ImageNet as before)"
+        )
+    else:
+        forget = f"not measured ({f.get('why')})"
+    return [("fine-tune", line), ("forgetting", forget)]

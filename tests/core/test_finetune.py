@@ -120,3 +120,15 @@ def test_wise_auto_keeps_the_least_forgetting_within_half_a_point():
     assert pick_alpha(rows, "none") == 1.0 and pick_alpha(rows, "0.25") == 0.25
     rows[1]["val_acc"] = 0.97
     assert pick_alpha(rows, "auto") == 1.0
+
+
+def test_the_summary_and_audit_of_a_fine_tuned_run(runs):
+    from edgetl.train.summary import _finetune_rows
+
+    a, frozen = (json.loads((runs / name / "run.json").read_text()) for name in ("a", "frozen"))
+    rows = dict(_finetune_rows(a["finetune"]))
+    assert "blocks.5, blocks.6, conv_head, bn2" in rows["fine-tune"] and "B/image cached" in rows["fine-tune"]
+    assert "of 40 probe photos" in rows["forgetting"]
+    assert _finetune_rows(frozen.get("finetune")) == []
+    # near-duplicates are judged on the pretrained features (fine-tuned ones cluster each class)
+    assert a["data"]["audit"]["near_duplicates"] == frozen["data"]["audit"]["near_duplicates"]
