@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,13 +26,10 @@ OPTS = dict(
 )
 
 
-@dataclass
-class Cfg:
-    head: str = "linear"
-    solver: str = "auto"
-    cache_features: bool = True
-    balanced: bool = True
-    seed: int = 0
+def Cfg():  # noqa: N802 - what fit_head reads of a run's config: the defaults (linear head, auto solver, seed 0)
+    from edgetl.config import TrainCfg
+
+    return TrainCfg(progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -183,19 +179,12 @@ def test_a_numpy_head_saves_the_file_an_nn_linear_did(tmp_path: Path):
 
 NO_TORCH = """
 import sys
-from dataclasses import dataclass
 import numpy as np
 {imports}
 from edgetl.models.heads import head_bytes, head_meta
 from edgetl.train.fit import cached_source, fit_head
 
-@dataclass
-class Cfg:
-    head: str = "linear"
-    solver: str = "auto"
-    cache_features: bool = True
-    balanced: bool = True
-    seed: int = 0
+from edgetl.config import TrainCfg as Cfg
 
 rng = np.random.default_rng(0)
 y = rng.integers(0, 4, 300)

@@ -53,7 +53,7 @@ MODULES = _all_modules()
 DEVICE_SIDE = ({m for m in MODULES if _under(m, DEVICE_PACKAGES)} | {"edgetl"}) - COMPILE_ONLY
 DEVICE_SAFE = DEVICE_SIDE | {m for m in MODULES if _under(m, (CLI_PACKAGE,))}
 
-PROBE = """
+BLOCKER = """
 import importlib, json, sys
 blocked = set(sys.argv[1].split(","))
 class Block:
@@ -61,6 +61,9 @@ class Block:
         if name.split(".")[0] in blocked:
             raise ImportError(f"{name} is blocked on the device side")
 sys.meta_path.insert(0, Block())
+"""
+
+PROBE = BLOCKER + """
 failed = {}
 for m in sys.argv[2:]:
     try:
@@ -107,14 +110,8 @@ def test_the_probe_catches_a_training_module():
     assert "edgetl.config" in got["loaded"]
 
 
-COMPILE = """
-import contextlib, io, json, sys
-blocked = set(sys.argv[1].split(","))
-class Block:
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in blocked:
-            raise ImportError(f"{name} is blocked on the device side")
-sys.meta_path.insert(0, Block())
+COMPILE = BLOCKER + """
+import contextlib, io
 from edgetl.cli.main import main
 out = io.StringIO()
 with contextlib.redirect_stdout(out):
