@@ -43,6 +43,13 @@ def auto_batch(size: tuple[int, int]) -> int:
     return max(8, min(64, 1 << max(fit, 1).bit_length() - 1))
 
 
+def torch_version() -> str:
+    """torch's release for cache keys ("2.14.1", local build tag dropped), read without importing torch."""
+    from importlib.metadata import version
+
+    return version("torch").split("+")[0]
+
+
 class TorchExtractor:
     """PyTorch eager FP32: the reference numerics, and the `--no-cache-features` baseline.
 
@@ -75,14 +82,12 @@ class TorchExtractor:
         return self._backbone
 
     def context(self) -> dict:
-        from importlib.metadata import version  # the cache key, read without importing torch
-
         return {
             "engine": "torch",
             "precision": "fp32",
             "memory_format": "channels_last",
             "batchnorm": "folded where verified",
-            "runtime": version("torch").split("+")[0],
+            "runtime": torch_version(),
         }
 
     def __call__(self, x: np.ndarray) -> np.ndarray:

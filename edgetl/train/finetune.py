@@ -45,10 +45,10 @@ class CutExtractor:
         self.prefix, self.cut_name = prefix, cut_name
 
     def context(self) -> dict:
-        from importlib.metadata import version
+        from edgetl.train.features import torch_version
 
         return {"engine": "torch", "precision": "fp32", "cut": self.cut_name, "stored": "float16",
-                "runtime": version("torch").split("+")[0]}  # fmt: skip
+                "runtime": torch_version()}  # fmt: skip
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         import torch

@@ -295,7 +295,7 @@ def test_openvino_precision_names_are_shared():
 
 
 def test_cache_root_expands_the_home_folder(monkeypatch):
-    from edgetl.deploy.targets.base import cache_root
+    from edgetl.fileio import cache_root
 
     monkeypatch.setenv("EDGETL_CACHE_DIR", "~/edgetl-cache-test")
     assert cache_root() == Path.home() / "edgetl-cache-test"

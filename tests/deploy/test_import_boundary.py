@@ -63,7 +63,9 @@ class Block:
 sys.meta_path.insert(0, Block())
 """
 
-PROBE = BLOCKER + """
+PROBE = (
+    BLOCKER
+    + """
 failed = {}
 for m in sys.argv[2:]:
     try:
@@ -72,6 +74,7 @@ for m in sys.argv[2:]:
         failed[m] = str(e)
 print(json.dumps({"failed": failed, "loaded": sorted(sys.modules)}))
 """
+)
 
 
 def _probe(modules) -> dict:
@@ -110,7 +113,9 @@ def test_the_probe_catches_a_training_module():
     assert "edgetl.config" in got["loaded"]
 
 
-COMPILE = BLOCKER + """
+COMPILE = (
+    BLOCKER
+    + """
 import contextlib, io
 from edgetl.cli.main import main
 out = io.StringIO()
@@ -121,6 +126,7 @@ with contextlib.redirect_stdout(out):
         code = e.code
 print(json.dumps({"code": code, "output": out.getvalue(), "loaded": sorted(sys.modules)}))
 """
+)
 
 
 def compile_under_blocker(*argv) -> dict:

@@ -16,7 +16,6 @@ import numpy as np
 from edgetl.contract import LABEL, MAX_BATCH, PRECISIONS, PROBS, TOKENIZER_JSON, TOKENIZER_PLACES
 from edgetl.deploy.artifact import Artifact
 from edgetl.errors import RuntimeMissing, UserError
-from edgetl.fileio import cache_root  # noqa: F401 - where targets keep their compiled-model caches
 from edgetl.registry import Registry
 
 

@@ -20,6 +20,7 @@ from edgetl.deploy.targets import base
 from edgetl.deploy.targets.base import TARGETS, Artifact, CompileOptions
 from edgetl.deploy.targets.tensorrt_plan import BuildSettings, engine_mismatch, on_device_steps
 from edgetl.errors import RuntimeMissing, UserError
+from edgetl.fileio import cache_root
 
 NOTE = "on a Jetson it comes with JetPack; the device side also needs cuda-python"
 
@@ -277,13 +278,13 @@ def timing_cache_path() -> Path:
     """Timing caches are per TensorRT version and GPU too, so they live on the machine, not in bundles."""
     import tensorrt as trt
 
-    return base.cache_root() / "tensorrt" / trt.__version__ / "timing.cache"
+    return cache_root() / "tensorrt" / trt.__version__ / "timing.cache"
 
 
 def cached_engine_path(manifest: dict, here: dict) -> Path:
     key = f"{manifest['source']['onnx_sha256'][:16]}-{BuildSettings.from_dict(manifest['settings']).key()}"
     folder = f"{here['tensorrt']}-sm{here['compute_capability'].replace('.', '')}"
-    return base.cache_root() / "tensorrt" / folder / f"{key}.engine"
+    return cache_root() / "tensorrt" / folder / f"{key}.engine"
 
 
 def build_engine_bundle(bundle: Path, out: Path | None) -> Path:
