@@ -131,7 +131,9 @@ class TrainCfg:
         if o["quantize"] != "int8" and o.get("quant_overflow_fix"):
             raise UserError("--quant-overflow-fix needs --quantize int8")
         quant = QuantizeCfg.from_cli(o) if o["quantize"] == "int8" else None
-        data = o["data"] if o["data"] == "digits" else str(Path(o["data"]).expanduser().resolve())
+        data = o["data"]
+        if data != "digits" and "://" not in data:  # URLs (s3://, gs://, file://) are read by fsspec as given
+            data = str(Path(data).expanduser().resolve())
         same = {f.name for f in fields(cls)} - {"data", "quantize", "progress"}
         return cls(data=data, quantize=quant, progress=not o["no_progress"], **{k: o[k] for k in same if k in o})
 

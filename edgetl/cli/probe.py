@@ -13,7 +13,12 @@ TRAIN = TrainCfg()  # defaults are the config's own, as in `edgetl train`
 # The options `edgetl probe` shares with `edgetl train`: same names, defaults and meaning (a list so `train` can
 # adopt it; applied bottom-up by `shared_options`).
 SHARED_OPTIONS = [
-    click.option("--data", default=TRAIN.data, show_default=True, help="'digits' (built in) or an ImageFolder tree."),
+    click.option(
+        "--data",
+        default=TRAIN.data,
+        show_default=True,
+        help="'digits' (built in), an ImageFolder tree, or a folder URL (s3://, gs://, file://: any fsspec protocol).",
+    ),
     click.option("--backbone", default=TRAIN.backbone, show_default=True, help="Registered name or timm:NAME."),
     click.option("--weights", type=click.Path(dir_okay=False), help="Weights file (.safetensors or .pth state dict)."),
     click.option("--img-size", type=int, help="Square input size [default: 64 for digits, else the backbone's]."),
@@ -65,7 +70,7 @@ def probe_cmd(**o) -> None:
     blocks / transfer gains little."""
     from edgetl.train.probe import ProbeCfg, print_probe_summary, run_probe
 
-    data = o["data"] if o["data"] == "digits" else str(Path(o["data"]).expanduser().resolve())
+    data = o["data"] if o["data"] == "digits" or "://" in o["data"] else str(Path(o["data"]).expanduser().resolve())
     train = TrainCfg(
         data=data,
         backbone=o["backbone"],

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import unicodedata
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -51,11 +52,86 @@ def load_digits(seed: int, val_fraction: float = 0.2) -> Dataset:
     )
 
 
-# --- image folders ---------------------------------------------------------------------------------
+# --- image-folder rules, shared by local folders (here) and URLs (edgetl.data.urls) --------------------
 
 
-def _is_hidden(name: str) -> bool:
+def is_hidden(name: str) -> bool:
     return name.startswith(".") or name in IGNORED_DIRS
+
+
+def walk_order(parts: tuple[str, ...]) -> tuple:
+    """Sort key of a file's path inside its class folder giving os.walk's order with sorted names: a folder's
+    files first, then its subfolders, depth first. Both loaders list a class in this order, so the seeded split
+    picks the same images from a tree read as a path or as a URL."""
+    return (*((1, d) for d in parts[:-1]), (0, parts[-1]))
+
+
+def class_folders(names: list[str], root) -> dict[str, str]:
+    """Class name (NFC) -> folder name, sorted, hidden ones left out. Names that differ only by case or Unicode
+    form would be two classes whose labels look the same: refused, naming both."""
+    names = sorted(n for n in names if not is_hidden(n))
+    by_fold: dict[str, str] = {}
+    for name in names:
+        fold = unicodedata.normalize("NFC", name).casefold()
+        if fold in by_fold:
+            other = by_fold[fold]
+            how = "by Unicode form (NFC vs NFD)" if other.casefold() != name.casefold() else "only by case"
+            raise UserError(
+                f"--data {root}: class folders {other!r} and {name!r} differ {how}; their labels would look "
+                f"the same: merge them into one folder or rename one ({ascii(other)} vs {ascii(name)})"
+            )
+        by_fold[fold] = name
+    return {unicodedata.normalize("NFC", n): n for n in names}
+
+
+def pick_classes(per_class: dict[str, list], classes: list[str] | None, where: dict[str, str], skip: Skipper):
+    """The classes of a split: with `classes` None (DIR/train or a single tree) the non-empty class folders, the
+    empty ones skipped; otherwise (DIR/val) `classes`, and a folder not among them is skipped with why."""
+    if classes is None:
+        for name, files in per_class.items():
+            if not files:
+                skip(where[name], "empty class folder (no image files); class dropped")
+        return [name for name, files in per_class.items() if files]
+    known = {c.casefold() for c in classes}
+    for name, files in per_class.items():
+        if name in classes or not files:
+            continue
+        why = (
+            "differs only by case from a DIR/train class"
+            if name.casefold() in known
+            else "exists only in DIR/val (no DIR/train folder of that name)"
+        )
+        skip(where[name], f"class {name!r} {why}: the head cannot learn it, its images are not used")
+    return classes
+
+
+Scan = Callable[[str | None, list[str] | None], tuple[list[str], list[Item]]]
+
+
+def build_dataset(
+    source: str, scan: Scan, train_val: bool, seed: int, skip: Skipper, warn, val_fraction: float
+) -> Dataset:
+    """DIR/train + DIR/val when `train_val`, otherwise DIR/<class>/... split by content (seeded, stratified).
+    `scan(subfolder or None, classes or None)` gives a split's (classes, items).
+
+    Every image is audited by content key (edgetl.data.audit) before the split: the same content under two
+    classes is left out, copies inside a class count once (so copies always land on one side of a split edgetl
+    makes), and copies across a user-given train/val are reported as leakage."""
+    if train_val:
+        classes, train = scan("train", None)
+        _, val = scan("val", classes)
+        audit = audit_items(train, val, classes, skip.strict, warn)
+        train, val, split = audit.train, audit.val, "DIR/train + DIR/val"
+    else:
+        classes, items = scan(None, None)
+        audit = audit_items(items, [], classes, skip.strict, warn)
+        train, val = stratified_split(audit.train, val_fraction, seed)
+        split = f"stratified {1 - val_fraction:.0%}/{val_fraction:.0%} by content, seed {seed}"
+    check_classes(classes, train, source)
+    return Dataset(source, classes, train, val, skip.skipped, split, audit.summary())
+
+
+# --- local image folders ---------------------------------------------------------------------------
 
 
 def _inside(path: str, folder: str) -> bool:
@@ -81,7 +157,7 @@ def _list_images(class_dir: Path, skip: Skipper) -> list[Path]:
             continue
         seen_dirs.add(real_root)
         kept = []
-        for d in sorted(d for d in dirs if not _is_hidden(d)):
+        for d in sorted(d for d in dirs if not is_hidden(d)):
             target = os.path.realpath(os.path.join(root, d))
             if not _inside(target, home):
                 skip(
@@ -93,7 +169,7 @@ def _list_images(class_dir: Path, skip: Skipper) -> list[Path]:
             kept.append(d)
         dirs[:] = kept
         for name in sorted(files):
-            if _is_hidden(name) or not name.lower().endswith(IMAGE_EXTENSIONS):
+            if is_hidden(name) or not name.lower().endswith(IMAGE_EXTENSIONS):
                 continue
             path = Path(root) / name
             real = os.path.realpath(path)
@@ -115,45 +191,12 @@ def _read(path: Path, skip: Skipper) -> bytes | None:
         return None
 
 
-def _class_dirs(root: Path) -> dict[str, Path]:
-    """Class name (NFC) -> folder. Names that differ only by case or Unicode form would be two classes whose
-    labels look the same: refused, naming both."""
-    dirs = sorted(p for p in root.iterdir() if p.is_dir() and not _is_hidden(p.name))
-    by_fold: dict[str, Path] = {}
-    for d in dirs:
-        fold = unicodedata.normalize("NFC", d.name).casefold()
-        if fold in by_fold:
-            other = by_fold[fold]
-            how = "by Unicode form (NFC vs NFD)" if other.name.casefold() != d.name.casefold() else "only by case"
-            raise UserError(
-                f"--data {root}: class folders {other.name!r} and {d.name!r} differ {how}; their labels would look "
-                f"the same: merge them into one folder or rename one ({ascii(other.name)} vs {ascii(d.name)})"
-            )
-        by_fold[fold] = d
-    return {unicodedata.normalize("NFC", d.name): d for d in dirs}
-
-
 def _scan_split(root: Path, classes: list[str] | None, skip: Skipper) -> tuple[list[str], list[Item]]:
     if not root.is_dir():
         raise UserError(f"--data: {root} is not a folder; give an ImageFolder tree (DIR/<class>/<images>)")
-    class_dirs = _class_dirs(root)
-    per_class = {name: _list_images(d, skip) for name, d in class_dirs.items()}
-    if classes is None:
-        for name, files in per_class.items():
-            if not files:
-                skip(str(class_dirs[name]), "empty class folder (no image files); class dropped")
-        classes = [name for name, files in per_class.items() if files]
-    else:
-        known = {c.casefold() for c in classes}
-        for name, files in per_class.items():
-            if name in classes or not files:
-                continue
-            why = (
-                "differs only by case from a DIR/train class"
-                if name.casefold() in known
-                else "exists only in DIR/val (no DIR/train folder of that name)"
-            )
-            skip(str(class_dirs[name]), f"class {name!r} {why}: the head cannot learn it, its images are not used")
+    folders = class_folders([p.name for p in root.iterdir() if p.is_dir()], root)
+    per_class = {name: _list_images(root / d, skip) for name, d in folders.items()}
+    classes = pick_classes(per_class, classes, {name: str(root / d) for name, d in folders.items()}, skip)
     items = []
     for label, name in enumerate(classes):
         for path in per_class.get(name, []):
@@ -164,22 +207,12 @@ def _scan_split(root: Path, classes: list[str] | None, skip: Skipper) -> tuple[l
 
 
 def load_image_folder(root: Path, seed: int, strict: bool, warn, val_fraction: float = 0.2) -> Dataset:
-    """DIR/train + DIR/val when both exist, otherwise DIR/<class>/... split by content (seeded, stratified).
-
-    Every image is audited by content key (edgetl.data.audit) before the split: the same content under two
-    classes is left out, copies inside a class count once (so copies always land on one side of a split edgetl
-    makes), and copies across a user-given train/val are reported as leakage."""
+    """DIR/train + DIR/val when both exist, otherwise DIR/<class>/... split by content (`build_dataset`)."""
     skip = Skipper(strict, warn)
     root = Path(root).expanduser()
-    if (root / "train").is_dir() and (root / "val").is_dir():
-        classes, train = _scan_split(root / "train", None, skip)
-        _, val = _scan_split(root / "val", classes, skip)
-        audit = audit_items(train, val, classes, strict, warn)
-        train, val, split = audit.train, audit.val, "DIR/train + DIR/val"
-    else:
-        classes, items = _scan_split(root, None, skip)
-        audit = audit_items(items, [], classes, strict, warn)
-        train, val = stratified_split(audit.train, val_fraction, seed)
-        split = f"stratified {1 - val_fraction:.0%}/{val_fraction:.0%} by content, seed {seed}"
-    check_classes(classes, train, root)
-    return Dataset(str(root), classes, train, val, skip.skipped, split, audit.summary())
+    train_val = (root / "train").is_dir() and (root / "val").is_dir()
+
+    def scan(sub: str | None, classes: list[str] | None) -> tuple[list[str], list[Item]]:
+        return _scan_split(root / sub if sub else root, classes, skip)
+
+    return build_dataset(str(root), scan, train_val, seed, skip, warn, val_fraction)
