@@ -13,7 +13,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet -c constraints.txt -e '.[train,openvino,onnxruntime,bench,test,text]'
+	$(PIP) install --quiet -c constraints.txt -e '.[train,openvino,onnxruntime,bench,test,text,scale]'
 	@touch $(STAMP)
 
 kernels: setup

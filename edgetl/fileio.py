@@ -39,7 +39,7 @@ def cache_root() -> Path:
 
     Kept apart from edgetl.train.cache.default_cache_dir on purpose: that is the feature store ($EDGETL_CACHE_DIR itself,
     else this root's features/), and the runtime caches here (openvino/, tensorrt/, the unpacked bundles/, probe/
-    results, onnx-external-data/) never collide with its v1/.
+    results, onnx-external-data/) never collide with its v2/ or edgetl-cache.json.
     """
     import os
 

@@ -24,6 +24,7 @@ COMMAND_MODULES = {
     "train": "edgetl.cli.train",
     "cache": "edgetl.cli.train",
     "demo": "edgetl.cli.train",
+    "extract": "edgetl.cli.extract",
     "export": "edgetl.cli.export",
     "compile": "edgetl.cli.deploy",
     "package": "edgetl.cli.deploy",

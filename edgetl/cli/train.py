@@ -72,7 +72,12 @@ def load_config_file(ctx: click.Context, param, path: Path | None) -> Path | Non
     expose_value=False,
     help="YAML file of options (e.g. `data: ~/photos/parts`); flags override it.",
 )
-@click.option("--data", default=TRAIN.data, show_default=True, help="'digits' (built in) or an ImageFolder tree.")
+@click.option(
+    "--data",
+    default=TRAIN.data,
+    show_default=True,
+    help="'digits' (built in), an ImageFolder tree, or a folder URL (s3://, gs://, file://: any fsspec protocol).",
+)
 @click.option("--backbone", default=TRAIN.backbone, show_default=True, help="Registered name or timm:NAME.")
 @click.option("--weights", type=click.Path(dir_okay=False), help="Weights file (.safetensors or .pth state dict).")
 @click.option("--img-size", type=int, help="Square input size [default: 64 for digits, else the backbone's].")
@@ -207,7 +212,7 @@ def _root(cache_dir: Path | None) -> Path:
 @cache_group.command("ls")
 @cache_dir_option
 def cache_ls(cache_dir: Path | None) -> None:
-    """List cached extraction contexts (backbone, precision, size).
+    """List cached extraction contexts (backbone, precision, segments, entries, size).
 
     \b
     edgetl cache ls
@@ -222,7 +227,7 @@ def cache_ls(cache_dir: Path | None) -> None:
 @cache_group.command("verify")
 @cache_dir_option
 def cache_verify(cache_dir: Path | None) -> None:
-    """Check every shard's and bad-file marker's checksum; exit 1 when any is corrupt (read-only).
+    """Check every block's and bad-file marker's checksum; exit 1 when any is corrupt (read-only).
 
     \b
     edgetl cache verify
@@ -231,14 +236,21 @@ def cache_verify(cache_dir: Path | None) -> None:
     from edgetl.train.cache import verify
 
     r = verify(_root(cache_dir))
-    for path in r.corrupt:
+    for where in r.corrupt_blocks:
+        click.echo(f"corrupt block: {where} ({r.why[where]})")
+    for path in r.torn_tails:
+        click.echo(f"torn index tail: {path} (a writer killed, or busy, mid-append; the blocks before it are fine)")
+    for path in r.corrupt_markers:
         click.echo(f"corrupt: {path}")
     click.echo(
-        f"{r.shards} shards, {r.entries} entries, {r.markers} bad-file markers checked in {_root(cache_dir)}: "
-        f"{len(r.corrupt)} corrupt"
+        f"{r.segments} segments, {r.blocks} blocks, {r.entries} entries, {r.markers} bad-file markers checked in "
+        f"{_root(cache_dir)}: {len(r.corrupt)} corrupt"
     )
     if r.corrupt:
-        click.echo("fix: edgetl cache prune (corrupt shards and markers are removed; the next run recomputes them)")
+        click.echo(
+            "fix: edgetl cache prune (compacts damaged segments not written for an hour and removes corrupt markers; "
+            "runs meanwhile skip what is damaged and recompute it)"
+        )
         raise SystemExit(1)
 
 
@@ -247,10 +259,10 @@ def cache_verify(cache_dir: Path | None) -> None:
 @click.option("--older-than", type=float, metavar="DAYS", help="Also remove contexts unused for DAYS days.")
 @click.option("--all", "everything", is_flag=True, help="Remove every cached feature.")
 def cache_prune(cache_dir: Path | None, older_than: float | None, everything: bool) -> None:
-    """Remove corrupt shards and markers, and leftovers of killed runs (and old contexts with --older-than).
+    """Compact damaged segments, remove corrupt markers and leftovers of killed runs (and old contexts).
 
     \b
-    edgetl cache prune                     # corrupt shards and markers, temp files of killed runs
+    edgetl cache prune                     # damaged segments, corrupt markers, temp files of killed runs
     edgetl cache prune --older-than 30     # and everything unused for 30 days
     edgetl cache prune --all               # empty the cache
     """
@@ -258,9 +270,15 @@ def cache_prune(cache_dir: Path | None, older_than: float | None, everything: bo
 
     r = prune(_root(cache_dir), older_than, everything)
     click.echo(
-        f"removed {r['contexts']} contexts, {r['corrupt_shards']} corrupt shards, {r['corrupt_markers']} corrupt "
-        f"markers, {r['temp_files']} temp files ({r['bytes'] / 1e6:.1f} MB)"
+        f"removed {r['contexts']} contexts, {r['corrupt_markers']} corrupt markers, {r['temp_files']} temp files; "
+        f"compacted {r['compacted_segments']} segments ({r['corrupt_blocks']} corrupt blocks, {r['torn_tails']} torn "
+        f"index tails dropped); {r['bytes'] / 1e6:.1f} MB freed"
     )
+    if r["busy_segments"]:
+        click.echo(
+            f"left {r['busy_segments']} damaged segments written in the last hour alone (a writer may still be on "
+            "them): prune again later"
+        )
 
 
 @click.command("demo")

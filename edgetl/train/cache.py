@@ -1,25 +1,29 @@
-"""Content-addressed feature cache: one folder per extraction context, checksummed safetensors shards.
+"""Content-addressed feature cache: one folder per extraction context, append-only checksummed segment files.
 
-Layout::
+Layout (format 2)::
 
-    <root>/v1/<context_key>/context.json        what produced these features (backbone, preprocess, engine...)
-    <root>/v1/<context_key>/shard-<id>.safetensors   features [n, D] + metadata {keys, sha256}
-    <root>/v1/<context_key>/bad-<key>.json       content that does not decode: {key, reason, sha256}
-    <root>/models/<hash>.{fp32,int8}.onnx        exported / quantized backbones (edgetl.train.int8)
+    <root>/edgetl-cache.json                   {"format": 2, "written_by": "edgetl <version>"}
+    <root>/v2/<context_key>/context.json       what produced these features (backbone, preprocess, engine...)
+    <root>/v2/<context_key>/seg-<writer>.bin   append-only blocks: one batch of [n, ...] features and its keys
+    <root>/v2/<context_key>/seg-<writer>.idx   one record per block: offset, shape, sha256, keys
+    <root>/v2/<context_key>/bad-<key>.json     content that does not decode: {key, reason, sha256}
+    <root>/models/<hash>.{fp32,int8}.onnx      exported / quantized backbones (edgetl.train.int8)
 
 An entry is found by (context_key, image content sha256). The context key hashes the backbone weights hash,
 the preprocessing spec, the precision/quantization settings and the cache format version, so changing any of
-them misses. Shards are written to a temp file in the same folder and renamed: a reader never sees half a
-shard, two concurrent writers of the same shard both produce the same complete file, and a killed run leaves
-only a temp file that `edgetl cache prune` removes. Every shard carries a sha256 over its keys and features,
-checked on every read; a corrupt shard is reported, deleted and recomputed. A bad-content marker makes an image
-skip, so it is checked the same way: its sha256 binds the reason to the context key and the content key, so a
-marker that was hand-edited, copied from another context or renamed to another key is reported, deleted, and
-that image is decoded again. (Whoever can write the cache could recompute either checksum: they catch damage and
-mix-ups, not an attacker.)
+them misses. Each writer (a FeatureCache in one process) appends batches to segment files of its own
+(edgetl.train.segments: the binary layout, and why a crash never leaves a record pointing at unwritten bytes),
+so many processes on many machines can fill one shared folder. Every block's sha256 is checked on every read; a
+corrupt block is reported once and its keys are not returned, so they are recomputed into a new block (files
+are never edited in place; `edgetl cache prune` compacts a damaged segment no one writes any more). When two
+writers wrote one key, the first block that verifies is used. A bad-content marker makes an image skip, so its
+sha256 binds the reason to the context key and the content key: a marker that was hand-edited, copied from
+another context or renamed to another key is reported, deleted, and that image is decoded again. (Whoever can
+write the cache could recompute either checksum: they catch damage and mix-ups, not an attacker.)
 
-The cache may be read-only (a shared or mounted cache): hits are served without writing anything. A write that
-fails (full disk, read-only, permissions) is one user error naming the cache folder, never a traceback.
+A root another edgetl version wrote (its edgetl-cache.json, or v<N> folders of another format) is refused with
+one line, untouched. A read-only cache serves its hits without writing; a write that fails (full disk,
+read-only, permissions) is one user error naming the cache folder, never a traceback.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -36,12 +41,16 @@ from pathlib import Path
 
 import numpy as np
 
+from edgetl import __version__
 from edgetl.errors import UserError
 from edgetl.fileio import atomic_write_bytes
+from edgetl.train import segments as seg
 
-FORMAT_VERSION = 1
-SHARD_GLOB = "shard-*.safetensors"
+FORMAT_VERSION = 2
+ROOT_MARKER = "edgetl-cache.json"
+SEGMENT_GLOB = "seg-*.idx"
 MARKER_GLOB = "bad-*.json"
+_FORMAT_DIR = re.compile(r"v(\d+)")
 
 
 def default_cache_dir() -> Path:
@@ -57,37 +66,33 @@ def context_key(context: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
-def shard_checksum(keys: list[str], features: np.ndarray) -> str:
-    h = hashlib.sha256()
-    h.update("\n".join(keys).encode())
-    h.update(str(features.shape).encode())
-    h.update(np.ascontiguousarray(features, dtype=np.float32).tobytes())
-    return h.hexdigest()
-
-
-class CorruptShard(Exception):
-    pass
-
-
-def read_shard(path: Path) -> tuple[list[str], np.ndarray]:
-    from safetensors.numpy import load
-
-    data = path.read_bytes()  # FileNotFoundError passes through: a concurrent prune is not corruption
+def cache_format(root: Path) -> int | None:
+    """The format of the cache in `root`: its marker's, else its v<N> folders' (another one first); None if new."""
+    root, why = Path(root), "not an edgetl cache marker"
     try:
-        tensors = load(data)
-        meta = _metadata(data)
-        keys = json.loads(meta["keys"])
-        feats = tensors["features"]
-    except Exception as e:  # noqa: BLE001 - any parse failure means the file is damaged
-        raise CorruptShard(f"unreadable ({type(e).__name__}: {str(e)[:80]})") from None
-    if meta.get("sha256") != shard_checksum(keys, feats) or len(keys) != len(feats):
-        raise CorruptShard("checksum mismatch")
-    return keys, feats
+        fmt = json.loads((root / ROOT_MARKER).read_bytes())["format"]
+        if type(fmt) is int:
+            return fmt
+    except (FileNotFoundError, NotADirectoryError):
+        names = os.listdir(root) if root.is_dir() else []
+        found = sorted(int(m[1]) for name in names if (m := _FORMAT_DIR.fullmatch(name)) and (root / name).is_dir())
+        others = [f for f in found if f != FORMAT_VERSION]
+        return others[0] if others else (FORMAT_VERSION if found else None)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        why = getattr(e, "strerror", None) or why
+    raise UserError(
+        f"--cache-dir {root}: cannot read its {ROOT_MARKER} ({why}); pass another --cache-dir, or move that folder away"
+    )
 
 
-def _metadata(data: bytes) -> dict:
-    n = int.from_bytes(data[:8], "little")
-    return json.loads(data[8 : 8 + n]).get("__metadata__", {})
+def check_format(root: Path) -> None:
+    """One line, and nothing under `root` touched, when another edgetl version's cache is there."""
+    fmt = cache_format(root)
+    if fmt is not None and fmt != FORMAT_VERSION:
+        raise UserError(
+            f"--cache-dir {root}: holds a feature cache written by another edgetl version (format {fmt}; this edgetl "
+            f"reads format {FORMAT_VERSION}); pass another --cache-dir, or move that folder away"
+        )
 
 
 def marker_checksum(context: str, key: str, reason: str) -> str:
@@ -135,29 +140,16 @@ def unwritable(root: Path, e: OSError) -> UserError:
     return UserError(f"--cache-dir {root}: cannot write the feature cache ({why}); {fix}")
 
 
-def _discard(path: Path) -> bool:
-    """Delete a damaged file if the cache is writable; a read-only cache just ignores it (False)."""
-    try:
-        path.unlink(missing_ok=True)
-    except OSError:
-        return False
-    return True
-
-
 @dataclass
 class CacheStats:
     hits: int = 0
     misses: int = 0
-    corrupt: list[str] = field(default_factory=list)
+    corrupt_blocks: list[str] = field(default_factory=list)  # "<segment .bin>@<offset>"
     corrupt_markers: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return {
-            "hits": self.hits,
-            "misses": self.misses,
-            "corrupt_shards": self.corrupt,
-            "corrupt_markers": self.corrupt_markers,
-        }
+        names = ("hits", "misses", "corrupt_blocks", "corrupt_markers")
+        return {name: getattr(self, name) for name in names}
 
     @classmethod
     def total(cls, stats: list[CacheStats]) -> CacheStats:
@@ -165,65 +157,71 @@ class CacheStats:
         return cls(
             sum(s.hits for s in stats),
             sum(s.misses for s in stats),
-            [p for s in stats for p in s.corrupt],
+            [p for s in stats for p in s.corrupt_blocks],
             [p for s in stats for p in s.corrupt_markers],
         )
 
 
 class FeatureCache:
-    """Features for one extraction context. `lookup` then `write_shard` for what was missing."""
+    """Features for one extraction context. `lookup` then `write_shard` for what was missing; `close` (or `with`)
+    releases the open segment files (never closing loses nothing: every write is on disk when it returns)."""
 
     def __init__(self, root: Path, context: dict, warn=print, dtype=np.float32) -> None:
         self.root = Path(root)
-        self.dtype = dtype  # what shards store: float32 features; float16 activations at a fine-tuning cut
+        self.dtype = dtype  # what blocks store: float32 features; float16 activations at a fine-tuning cut
         self.context = context
         self.key = context_key(context)
         self.dir = self.root / f"v{FORMAT_VERSION}" / self.key
         self.warn = warn
         self.stats = CacheStats()
+        self._writer = seg.SegmentWriter(self.dir)
+        self._reported: set[str] = set()  # corrupt blocks already warned about
 
     def open(self) -> FeatureCache:
-        """Creates the context folder; writes nothing when it exists, so a read-only cache opens."""
+        """Creates the root marker and the context folder; writes nothing when they exist (a read-only cache opens).
+        Another edgetl version's cache is refused, untouched."""
+        check_format(self.root)
+        marker = json.dumps({"format": FORMAT_VERSION, "written_by": f"edgetl {__version__}"}).encode()
+        context = json.dumps({"format": FORMAT_VERSION, **self.context}, indent=1).encode()
         try:
-            self.dir.mkdir(parents=True, exist_ok=True)  # exist_ok also holds on a read-only file system
-            ctx = self.dir / "context.json"
-            if not ctx.exists():
-                atomic_write_bytes(ctx, json.dumps({"format": FORMAT_VERSION, **self.context}, indent=1).encode())
+            for folder, name, blob in ((self.root, ROOT_MARKER, marker), (self.dir, "context.json", context)):
+                folder.mkdir(parents=True, exist_ok=True)  # exist_ok also holds on a read-only file system
+                if not (folder / name).exists():
+                    atomic_write_bytes(folder / name, blob)
         except OSError as e:
             raise unwritable(self.root, e) from None
         return self
 
+    def close(self) -> None:
+        self._writer.close()
+
+    def __enter__(self) -> FeatureCache:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def lookup(self, keys: set[str]) -> dict[str, np.ndarray]:
-        """Features of every cached key (verifying each shard read); corrupt shards are deleted."""
-        found: dict[str, np.ndarray] = {}
-        for shard in sorted(self.dir.glob(SHARD_GLOB)):
-            try:
-                skeys, feats = read_shard(shard)
-            except CorruptShard as e:
-                self._corrupt(shard, e, "shard", "its features will be recomputed", self.stats.corrupt)
-                continue
-            except FileNotFoundError:  # pruned by a concurrent process between glob and read
-                continue
-            for k, f in zip(skeys, feats, strict=True):
-                if k in keys:
-                    found[k] = f
+        """Features of every cached key, from the blocks that hold one (each checked as it is read)."""
+        found = seg.find(self.dir, {seg.raw_key(k): k for k in keys}, self._corrupt_block, self.warn)
         with contextlib.suppress(OSError):  # best effort: a read-only cache still serves its hits
             os.utime(self.dir)  # last use, for `cache prune --older-than`
         return found
 
-    def _corrupt(self, path: Path, why: Exception, kind: str, then: str, into: list[str]) -> None:
-        action = "deleted it" if _discard(path) else "could not delete it"
-        self.warn(f"cache: corrupt {kind} {path} ({why}); {action}, {then}")
-        into.append(str(path))
+    def _corrupt_block(self, where: str, why: str, n: int) -> None:
+        if where in self._reported:
+            return
+        self._reported.add(where)
+        self.warn(
+            f"cache: corrupt block {where} ({why}); its {n} features come from another block or are recomputed "
+            "(`edgetl cache prune` compacts that segment)"
+        )
+        self.stats.corrupt_blocks.append(where)
 
     def mark_bad(self, key: str, reason: str) -> None:
         """Remember that this content does not decode (so it is reported, not retried, on every run)."""
-        marker = {
-            "format": FORMAT_VERSION,
-            "key": key,
-            "reason": reason,
-            "sha256": marker_checksum(self.key, key, reason),
-        }
+        marker = {"format": FORMAT_VERSION, "key": key, "reason": reason}
+        marker["sha256"] = marker_checksum(self.key, key, reason)
         self._write(marker_path(self.dir, key), json.dumps(marker).encode())
 
     def bad_keys(self, keys: set[str]) -> dict[str, str]:
@@ -235,9 +233,13 @@ class FeatureCache:
             try:
                 key, reason = read_marker(path, self.key)
             except CorruptMarker as e:
-                self._corrupt(
-                    path, e, "bad-file marker", "that image will be decoded again", self.stats.corrupt_markers
-                )
+                try:
+                    path.unlink(missing_ok=True)
+                    action = "deleted it"
+                except OSError:  # a read-only cache: ignored all the same
+                    action = "could not delete it"
+                self.warn(f"cache: corrupt bad-file marker {path} ({e}); {action}, that image will be decoded again")
+                self.stats.corrupt_markers.append(str(path))
                 continue
             except FileNotFoundError:  # pruned by a concurrent process between glob and read
                 continue
@@ -247,15 +249,16 @@ class FeatureCache:
             out[key] = reason
         return out
 
-    def write_shard(self, keys: list[str], features: np.ndarray) -> Path:
-        from safetensors.numpy import save
-
+    def write_shard(self, keys: list[str], features: np.ndarray) -> tuple[Path, int]:
+        """Appends one block (one extraction batch) to this writer's segment; returns its .bin and offset."""
         features = np.ascontiguousarray(features, dtype=self.dtype)
-        checksum = shard_checksum(keys, features)
-        meta = {"keys": json.dumps(keys), "sha256": checksum, "format": str(FORMAT_VERSION)}
-        path = self.dir / f"shard-{checksum[:24]}.safetensors"
-        self._write(path, save({"features": features}, metadata=meta))
-        return path
+        if len(keys) != len(features):
+            raise ValueError(f"{len(keys)} keys for {len(features)} rows of features")
+        try:
+            path, rec = self._writer.append(b"".join(seg.raw_key(k) for k in keys), features)
+        except OSError as e:
+            raise unwritable(self.root, e) from None
+        return path, rec.offset
 
     def _write(self, path: Path, data: bytes) -> None:
         # atomic_write_bytes removes its temp file when the write fails, so a full disk leaves nothing behind
@@ -269,11 +272,16 @@ class FeatureCache:
 
 
 def list_contexts(root: Path) -> list[dict]:
+    """Per context: segments, entries (rows; a key two writers wrote counts twice), bytes, temp files, last use."""
+    check_format(root)
     out = []
     for d in sorted((Path(root) / f"v{FORMAT_VERSION}").glob("*")):
         if not d.is_dir():
             continue
-        shards = [s for s in d.glob(SHARD_GLOB) if s.exists()]
+        segments, entries = sorted(d.glob(SEGMENT_GLOB)), 0
+        for idx in segments:
+            with contextlib.suppress(FileNotFoundError):  # compacted by a concurrent prune
+                entries += sum(rec.n for rec in seg.read_index(idx)[0])
         try:
             ctx = json.loads((d / "context.json").read_text())
         except (OSError, ValueError):
@@ -283,8 +291,9 @@ def list_contexts(root: Path) -> list[dict]:
                 "key": d.name,
                 "path": str(d),
                 "context": ctx,
-                "shards": len(shards),
-                "bytes": sum(_size(s) for s in shards),
+                "segments": len(segments),
+                "entries": entries,
+                "bytes": sum(_size(s) for s in d.glob("seg-*")),
                 "temp_files": len(list(d.glob(".*.tmp"))),
                 "last_used": d.stat().st_mtime,
             }
@@ -301,30 +310,34 @@ def _size(path: Path) -> int:
 
 @dataclass
 class VerifyReport:
-    shards: int = 0
+    segments: int = 0
+    blocks: int = 0
     entries: int = 0
     markers: int = 0
-    corrupt_shards: list[str] = field(default_factory=list)
+    corrupt_blocks: list[str] = field(default_factory=list)  # "<segment .bin>@<offset>"
+    torn_tails: list[str] = field(default_factory=list)  # index files whose last record is partial
     corrupt_markers: list[str] = field(default_factory=list)
+    why: dict[str, str] = field(default_factory=dict)  # corrupt block -> reason
 
     @property
     def corrupt(self) -> list[str]:
-        return self.corrupt_shards + self.corrupt_markers
+        return self.corrupt_blocks + self.torn_tails + self.corrupt_markers
 
 
 def verify(root: Path) -> VerifyReport:
-    """Every shard and bad-file marker checked against its checksum. Read-only."""
+    """Every block of every segment and every bad-file marker checked against its checksum. Read-only."""
     r = VerifyReport()
     for ctx in list_contexts(root):
-        for shard in sorted(Path(ctx["path"]).glob(SHARD_GLOB)):
+        for idx in sorted(Path(ctx["path"]).glob(SEGMENT_GLOB)):
             try:
-                keys, _ = read_shard(shard)
-                r.entries += len(keys)
-            except CorruptShard:
-                r.corrupt_shards.append(str(shard))
+                c = seg.check_segment(idx)
             except FileNotFoundError:
                 continue
-            r.shards += 1
+            r.segments, r.blocks, r.entries = r.segments + 1, r.blocks + c.blocks, r.entries + c.entries
+            r.corrupt_blocks += list(c.corrupt)
+            r.why.update(c.corrupt)
+            if c.torn_bytes:
+                r.torn_tails.append(str(idx))
         for marker in sorted(Path(ctx["path"]).glob(MARKER_GLOB)):
             try:
                 read_marker(marker, ctx["key"])
@@ -337,8 +350,12 @@ def verify(root: Path) -> VerifyReport:
 
 
 def prune(root: Path, older_than_days: float | None, everything: bool, stale_tmp_s: float = 3600) -> dict:
-    """Remove corrupt shards and markers, temp files left by killed runs, and (optionally) contexts unused for N days."""
-    removed = {"contexts": 0, "corrupt_shards": 0, "corrupt_markers": 0, "temp_files": 0, "bytes": 0}
+    """Remove corrupt markers, temp files left by killed runs, (optionally) contexts unused for N days, and
+    compact the segments holding corrupt blocks or a torn index tail that no one wrote for `stale_tmp_s`."""
+    removed = dict.fromkeys(
+        ("contexts", "compacted_segments", "corrupt_blocks", "torn_tails", "busy_segments", "corrupt_markers"), 0
+    )
+    removed |= {"temp_files": 0, "bytes": 0}
     now = time.time()
     for ctx in list_contexts(root):
         d = Path(ctx["path"])
@@ -348,20 +365,18 @@ def prune(root: Path, older_than_days: float | None, everything: bool, stale_tmp
             removed["contexts"] += 1
             continue
         removed["temp_files"] += _remove_stale_temps(d, now - stale_tmp_s)
-        checks = (
-            (SHARD_GLOB, read_shard, CorruptShard, "corrupt_shards"),
-            (MARKER_GLOB, lambda m, d=d: read_marker(m, d.name), CorruptMarker, "corrupt_markers"),
-        )
-        for pattern, read, corrupt, counter in checks:
-            for path in d.glob(pattern):
-                try:
-                    read(path)
-                except corrupt:
-                    removed["bytes"] += _size(path)
-                    _remove(root, path)
-                    removed[counter] += 1
-                except FileNotFoundError:
-                    continue
+        try:
+            seg.prune_segments(d, now - stale_tmp_s, removed)
+            for path in d.glob(MARKER_GLOB):
+                with contextlib.suppress(FileNotFoundError):
+                    try:
+                        read_marker(path, d.name)
+                    except CorruptMarker:
+                        removed["bytes"] += _size(path)
+                        path.unlink(missing_ok=True)
+                        removed["corrupt_markers"] += 1
+        except OSError as e:
+            raise unwritable(Path(root), e) from None
     models = Path(root) / "models"  # quantized backbones (edgetl.train.int8), keyed like the features
     if everything and models.is_dir():
         removed["bytes"] += sum(_size(m) for m in models.iterdir())
@@ -369,13 +384,6 @@ def prune(root: Path, older_than_days: float | None, everything: bool, stale_tmp
     elif models.is_dir():
         removed["temp_files"] += _remove_stale_temps(models, now - stale_tmp_s)
     return removed
-
-
-def _remove(root: Path, path: Path) -> None:
-    try:
-        path.unlink(missing_ok=True)
-    except OSError as e:
-        raise unwritable(Path(root), e) from None
 
 
 def _remove_stale_temps(folder: Path, older_than: float) -> int:

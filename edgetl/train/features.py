@@ -36,11 +36,23 @@ class Extractor(Protocol):
     def __call__(self, x: np.ndarray) -> np.ndarray: ...
 
 
+MIN_BATCH = 16  # oneDNN picks other kernels for fewer images at one thread: their last bits depend on the threads
+
+
 def auto_batch(size: tuple[int, int]) -> int:
     """Extraction batch for an input size: 64 up to 128x128 px, then fewer so a batch's activations stay in
-    cache (Lite0 channels-last at 224 px: 32 img/s at batch 16, 20 at 64; measured); a power of two, >= 8."""
+    cache (Lite0 channels-last at 224 px: 32 img/s at batch 16, 20 at 64; measured); a power of two, >= 16."""
     fit = 64 * 128 * 128 // (size[0] * size[1])
-    return max(8, min(64, 1 << max(fit, 1).bit_length() - 1))
+    return max(MIN_BATCH, min(64, 1 << max(fit, 1).bit_length() - 1))
+
+
+def padded(x: np.ndarray) -> np.ndarray:
+    """A short batch (the last one, or what is missing of one) repeated up to MIN_BATCH rows: each row's features
+    then come from the same kernels at any thread count, so one process and N Ray workers with other thread
+    counts write bit-identical features (a row's features do not depend on the other rows)."""
+    if 0 < len(x) < MIN_BATCH:
+        return np.concatenate([x, np.repeat(x[-1:], MIN_BATCH - len(x), axis=0)])
+    return x
 
 
 def torch_version() -> str:
@@ -56,9 +68,9 @@ class TorchExtractor:
     It runs its own copy of the backbone with BatchNorm folded into the convolutions (backbones/fold.py; kept
     unfolded when the fold does not verify) in channels-last: oneDNN's convolutions are faster in that layout
     on x86 than in NCHW (benchmarks/extraction.py), and as deterministic: bit-identical features at 1 or 2
-    threads and any batch of 16 or more (smaller batches take other kernels, as in NCHW; tested). Fold and
-    layout are part of `context()`, so features from other numerics are not mixed in; whether the fold verifies
-    depends only on the backbone and its weights, which the cache key holds too.
+    threads and any batch of 16 or more (smaller batches take other kernels, as in NCHW, so they are `padded`;
+    tested). Fold, layout and padding are part of `context()`, so features from other numerics are not mixed in.
+    Whether the fold verifies depends only on the backbone and its weights, which the cache key holds too.
     """
 
     name = "torch-fp32"
@@ -87,6 +99,7 @@ class TorchExtractor:
             "precision": "fp32",
             "memory_format": "channels_last",
             "batchnorm": "folded where verified",
+            "min_batch": MIN_BATCH,
             "runtime": torch_version(),
         }
 
@@ -94,19 +107,27 @@ class TorchExtractor:
         import torch
 
         with torch.inference_mode():
-            t = torch.from_numpy(x).contiguous(memory_format=torch.channels_last)
-            return self.backbone.forward_features(t).contiguous().numpy()
+            t = torch.from_numpy(padded(x)).contiguous(memory_format=torch.channels_last)
+            return self.backbone.forward_features(t).contiguous().numpy()[: len(x)]
 
 
 @dataclass
 class Extracted:
     features: dict[str, np.ndarray]  # content key -> [D]
     images: int = 0  # images run through the backbone in this call
-    seconds: float = 0.0  # wall time of the batches run (decode + preprocess + backbone + shard writes)
+    seconds: float = 0.0  # wall time of the batches run (decode + preprocess + backbone + cache writes)
+    first: tuple[float, int] | None = None  # (seconds, images) to the first finished batch: model load + start-up
 
     @property
     def images_per_s(self) -> float | None:
         return self.images / self.seconds if self.seconds > 0 and self.images else None
+
+    @property
+    def steady_images_per_s(self) -> float | None:
+        """The rate after the first batch: what the rest of a large data set runs at, start-up costs left out."""
+        if self.first is None or self.seconds <= self.first[0] or self.images <= self.first[1]:
+            return None
+        return (self.images - self.first[1]) / (self.seconds - self.first[0])
 
 
 def _unique_by_key(items: list[Item]) -> dict[str, Item]:
@@ -114,6 +135,71 @@ def _unique_by_key(items: list[Item]) -> dict[str, Item]:
     for it in items:
         first.setdefault(it.key, it)
     return first
+
+
+@dataclass(frozen=True)
+class Shard:
+    """`--shard i/N`: the i-th (0-based) of N contiguous runs of extraction batches, batches being fixed slices of
+    the sorted content keys. N jobs on any scheduler cover the data exactly once, each batch whole, so their
+    features are bit-identical to one process's."""
+
+    index: int = 0
+    count: int = 1
+
+    @classmethod
+    def parse(cls, spec: str | None) -> Shard:
+        from edgetl.errors import UserError
+
+        if not spec:
+            return cls()
+        i, sep, n = str(spec).partition("/")
+        try:
+            shard = cls(int(i), int(n)) if sep else None
+        except ValueError:
+            shard = None
+        if shard is None or shard.count < 1 or not 0 <= shard.index < shard.count:
+            raise UserError(f"--shard {spec}: give i/N with 0 <= i < N (e.g. 0/4, 1/4, 2/4, 3/4 for four jobs)")
+        return shard
+
+    def batches(self, total: int) -> range:
+        return range(self.index * total // self.count, (self.index + 1) * total // self.count)
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+@dataclass
+class Plan:
+    """What one extraction call runs: its batches (index in the whole run, missing items), hits, bad content."""
+
+    found: dict[str, np.ndarray]
+    bad: dict[str, str]
+    batches: list[tuple[int, list[Item]]]
+
+    @property
+    def todo(self) -> int:
+        return sum(len(b) for _, b in self.batches)
+
+
+def plan(items: list[Item], cache: FeatureCache, skip: Skipper, batch_size: int, shard: Shard | None = None) -> Plan:
+    """Batches are fixed slices of *all* the sorted content keys, and a batch runs only its missing keys: a run
+    killed at any point resumes with exactly the batches it had not finished, so the features come out
+    bit-identical to an uninterrupted run. Files that do not decode are remembered by content (never retried,
+    still reported every run), so they cannot shift batch boundaries either. A shard keeps its run of batches."""
+    by_key = _unique_by_key(items)
+    ordered = sorted(by_key)
+    starts = range(0, len(ordered), batch_size)
+    mine = (shard or Shard()).batches(len(starts))
+    wanted = {k for b in mine for k in ordered[starts[b] : starts[b] + batch_size]}
+    found = cache.lookup(wanted)
+    bad = cache.bad_keys(wanted)
+    for key, reason in sorted(bad.items()):
+        skip(by_key[key].path, reason)
+    batches = [
+        (b, [by_key[k] for k in ordered[starts[b] : starts[b] + batch_size] if k not in found and k not in bad])
+        for b in mine
+    ]
+    return Plan(found, bad, [(b, todo) for b, todo in batches if todo])
 
 
 def extract(
@@ -124,46 +210,47 @@ def extract(
     cache: FeatureCache,
     batch_size: int = 64,
     progress: bool = True,
+    shard: Shard | None = None,
+    runner=None,
 ) -> Extracted:
-    """Features for every decodable item (content keys -> [D]); misses are computed and written to the cache.
-
-    Batches are fixed slices of *all* the sorted content keys, and a batch runs only its missing keys: a run
-    killed at any point resumes with exactly the batches it had not finished, so the features come out
-    bit-identical to an uninterrupted run. Files that do not decode are remembered by content (never retried,
-    still reported every run), so they cannot shift batch boundaries either.
-    """
-    by_key = _unique_by_key(items)
-    found = cache.lookup(set(by_key))
-    bad = cache.bad_keys(set(by_key))
-    for key, reason in sorted(bad.items()):
-        skip(by_key[key].path, reason)
-    ordered = sorted(by_key)
-    todo_total = sum(1 for k in ordered if k not in found and k not in bad)
-    cache.stats.hits += len(found)
-    cache.stats.misses += todo_total
-    batches = [
-        [by_key[k] for k in ordered[start : start + batch_size] if k not in found and k not in bad]
-        for start in range(0, len(ordered), batch_size)
-    ]
-    batches = [b for b in batches if b]
-    out = Extracted(dict(found))
+    """Features for every decodable item of the shard (content keys -> [D]); misses are computed and written to the
+    cache, here or by `runner` (edgetl.train.ray_extract: the same batches in a Ray Data pipeline, written by its
+    workers; it returns no features, the cache holds them)."""
+    work = plan(items, cache, skip, batch_size, shard)
+    cache.stats.hits += len(work.found)
+    cache.stats.misses += work.todo
+    out = Extracted(dict(work.found))
     t0 = time.perf_counter()
-    with bar(f"extract ({extractor.name})", todo_total, progress) as b, ThreadPoolExecutor(1) as pool:
-        ahead = pool.submit(_decode_batch, batches[0], pre) if batches else None
-        for i, todo in enumerate(batches):
+    with bar(f"extract ({extractor.name})", work.todo, progress) as b:
+
+        def done(decoded: _Decoded, n: int) -> None:
+            decoded.report(skip, lambda it, why: cache.mark_bad(it.key, why))
+            b.advance(n)
+            out.first = out.first or (time.perf_counter() - t0, n)
+
+        if runner is not None:
+            out.images = runner.run(work.batches, pre, done)
+        else:
+            _run_here(work.batches, extractor, pre, cache, out, done)
+    out.seconds = time.perf_counter() - t0 if out.images else 0.0
+    return out
+
+
+def _run_here(batches, extractor: Extractor, pre: Preprocess, cache: FeatureCache, out: Extracted, done) -> None:
+    """Decoding and preprocessing the next batch overlaps the backbone running this one."""
+    with ThreadPoolExecutor(1) as pool:
+        ahead = pool.submit(decode_batch, batches[0][1], pre) if batches else None
+        for i, (_, todo) in enumerate(batches):
             decoded = ahead.result()
-            if i + 1 < len(batches):  # the next batch decodes while the backbone runs this one
-                ahead = pool.submit(_decode_batch, batches[i + 1], pre)
-            decoded.report(skip, on_bad=lambda it, why: cache.mark_bad(it.key, why))
+            if i + 1 < len(batches):
+                ahead = pool.submit(decode_batch, batches[i + 1][1], pre)
             keys = [it.key for it in decoded.kept]
             if keys:
                 feats = np.asarray(extractor(decoded.x), dtype=np.float32)
                 cache.write_shard(keys, feats)
                 out.features.update(zip(keys, feats, strict=True))
             out.images += len(keys)
-            b.advance(len(todo))
-    out.seconds = time.perf_counter() - t0 if out.images else 0.0
-    return out
+            done(decoded, len(todo))
 
 
 @dataclass
@@ -180,7 +267,7 @@ class _Decoded:
                 on_bad(it, why)
 
 
-def _decode_batch(items: list[Item], pre: Preprocess) -> _Decoded:
+def decode_batch(items: list[Item], pre: Preprocess) -> _Decoded:
     kept, frames, failed = [], [], []
     for it in items:
         try:
@@ -200,6 +287,6 @@ def decode(
 
     `on_bad` hears about files whose *content* is unusable (not about unreadable paths: those may come back).
     """
-    decoded = _decode_batch(items, pre)
+    decoded = decode_batch(items, pre)
     decoded.report(skip, on_bad)
     return decoded.kept, decoded.x

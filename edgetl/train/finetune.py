@@ -29,6 +29,7 @@ import numpy as np
 
 from edgetl.models.backbones.split import ALL, block_names, resolve, split
 from edgetl.progress import bar, info
+from edgetl.train.features import MIN_BATCH, padded, torch_version
 from edgetl.train.fit import class_weights
 
 ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -45,16 +46,27 @@ class CutExtractor:
         self.prefix, self.cut_name = prefix, cut_name
 
     def context(self) -> dict:
-        from edgetl.train.features import torch_version
-
         return {"engine": "torch", "precision": "fp32", "cut": self.cut_name, "stored": "float16",
-                "runtime": torch_version()}  # fmt: skip
+                "min_batch": MIN_BATCH, "runtime": torch_version()}  # fmt: skip
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         import torch
 
         with torch.inference_mode():
-            return self.prefix(torch.from_numpy(x)).numpy()
+            return self.prefix(torch.from_numpy(padded(x))).numpy()[: len(x)]
+
+
+def cut_name(backbone, n: int) -> str:
+    return f"blocks.{len(block_names(backbone)) - n}"
+
+
+def cut_extractor(name: str, weights: str | None, n: int) -> CutExtractor:
+    """The cut-point extractor of `--unfreeze n` built from scratch: what a Ray worker of `edgetl extract` runs."""
+    from edgetl.models.backbones import build_backbone
+
+    backbone = build_backbone(name, weights)
+    n = resolve(n, backbone)
+    return CutExtractor(split(backbone, n)[0], cut_name(backbone, n))
 
 
 def _stack(items, values: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -78,7 +90,7 @@ def inputs(p, prefix, n: int, whole: bool) -> tuple[tuple, tuple, dict]:
             (xv, yv),
             {"cached": False, "why": "--unfreeze all: no cut", "decode_s": time.perf_counter() - t},
         )
-    cut = f"blocks.{len(block_names(p.backbone())) - n}"
+    cut = cut_name(p.backbone(), n)
     got = p.features(CutExtractor(prefix, cut), dtype=np.float16)
     xt, yt = _stack(p.ds.train, got.features)
     xv, yv = _stack(p.ds.val, got.features)

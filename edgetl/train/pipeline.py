@@ -31,7 +31,7 @@ from edgetl.progress import warn
 from edgetl.records import HEAD, write_run_folder
 from edgetl.texts import TextPreprocess
 from edgetl.train.cache import CacheStats, FeatureCache, default_cache_dir
-from edgetl.train.features import Extracted, Extractor, TorchExtractor, auto_batch, decode, extract
+from edgetl.train.features import Extracted, Extractor, Shard, TorchExtractor, auto_batch, decode, extract
 from edgetl.train.fit import HeadResult, backbone_source, cached_source, fit_head, fit_summary
 
 TEXT_BATCH = 32  # texts per extraction batch (padded to the longest of the batch)
@@ -97,11 +97,11 @@ def check_usable(ds: Dataset, train: list[Item]) -> None:
 class Pipeline:
     """One `edgetl train` run. Stages are methods so both flows (run.run_fp32, int8.run_quantized) share them."""
 
-    def __init__(self, cfg: TrainCfg) -> None:
+    def __init__(self, cfg: TrainCfg, run_folder: bool = True) -> None:
         self.cfg = cfg
         self.t0 = time.perf_counter()
         self.run_id = datetime.now().strftime("%Y%m%d-%H%M%S")
-        self.out = resolve_out(cfg, self.run_id)
+        self.out = resolve_out(cfg, self.run_id) if run_folder else None  # `edgetl extract` writes only the cache
         if cfg.threads:
             import torch  # only when asked: a warm run fits the head in NumPy and never needs torch
 
@@ -122,6 +122,8 @@ class Pipeline:
         self.used: dict[str, int] = {}
         self.files: dict[str, Path] = {}  # run files besides head and run.json (the INT8 backbone)
         self.near: dict = {"checked": False, "why": "needs --cache-features (the check reads cached features)"}
+        self.shard: Shard | None = None  # `edgetl extract --shard i/N`: this job's run of batches
+        self.runner_for = None  # `edgetl extract --ray`: (extractor, cache) -> a runner (edgetl.train.ray_extract)
 
     def backbone(self):
         if self._backbone is None:
@@ -146,7 +148,10 @@ class Pipeline:
         cache = FeatureCache(self.cache_dir, cache_context(self.bcfg, self.pre, extractor), warn, dtype).open()
         self.caches.append(cache)
         items = self.ds.train + self.ds.val
-        got = extract(items, extractor, self.pre, self.skip, cache, self.extract_batch, self.cfg.progress)
+        runner = self.runner_for(extractor, cache) if self.runner_for else None
+        got = extract(
+            items, extractor, self.pre, self.skip, cache, self.extract_batch, self.cfg.progress, self.shard, runner
+        )
         if got.features:
             check_finite(np.stack(list(got.features.values())), extractor.name)
         self.timing["extract_s"] = self.timing.get("extract_s", 0.0) + time.perf_counter() - t

@@ -104,7 +104,7 @@ def _head_line(h: dict) -> str:
 
 def print_cache_table(root: Path, contexts: list[dict]) -> None:
     t = Table(title=f"feature cache: {root}", title_justify="left")
-    for col in ("key", "backbone", "input", "engine", "shards", "MB", "last used"):
+    for col in ("key", "backbone", "input", "engine", "segments", "entries", "MB", "last used"):
         t.add_column(col)
     for c in contexts:
         ctx = c["context"]
@@ -117,7 +117,8 @@ def print_cache_table(root: Path, contexts: list[dict]) -> None:
             str(ctx.get("backbone", "?")),
             f"{size[0]}x{size[1]}",
             engine,
-            str(c["shards"]),
+            str(c["segments"]),
+            str(c["entries"]),
             f"{c['bytes'] / 1e6:.1f}",
             f"{age:.1f} d ago",
         )
@@ -144,3 +145,21 @@ def _finetune_rows(ft: dict | None) -> list[tuple[str, str]]:
     else:
         forget = f"not measured ({f.get('why')})"
     return [("fine-tune", line), ("forgetting", forget)]
+
+
+def print_extract_summary(r: dict) -> None:
+    where = f"Ray ({r['ray']})" if r["ray"] else "this process"
+    shard = "" if r["shard"] == "0/1" else f", shard {r['shard']}"
+    t = Table(title=f"edgetl extract  ·  {r['images']} images of {r['data']} on {where}{shard}", title_justify="left")
+    for col in ("features", "context", "cached before", "computed", "images/s"):
+        t.add_column(col)
+    for row in r["rows"]:
+        if "skipped" in row:
+            t.add_row(row["what"], "-", "-", "-", row["skipped"])
+            continue
+        rate = f"{row['images_per_s']:.1f}" if row["images_per_s"] else "-"
+        t.add_row(row["what"], row["context"][:12], str(row["hits"]), str(row["computed"]), rate)
+    out.print(t)
+    if r["skipped"]:
+        out.print(f"skipped {len(r['skipped'])} files (reasons above)")
+    out.print(f"cache: {r['cache_dir']} ({_fmt_s(r['seconds'])} in all)")

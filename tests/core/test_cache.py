@@ -18,9 +18,10 @@ import pytest
 from PIL import Image
 
 from edgetl.errors import UserError
-from edgetl.train.cache import SHARD_GLOB, FeatureCache, prune, read_shard, verify
+from edgetl.train.cache import FeatureCache, prune, verify
 from edgetl.train.pipeline import Pipeline
 from edgetl.train.run import run_train
+from edgetl.train.segments import bin_of, read_index
 from tests.core.conftest import make_folder, tiny_cfg
 
 REPO = Path(__file__).resolve().parents[2]
@@ -70,35 +71,49 @@ def test_files_swapped_between_classes_update_labels(image_folder: Path, tmp_pat
     np.testing.assert_array_equal(f2[key_of["red_001.png"]], f1[key_of["red_001.png"]])
 
 
-def test_flipped_byte_in_a_shard_is_detected_and_recomputed(image_folder: Path, tmp_path: Path, isolated_cache: Path):
+def test_flipped_byte_in_a_block_is_detected_recomputed_and_compacted_away(
+    image_folder: Path, tmp_path: Path, isolated_cache: Path
+):
     _, before = _features(tiny_cfg(image_folder, tmp_path / "r1"))
-    shard = sorted(isolated_cache.rglob(SHARD_GLOB))[0]
-    data = bytearray(shard.read_bytes())
-    data[-5] ^= 0x01  # inside the float data, past the header
-    shard.write_bytes(bytes(data))
+    idx = sorted(isolated_cache.rglob("seg-*.idx"))[0]
+    last = read_index(idx)[0][-1]
+    data = bytearray(bin_of(idx).read_bytes())
+    data[-5] ^= 0x01  # inside the float data of the last block
+    bin_of(idx).write_bytes(bytes(data))
+    where = f"{bin_of(idx)}@{last.offset}"
     report = verify(isolated_cache)
-    assert report.corrupt == [str(shard)] and report.shards >= 1
+    assert report.corrupt == [where] and report.blocks >= 2 and report.why[where] == "checksum mismatch"
     out = subprocess.run(
         [sys.executable, "-m", "edgetl", "cache", "verify"],
         capture_output=True,
         text=True,
         env={**os.environ, "EDGETL_CACHE_DIR": str(isolated_cache)},
     )
-    assert out.returncode == 1 and "1 corrupt" in out.stdout
+    assert out.returncode == 1 and ": 1 corrupt" in out.stdout and f"corrupt block: {where}" in out.stdout
     p, after = _features(tiny_cfg(image_folder, tmp_path / "r2"))
-    assert p.caches[0].stats.corrupt == [str(shard)] and p.caches[0].stats.misses > 0
+    assert p.caches[0].stats.corrupt_blocks == [where] and p.caches[0].stats.misses == last.n
     assert set(after) == set(before)
     for k in before:
         np.testing.assert_array_equal(after[k], before[k])
+    assert verify(isolated_cache).corrupt == [where]  # append-only: the damaged block stays until prune
+    removed = prune(isolated_cache, None, False, stale_tmp_s=0)
+    assert (removed["compacted_segments"], removed["corrupt_blocks"]) == (1, 1)
     assert verify(isolated_cache).corrupt == []
+    p, again = _features(tiny_cfg(image_folder, tmp_path / "r3"))
+    assert p.caches[0].stats.misses == 0 and p.caches[0].stats.corrupt_blocks == []
+    for k in before:
+        assert again[k].tobytes() == before[k].tobytes()
 
 
-def test_shard_round_trip_and_checksum(tmp_path: Path):
+def test_block_round_trip_and_checksum(tmp_path: Path):
     cache = FeatureCache(tmp_path, {"backbone": "x"}).open()
     feats = np.random.default_rng(0).normal(size=(3, 5)).astype(np.float32)
-    keys, got = read_shard(cache.write_shard(["a", "b", "c"], feats))
-    assert keys == ["a", "b", "c"]
-    np.testing.assert_array_equal(got, feats)
+    path, offset = cache.write_shard(["a", "b", "c"], feats)
+    assert (path.parent, offset) == (cache.dir, 0)
+    got = FeatureCache(tmp_path, {"backbone": "x"}).open().lookup({"a", "b", "c", "d"})
+    assert sorted(got) == ["a", "b", "c"]
+    np.testing.assert_array_equal(np.stack([got[k] for k in "abc"]), feats)
+    assert verify(tmp_path).entries == 3
 
 
 # --- crash safety and concurrency (real subprocesses, real kill -9) --------------------------------
@@ -140,8 +155,13 @@ def _load(out: Path) -> dict[str, np.ndarray]:
         return {k: z[k] for k in z.files}
 
 
-def _shards(cache: Path) -> int:
-    return len(list(cache.rglob(SHARD_GLOB)))
+def _blocks(cache: Path) -> int:
+    """Blocks written so far (the index records: a block counts once its record is complete)."""
+    n = 0
+    for idx in cache.rglob("seg-*.idx"):
+        with contextlib.suppress(FileNotFoundError):
+            n += len(read_index(idx)[0])
+    return n
 
 
 def test_kill_9_then_resume_gives_bit_identical_features(tmp_path: Path):
@@ -150,17 +170,17 @@ def test_kill_9_then_resume_gives_bit_identical_features(tmp_path: Path):
     ref = _worker(data, tmp_path / "ref", ref_cache, 0.0)
     assert ref.wait(120) == 0, ref.stderr.read()
     expected = _load(tmp_path / "ref")
-    for kill_after_shards in (1, 3, 6):  # several points: early, middle, late
-        proc = _worker(data, tmp_path / f"k{kill_after_shards}", cache, 0.4)
+    for kill_after_blocks in (1, 3, 6):  # several points: early, middle, late
+        proc = _worker(data, tmp_path / f"k{kill_after_blocks}", cache, 0.4)
         deadline = time.time() + 120
-        while _shards(cache) < kill_after_shards and proc.poll() is None and time.time() < deadline:
+        while _blocks(cache) < kill_after_blocks and proc.poll() is None and time.time() < deadline:
             time.sleep(0.02)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     done = _worker(data, tmp_path / "resume", cache, 0.0)
     assert done.wait(120) == 0, done.stderr.read()
     stats = json.loads(done.stdout.read())
-    assert stats["hits"] >= 6 * 4 and stats["corrupt_shards"] == []
+    assert stats["hits"] >= 6 * 4 and stats["corrupt_blocks"] == []
     got = _load(tmp_path / "resume")
     assert set(got) == set(expected)
     for k in expected:
@@ -218,7 +238,7 @@ def test_kill_9_with_a_bad_file_in_the_data_still_resumes_bit_identically(tmp_pa
     cache = tmp_path / "cache"
     proc = _worker(data, tmp_path / "k", cache, 0.4)
     deadline = time.time() + 120
-    while _shards(cache) < 2 and proc.poll() is None and time.time() < deadline:
+    while _blocks(cache) < 2 and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -249,7 +269,7 @@ def test_export_refuses_data_that_changed_since_training(image_folder: Path, tmp
         export_run(out, echo=lambda line: None)
 
 
-# --- bad-file markers are checked like shards --------------------------------------------------------------
+# --- bad-file markers are checked like blocks --------------------------------------------------------------
 
 GOOD, OTHER = "a" * 64, "b" * 64
 FORGERIES = ["no checksum", "edited reason", "copied from another context", "renamed from another key", "not JSON"]
@@ -306,8 +326,8 @@ def test_a_forged_marker_no_longer_skips_a_good_image(image_folder: Path, tmp_pa
     p1, before = _features(tiny_cfg(image_folder, tmp_path / "r1"))
     folder = p1.caches[0].dir
     victim = sorted(before)[0]
-    for shard in folder.glob(SHARD_GLOB):
-        shard.unlink()  # so the victim has to be decoded again, not served from a shard
+    for segment in folder.glob("seg-*"):
+        segment.unlink()  # so the victim has to be decoded again, not served from a block
     marker = folder / f"bad-{victim}.json"
     forged = json.dumps({"key": victim, "reason": "truncated or corrupt image (forged)"})
     marker.write_text(forged)
@@ -353,8 +373,8 @@ def read_only(folder: Path, monkeypatch: pytest.MonkeyPatch):
       files, renames, deletes and utime, with EPERM where a read-only mount says EROFS. Nothing is simulated.
     - "chmod": not root: chmod a-w refuses new files for real, but the owner may still set a folder's times,
       so os.utime is patched to raise EROFS as a read-only mount would (the fault this guards against).
-    - "patched": root without chattr: chmod stops nothing for root, so os.utime and the cache's file write
-      (edgetl.train.cache.atomic_write_bytes) are patched to raise EROFS.
+    - "patched": root without chattr: chmod stops nothing for root, so os.utime and the cache's file writes
+      (edgetl.train.cache.atomic_write_bytes, edgetl.train.segments._create) are patched to raise EROFS.
     """
     dirs = [str(d) for d in [folder, *folder.rglob("*")] if d.is_dir()]
     if shutil.which("chattr"):
@@ -378,6 +398,7 @@ def read_only(folder: Path, monkeypatch: pytest.MonkeyPatch):
                     os.chmod(d, 0o755)
         else:
             m.setattr("edgetl.train.cache.atomic_write_bytes", _raise(errno.EROFS))
+            m.setattr("edgetl.train.segments._create", _raise(errno.EROFS))
             yield "patched"
 
 
@@ -398,6 +419,7 @@ def test_read_only_cache_serves_every_hit_and_a_miss_is_one_user_error(
     assert message.startswith(f"--cache-dir {isolated_cache}: cannot write the feature cache (")
     assert message.endswith("); choose a writable --cache-dir")
     assert list(isolated_cache.rglob(".*.tmp*")) == []
+    assert verify(isolated_cache).corrupt == []  # the failed write left no half block and no torn index
 
 
 WRITES = {
@@ -432,7 +454,7 @@ def test_a_failed_cache_write_is_one_user_error_and_leaves_no_temp_file(
     assert e.value.exit_code == 2
     assert str(e.value) == f"--cache-dir {root}: cannot write the feature cache {FIXES[code]}"
     files = sorted(p.name for p in root.rglob("*") if p.is_file())
-    assert files == ([] if write == "open" else ["context.json"])  # no temp file, no half file
+    assert files == ([] if write == "open" else ["context.json", "edgetl-cache.json"])  # no temp, no half file
 
 
 def test_full_disk_during_edgetl_train_is_one_error_line_exit_2(
@@ -451,3 +473,4 @@ def test_full_disk_during_edgetl_train_is_one_error_line_exit_2(
         "free disk space there or choose another --cache-dir"
     ]
     assert list(isolated_cache.rglob(".*.tmp*")) == []
+    assert verify(isolated_cache).corrupt == []

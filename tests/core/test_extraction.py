@@ -14,7 +14,7 @@ from edgetl.images import Skipper
 from edgetl.models.backbones import build_backbone
 from edgetl.preprocess import Preprocess
 from edgetl.train.cache import FeatureCache
-from edgetl.train.features import TorchExtractor, _decode_batch, auto_batch, extract
+from edgetl.train.features import TorchExtractor, auto_batch, decode_batch, extract
 from edgetl.train.fit import SoftmaxLoss, class_weights, one_blas_thread
 
 
@@ -23,18 +23,21 @@ def lite0():
     return build_backbone("efficientnet_lite0")
 
 
+def at_threads(n: int, fn):
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(n)
+        return fn()
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_channels_last_features_are_the_same_at_any_thread_count_and_batch(lite0):
     # batches of 16 or more: below that oneDNN picks other kernels at one thread (in NCHW as well)
     x = np.random.default_rng(0).standard_normal((32, 3, 64, 64)).astype(np.float32)
     ext = TorchExtractor(lambda: lite0)
-    before = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        one = np.concatenate([ext(x[:16]), ext(x[16:])])
-        torch.set_num_threads(2)
-        two = ext(x)
-    finally:
-        torch.set_num_threads(before)
+    one = at_threads(1, lambda: np.concatenate([ext(x[:16]), ext(x[16:])]))
+    two = at_threads(2, lambda: ext(x))
     np.testing.assert_array_equal(one, two)
     with torch.inference_mode():
         nchw = lite0.forward_features(torch.from_numpy(x)).numpy()
@@ -43,11 +46,20 @@ def test_channels_last_features_are_the_same_at_any_thread_count_and_batch(lite0
     assert all(p.is_contiguous() for p in lite0.parameters())  # the caller's module (exported later) untouched
 
 
+def test_a_short_batch_is_padded_so_its_features_do_not_depend_on_the_threads(lite0):
+    # the last batch of a run (or of a shard): one process and Ray workers with other thread counts agree bitwise
+    x = np.random.default_rng(1).standard_normal((5, 3, 64, 64)).astype(np.float32)
+    ext = TorchExtractor(lambda: lite0)
+    one, two = at_threads(1, lambda: ext(x)), at_threads(2, lambda: ext(x))
+    assert one.shape == (5, lite0.cfg.num_features)
+    np.testing.assert_array_equal(one, two)
+
+
 def test_auto_batch_follows_the_input_size():
     assert auto_batch((64, 64)) == 64
     assert auto_batch((128, 128)) == 64
     assert auto_batch((224, 224)) == 16
-    assert auto_batch((512, 512)) == 8
+    assert auto_batch((512, 512)) == 16
 
 
 def test_batched_preprocess_equals_one_frame_at_a_time():
@@ -73,7 +85,7 @@ def test_prefetching_extract_equals_decode_then_backbone_and_reports_bad_files(t
     cache = FeatureCache(tmp_path / "c", {"test": 1}, warnings.append).open()
     got = extract(items, ext, pre, skip, cache, batch_size=5, progress=False)
     good = [it for it in items if not it.path.endswith("broken.png")]
-    ref = _decode_batch(good, pre)
+    ref = decode_batch(good, pre)
     expected = dict(zip([it.key for it in ref.kept], ext(ref.x), strict=True))
     assert set(got.features) == set(expected)
     for k, v in expected.items():
@@ -112,6 +124,6 @@ def test_softmax_loss_is_the_same_at_any_thread_count_and_matches_autograd():
 
 def test_items_that_vanish_between_listing_and_decoding_are_skipped_not_fatal(tmp_path: Path):
     pre = Preprocess(size=(16, 16))
-    decoded = _decode_batch([Item(str(tmp_path / "gone.png"), 0, key="k")], pre)
+    decoded = decode_batch([Item(str(tmp_path / "gone.png"), 0, key="k")], pre)
     assert decoded.kept == [] and decoded.x.shape == (0, 3, 16, 16)
     assert decoded.failed[0][1].startswith("unreadable") and decoded.failed[0][2] is False
