@@ -159,8 +159,9 @@ def bench_bundle(bundle: Path, a: BenchArgs) -> int:
             f"{threads} thread(s), {inputs}",
             err=True,
         )
-        if predictor.fidelity_line():
-            click.echo(predictor.fidelity_line(), err=True)
+        for line in (predictor.fidelity_line(), predictor.auto_line()):
+            if line:
+                click.echo(line, err=True)
         _check_output(predictor, jpegs)  # a model that answers NaN has no latency worth reporting
         results, interrupted = bench.run_cases(cases, settings, _progress)
     return _finish(results, interrupted, a.json_path, a.plot, f"edgetl bench {Path(bundle).name}")

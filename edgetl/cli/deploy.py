@@ -49,7 +49,12 @@ def _stderr(message: str) -> None:
 
 @click.command("compile")
 @click.argument("onnx", type=click.Path(path_type=Path))
-@click.option("--target", required=True, type=click.Choice(TARGETS), help="Runtime to compile for.")
+@click.option(
+    "--target",
+    required=True,
+    type=click.Choice((*TARGETS, "auto")),
+    help="Runtime to compile for; auto: build each installed one, time them here, keep the fastest faithful one.",
+)
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Output folder (replaced atomically).")
 @click.option(
     "--device",
@@ -101,6 +106,7 @@ def compile_cmd(onnx: Path, target: str, out: Path, **options) -> None:
 
     \b
     edgetl compile runs/parts/model.onnx --target openvino --out build/ov
+    edgetl compile runs/parts/model.onnx --target auto --out build/best      # the fastest faithful one HERE
     edgetl compile runs/parts/model.onnx --target openvino --device NPU --frame-size 480x640 --out build/npu
     edgetl compile runs/parts/model.onnx --target openvino --precision fp32 --out build/ov-f32
     edgetl compile runs/parts/model.onnx --target onnxruntime --threads 2 --out build/ort
@@ -112,8 +118,14 @@ def compile_cmd(onnx: Path, target: str, out: Path, **options) -> None:
     from edgetl.deploy.targets import CompileOptions, get_target
 
     opts = CompileOptions(**options)
-    with Console(stderr=True).status(f"compiling {onnx} for {target}"):
-        artifact = get_target(target).compile(onnx, out, opts)
+    if target == "auto":
+        from edgetl.bench.auto import compile_auto
+
+        artifact = compile_auto(onnx, out, opts, echo=_stderr)
+        target = artifact.manifest["target"]
+    else:
+        with Console(stderr=True).status(f"compiling {onnx} for {target}"):
+            artifact = get_target(target).compile(onnx, out, opts)
     m = artifact.manifest
     if target == "tensorrt" and not m.get("engine"):
         click.echo(
@@ -184,8 +196,9 @@ def predict_cmd(
     with Predictor(bundle, device) as predictor:
         info = predictor.info
         _stderr(f"{bundle}: {info['target']} on {info.get('device')}, precision {info.get('precision')}")
-        if predictor.fidelity_line():
-            _stderr(predictor.fidelity_line())
+        for line in (predictor.fidelity_line(), predictor.auto_line()):
+            if line:
+                _stderr(line)
         if texts:
             results = (predictor.predict_text(t, top_k) for t in texts)
         else:
@@ -240,6 +253,11 @@ def doctor_cmd(bundle: Path | None) -> None:
             click.echo(
                 f"{'bundle':12s} {bundle}: " + (predictor.fidelity_line() or "no INT8 probe (an FP32 or older bundle)")
             )
+            auto = predictor.manifest.get("auto")
+            if auto:
+                click.echo(f"{'auto':12s} " + (predictor.auto_line() or f"chosen on this CPU kind: {auto['why']}"))
+    if bundle is None or "auto" not in predictor.manifest:
+        click.echo(f"{'choose':12s} `edgetl compile MODEL --target auto` times each runtime here, keeps the fastest")
 
 
 @click.command("build-engine")

@@ -23,6 +23,7 @@ from edgetl.deploy.targets import get_target
 from edgetl.deploy.targets.base import Runner
 from edgetl.errors import RuntimeMissing, UserError
 from edgetl.images import BadImage, Skipper, decode_image
+from edgetl.machine import cpu_id, cpu_line
 from edgetl.preprocess import resize_bilinear
 from edgetl.texts import is_text_spec, read_preprocess, strings
 
@@ -91,6 +92,19 @@ class Predictor:
         from edgetl.deploy import fidelity
 
         return fidelity.line(self.fidelity, self.manifest["target"], self.precise) if self.fidelity else None
+
+    def auto_line(self) -> str | None:
+        """One line when the bundle's target was chosen by `--target auto` (edgetl.bench.auto) on another CPU kind
+        than this one: another target may be faster here."""
+        auto = self.manifest.get("auto")
+        if not isinstance(auto, dict) or auto.get("cpu_id") == cpu_id():
+            return None
+        theirs = auto.get("cpu") or {}
+        return (
+            f"this bundle's target ({auto.get('winner')}) was chosen on {theirs.get('model', 'another CPU')} "
+            f"({' '.join(theirs.get('flags', []))}), not on this CPU ({cpu_line()}): another target may be faster "
+            "here; rerun `edgetl compile --target auto` on this machine"
+        )
 
     def _read_spec(self, bundle) -> None:
         try:

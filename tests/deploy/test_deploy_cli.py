@@ -138,7 +138,8 @@ def test_user_errors_exit_2(capsys, tmp_path, colour_onnx):
 def test_doctor_lists_every_target(capsys):
     code, out, _ = run_cli(capsys, "doctor")
     lines = out.splitlines()
-    assert code == 0 and [line.split()[0] for line in lines] == ["cpu", "int8", "onnxruntime", "openvino", "tensorrt"]
+    rows = ["cpu", "int8", "onnxruntime", "openvino", "tensorrt", "choose"]  # choose: `compile --target auto`
+    assert code == 0 and [line.split()[0] for line in lines] == rows
     assert "available  devices: CPU" in lines[3]
     from edgetl.machine import cpu_info
 

@@ -1,0 +1,154 @@
+"""`edgetl compile --target auto`: build every runtime the model can run in here, time them here, keep the fastest.
+
+Which runtime wins depends on the CPU (AVX2 only, AVX-VNNI, AVX-512 VNNI, AMX), the model and the runtime's
+version (issue 33: on an AVX2-only EPYC the ONNX Runtime text bundle beat OpenVINO's by 2x, on AVX-512 VNNI
+OpenVINO wins images), so the choice is measured on the machine that runs the bundle, not shipped as a default:
+
+1. compile the exported graph for every candidate target whose runtime is installed (a target that cannot
+   compile it, e.g. an option it does not take, is dropped with its reason);
+2. open each as `predict` would, which runs the bundle's INT8 probe on this CPU: a candidate whose INT8 output
+   is not faithful here (issue 14: INT8 kernels without VNNI can saturate) is dropped;
+3. time the rest with the bench harness, model-only and end to end, in interleaved rounds within a fixed small
+   budget (ROUNDS x BLOCK_S per candidate and mode), and keep the fastest end to end (what a user waits for);
+4. the winner's folder becomes `--out`, its manifest recording the CPU (model, flags, id), the runtime versions,
+   every candidate's p50 or why it was dropped, and why the winner won. A bundle moved to another CPU kind says
+   so when it is opened (edgetl.deploy.predictor's `auto_line`), and `edgetl compile --target auto` can be run
+   again there.
+
+One function, `compile_auto`, so `edgetl compile` and anything that compiles on a device share the same logic.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import statistics
+import tempfile
+from pathlib import Path
+
+from edgetl.errors import UserError
+from edgetl.machine import cpu_id, cpu_info, cpu_line
+
+CANDIDATES = ("openvino", "onnxruntime", "tensorrt")  # tensorrt only where it is installed (a Jetson)
+ROUNDS, BLOCK_S, MIN_BLOCK_ITERS, WARMUP_S = 5, 0.3, 5, 0.5  # ~3 s per candidate and mode on this budget
+MODES = ("model", "end_to_end")
+
+
+def compile_auto(onnx: Path, out: Path, options, echo=print):
+    """Compile `onnx` for the fastest faithful target on this machine into `out`; returns its Artifact."""
+    from edgetl.deploy.artifact import Artifact, read_manifest, write_manifest
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".edgetl-auto-", dir=out.parent) as tmp:
+        built, rows = _build(onnx, Path(tmp), options, echo)
+        rows += _time(built, echo)
+        timed = [r for r in rows if "p50_ms" in r]
+        if not timed:
+            why = "; ".join(f"{r['target']}: {r['dropped']}" for r in rows)
+            raise UserError(f"--target auto: no target can run {onnx} faithfully here ({why})")
+        winner = min(timed, key=lambda r: r["p50_ms"]["end_to_end"])
+        record = _record(rows, winner)
+        folder = built[winner["target"]]
+        manifest = read_manifest(folder, folder)
+        manifest = write_manifest(folder, {k: v for k, v in manifest.items() if k != "files"} | {"auto": record})
+        if out.exists():
+            shutil.rmtree(out)
+        folder.replace(out)
+    echo(f"--target auto: {record['why']}")
+    return Artifact(out, manifest)
+
+
+def _build(onnx: Path, tmp: Path, options, echo) -> tuple[dict[str, Path], list[dict]]:
+    from edgetl.deploy.targets import get_target
+
+    built, rows = {}, []
+    for name in CANDIDATES:
+        target = get_target(name)
+        problem = target.available()
+        if problem:
+            rows.append({"target": name, "dropped": f"not usable here ({problem.splitlines()[0]})"})
+            continue
+        try:
+            artifact = target.compile(onnx, tmp / name, options)
+        except UserError as e:
+            rows.append({"target": name, "dropped": f"does not compile this model ({e})"})
+            continue
+        if name == "tensorrt" and not artifact.manifest.get("engine"):
+            rows.append({"target": name, "dropped": "no engine built here (the TensorRT builder is missing)"})
+            continue
+        echo(f"--target auto: built {name}")
+        built[name] = tmp / name
+    return built, rows
+
+
+def _time(built: dict[str, Path], echo) -> list[dict]:
+    """Open every candidate (INT8 probe included), drop the unfaithful ones, time the rest interleaved."""
+    from edgetl.bench.harness import bundle_cases, interleave
+    from edgetl.deploy.predictor import Predictor
+
+    rows, cases = [], []
+    with contextlib.ExitStack() as stack:
+        for name, folder in list(built.items()):
+            predictor = stack.enter_context(Predictor(folder))
+            fid = predictor.fidelity
+            if fid is not None and not fid.get("faithful", True):
+                rows.append(
+                    {"target": name, "dropped": f"INT8 probe not faithful on this CPU ({predictor.fidelity_line()})"}
+                )
+                built.pop(name)
+                continue
+            jpegs = [] if predictor.is_text else _jpegs(predictor.frame_size)
+            cases += bundle_cases(predictor, name, jpegs, 1, MODES, 0)
+            rows.append({"target": name, "precision": predictor.info.get("precision"), "fidelity": fid})
+        samples: dict[tuple[str, str], list[float]] = {}
+        for _, case, block in interleave(cases, ROUNDS, BLOCK_S, MIN_BLOCK_ITERS, WARMUP_S):
+            samples.setdefault((case.name, case.fields["mode"]), []).extend(block)
+    for row in rows:
+        if "dropped" not in row:
+            row["p50_ms"] = {m: round(statistics.median(samples[(row["target"], m)]), 4) for m in MODES}
+            echo(f"--target auto: {row['target']} p50 {row['p50_ms']['end_to_end']:.3f} ms end to end")
+    return rows
+
+
+def _jpegs(frame: tuple[int, int] | None) -> list[bytes]:
+    """The bench's sample photos at a camera's frame size; where they are missing (a device without
+    scikit-image), two noise frames: every candidate decodes the same bytes, so the comparison holds."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from edgetl.bench.harness import CAMERA_FRAME, load_jpegs
+
+    frame = frame or CAMERA_FRAME
+    try:
+        return load_jpegs([], frame)
+    except UserError:
+        rng, out = np.random.default_rng(0), []
+        for _ in range(2):
+            buffer = io.BytesIO()
+            Image.fromarray(rng.integers(0, 256, (*frame, 3), dtype=np.uint8)).save(buffer, format="JPEG")
+            out.append(buffer.getvalue())
+        return out
+
+
+def _record(rows: list[dict], winner: dict) -> dict:
+    from edgetl.bench.harness import package_versions
+
+    others = [r for r in rows if "p50_ms" in r and r is not winner]
+    why = f"{winner['target']} is the fastest faithful target on {cpu_line()}: {winner['p50_ms']['end_to_end']:.3f} ms"
+    if others:
+        best = min(others, key=lambda r: r["p50_ms"]["end_to_end"])
+        ratio = best["p50_ms"]["end_to_end"] / winner["p50_ms"]["end_to_end"]
+        why += f" end to end, {ratio:.2f}x {best['target']}"
+    dropped = [f"{r['target']}: {r['dropped']}" for r in rows if "dropped" in r]
+    return {
+        "cpu": cpu_info(),
+        "cpu_id": cpu_id(),
+        "versions": package_versions("openvino", "onnxruntime", "tensorrt"),
+        "budget": {"rounds": ROUNDS, "block_s": BLOCK_S, "warmup_s": WARMUP_S, "batch": 1},
+        "candidates": rows,
+        "winner": winner["target"],
+        "why": why + (f"; dropped {'; '.join(dropped)}" if dropped else ""),
+    }

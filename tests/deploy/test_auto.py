@@ -1,0 +1,87 @@
+"""`edgetl compile --target auto`: every installed runtime built and timed here, an unfaithful one dropped, the
+fastest kept, the choice and the CPU it was made on recorded; a bundle moved to another CPU kind says so.
+
+The model is the INT8 classifier of tests/saturating.py: natively (VNNI) every runtime computes it faithfully;
+under QEMU's Haswell (AVX2 only) OpenVINO's INT8 kernels saturate and flip its label, so `auto` must drop it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tests.saturating import bright_frames, saturating_classifier
+
+QEMU = shutil.which("qemu-x86_64")
+
+
+def edgetl(*argv, prefix=()) -> subprocess.CompletedProcess:
+    cmd = [*prefix, sys.executable, "-m", "edgetl", *map(str, argv)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    return saturating_classifier(tmp_path_factory.mktemp("auto") / "export")
+
+
+@pytest.fixture(scope="module")
+def best(model) -> Path:
+    out = model.parent.parent / "best"
+    done = edgetl("compile", model, "--target", "auto", "--out", out)
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+def test_auto_times_every_installed_runtime_and_records_why_the_winner_won(best):
+    manifest = json.loads((best / "manifest.json").read_text())
+    auto = manifest["auto"]
+    timed = [c for c in auto["candidates"] if "p50_ms" in c]
+    assert {c["target"] for c in timed} <= {"openvino", "onnxruntime"} and timed
+    fastest = min(timed, key=lambda c: c["p50_ms"]["end_to_end"])
+    assert manifest["target"] == auto["winner"] == fastest["target"]
+    assert all(set(c["p50_ms"]) == {"model", "end_to_end"} for c in timed)
+    tensorrt = next(c for c in auto["candidates"] if c["target"] == "tensorrt")
+    assert "not usable here" in tensorrt["dropped"]  # TensorRT cannot be installed on these machines
+    assert auto["cpu"]["model"] and auto["cpu_id"] and "onnxruntime" in auto["versions"]
+    assert auto["winner"] in auto["why"] and auto["cpu"]["model"] in auto["why"]
+
+
+def test_the_auto_bundle_predicts_and_says_nothing_on_the_cpu_it_was_timed_on(best, tmp_path):
+    Image.fromarray(bright_frames(1)[0]).save(tmp_path / "bright.png")
+    done = edgetl("predict", best, tmp_path / "bright.png")
+    assert done.returncode == 0, done.stderr
+    assert "was chosen on" not in done.stderr
+
+
+def test_a_bundle_timed_on_another_cpu_says_so_at_load(best, tmp_path):
+    moved = tmp_path / "moved"
+    shutil.copytree(best, moved)
+    manifest = json.loads((moved / "manifest.json").read_text())
+    manifest["auto"]["cpu_id"] = "0" * 16  # as written by `compile --target auto` on another CPU kind
+    manifest["auto"]["cpu"] = {"model": "Intel(R) Core(TM) i5-8259U", "flags": ["avx2"], "machine": "x86_64"}
+    (moved / "manifest.json").write_text(json.dumps(manifest))
+    Image.fromarray(bright_frames(1)[0]).save(tmp_path / "bright.png")
+    done = edgetl("predict", moved, tmp_path / "bright.png")
+    assert done.returncode == 0, done.stderr
+    line = next(x for x in done.stderr.splitlines() if "was chosen on" in x)
+    assert "i5-8259U" in line and "rerun `edgetl compile --target auto`" in line
+    doctor = edgetl("doctor", moved)
+    assert doctor.returncode == 0 and "was chosen on" in doctor.stdout
+
+
+@pytest.mark.skipif(QEMU is None, reason="qemu-user is not installed (apt-get install qemu-user): no AVX2-only CPU")
+def test_on_an_avx2_cpu_auto_drops_the_runtime_whose_int8_saturates(model, tmp_path):
+    out = tmp_path / "best-avx2"
+    done = edgetl("compile", model, "--target", "auto", "--out", out, prefix=[QEMU, "-cpu", "Haswell"])
+    assert done.returncode == 0, done.stderr
+    auto = json.loads((out / "manifest.json").read_text())["auto"]
+    openvino = next(c for c in auto["candidates"] if c["target"] == "openvino")
+    assert "INT8 probe not faithful" in openvino["dropped"]
+    assert auto["winner"] == "onnxruntime"  # its non-saturating kernels: faithful, so the one left to keep
+    assert "avx512f" not in auto["cpu"]["flags"]  # the emulated CPU is what was recorded
