@@ -58,6 +58,7 @@ def artifacts() -> dict[str, Path]:
     ov-float       `export --input float-nchw --no-fused-ops` + `compile --target openvino` (preprocessing outside)
     ort-fp32       fp32.onnx + `compile --target onnxruntime`
     ort-int8       run-ort's default export + `compile --target onnxruntime`
+    auto           `export` + `compile --target auto`: the fastest faithful runtime, timed on this machine
     """
     from edgetl.compare.peers import export_fp32
 
@@ -67,11 +68,13 @@ def artifacts() -> dict[str, Path]:
     fp32 = WORK / "fp32.onnx"
     if not fp32.is_file():
         export_fp32(run, fp32)
+    fused = _export(run, WORK / "fused" / "model.onnx")
     return {
         "run": run,
         "model": model,
         "fp32": fp32,
-        "ov-fused": _bundle(_export(run, WORK / "fused" / "model.onnx"), "ov-fused", "openvino", "--fused-kernels"),
+        "ov-fused": _bundle(fused, "ov-fused", "openvino", "--fused-kernels"),
+        "auto": _bundle(fused, "auto", "auto"),
         "ov": _bundle(model, "ov", "openvino"),
         "ov-float": _bundle(
             _export(run, WORK / "float" / "model.onnx", "--input", "float-nchw", "--no-fused-ops"),

@@ -29,6 +29,7 @@ BUNDLES = {
     "ov": "edgetl openvino (standard ops)",
     "ort-fp32": "edgetl onnxruntime fp32",
     "ort-int8": "edgetl onnxruntime int8",
+    "auto": "edgetl --target auto (default export)",
 }
 BY_HAND_OPENVINO = (
     "openvino default (from fp32 onnx)",
@@ -51,6 +52,7 @@ def claims(by_name: dict[str, dict]) -> dict:
         "fastest_by_hand_openvino": fastest_ov,
         "edgetl_ov_over_fastest_by_hand_ov": round_ratio(by_name, ov, fastest_ov),
         "edgetl_ov_standard_ops_over_fastest_by_hand_ov": round_ratio(by_name, ov_std, fastest_ov),
+        "edgetl_auto_over_fastest_by_hand_ov": round_ratio(by_name, BUNDLES["auto"], fastest_ov),
         "edgetl_ort_fp32_over_by_hand_ort_fp32": round_ratio(by_name, BUNDLES["ort-fp32"], "onnxruntime fp32"),
         "edgetl_ort_int8_over_by_hand_ort_fp32": round_ratio(by_name, BUNDLES["ort-int8"], "onnxruntime fp32"),
         "edgetl_ort_int8_over_by_hand_ort_int8": round_ratio(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 from edgetl.contract import TARGETS
@@ -59,6 +59,12 @@ class QuantizeCfg:
             overflow_fix=o.get("quant_overflow_fix", False),
         )
 
+    def for_target(self, target: str) -> QuantizeCfg:
+        """The same settings laid out for another target (`--target A,B`); a calibration method that target does
+        not offer becomes its default."""
+        method = self.calib_method if self.calib_method in CALIB_METHODS[target] else "auto"
+        return replace(self, target=target, calib_method=method)
+
     def key(self) -> dict:
         """What changes the quantized numerics (goes into the feature-cache key)."""
         key = {"target": self.target, "method": self.calib_method, "ignore": sorted(self.ignore)}
@@ -93,6 +99,7 @@ class TrainCfg:
     wise: str = "none"  # WiSE-FT interpolation: none (alpha 1), auto, or an alpha in [0, 1]
     ft_lr: float = 1e-3  # digits, --unfreeze 3: 0.9861 (3e-4: 0.9749)
     ft_epochs: int = 12
+    layouts: tuple[str, ...] = ()  # `--target A,B`: INT8 layouts besides quantize.target, one run folder each
     compare_fp32: bool = False
     progress: bool = True
 
@@ -120,12 +127,16 @@ class TrainCfg:
             raise UserError("--wise interpolates fine-tuned blocks: add --unfreeze N")
         if self.ft_lr <= 0 or self.ft_epochs < 1:
             raise UserError("--ft-lr must be positive and --ft-epochs at least 1")
+        if self.layouts and self.quantize is None:
+            raise UserError("--target A,B lays out several INT8 backbones: add --quantize int8")
         if self.solver == "lbfgs" and self.head != "linear":
             raise UserError("--solver lbfgs fits a linear head only; use --solver adamw (or auto) with --head mlp")
 
     @classmethod
     def from_cli(cls, o: dict) -> TrainCfg:
         """`edgetl train`'s options (click's parameter names): every option named like a field is copied."""
+        targets = parse_targets(o["target"])
+        o = {**o, "target": targets[0], "layouts": targets[1:]}
         if o["quantize"] != "int8" and o["quant_ignore"]:
             raise UserError("--quant-ignore needs --quantize int8")
         if o["quantize"] != "int8" and o.get("quant_overflow_fix"):
@@ -142,6 +153,18 @@ class TrainCfg:
         for k in ("out", "cache_dir"):
             d[k] = str(d[k]) if d[k] is not None else None
         return d
+
+
+def parse_targets(text: str) -> tuple[str, ...]:
+    """`--target openvino,onnxruntime` -> ("openvino", "onnxruntime"): each a known target, each once."""
+    names = tuple(t.strip() for t in str(text).split(",") if t.strip())
+    bad = [t for t in names if t not in TARGETS]
+    if not names or bad or len(set(names)) != len(names):
+        raise UserError(
+            f"--target {text}: give one of {', '.join(TARGETS)}, or several separated by commas, each once "
+            "(e.g. openvino,onnxruntime)"
+        )
+    return names
 
 
 def _alpha(text: str) -> bool:

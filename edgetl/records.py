@@ -35,6 +35,15 @@ from edgetl.verdict import verdict_of
 
 HEAD = HEAD_FILE
 TRAIN_FILES = (RUN_JSON, HEAD, INT8_BACKBONE, FINETUNED_BLOCKS)
+LAYOUTS = "layouts"  # `train --target A,B`: RUN/layouts/B is the run folder of INT8 layout B
+
+
+def layout_dirs(run_dir: Path) -> list[Path]:
+    """The run folders of a run's other INT8 layouts (`train --target A,B`), in name order."""
+    folder = Path(run_dir) / LAYOUTS
+    return sorted(d for d in folder.iterdir() if (d / RUN_JSON).is_file()) if folder.is_dir() else []
+
+
 # What `edgetl export` writes into a run folder: stale once the run is retrained (left out of the new folder).
 EXPORT_FILES = (MODEL_ONNX, EXPORT_JSON, PROBE_FILE, *TOKENIZER_FILES)
 

@@ -34,14 +34,42 @@ ROUNDS, BLOCK_S, MIN_BLOCK_ITERS, WARMUP_S = 5, 0.3, 5, 0.5  # ~3 s per candidat
 MODES = ("model", "end_to_end")
 
 
+def sources(path: Path) -> list[tuple[str | None, Path, str | None]]:
+    """(INT8 layout, graph, why training rules it out) for `compile PATH --target auto`: one exported graph, or
+    a run folder's graph and each of its other layouts' (`train --target A,B`, then `edgetl export RUN`)."""
+    from edgetl.records import layout_dirs, read_run
+
+    path = Path(path)
+    if not path.is_dir():
+        return [(None, path, None)]
+    found = []
+    for run in [path, *layout_dirs(path)]:
+        model = run / "model.onnx"
+        if not model.is_file():
+            raise UserError(f"{run}: no model.onnx; run `edgetl export {path}` first")
+        record = read_run(run).data
+        q = record.get("quantize") or {}
+        status = q.get("status", "ok")
+        agreement = record["metrics"].get("int8_agreement")
+        why = None if status == "ok" else f"training judged this INT8 layout {status} (agreement {agreement})"
+        found.append((q.get("target"), model, why))
+    return found
+
+
 def compile_auto(onnx: Path, out: Path, options, echo=print):
-    """Compile `onnx` for the fastest faithful target on this machine into `out`; returns its Artifact."""
+    """Compile `onnx` (a graph, or a run folder with its layouts) for the fastest faithful target on this machine
+    into `out`; returns its Artifact."""
     from edgetl.deploy.artifact import Artifact, read_manifest, write_manifest
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    graphs = sources(onnx)
     with tempfile.TemporaryDirectory(prefix=".edgetl-auto-", dir=out.parent) as tmp:
-        built, rows = _build(onnx, Path(tmp), options, echo)
+        built, rows = {}, []
+        for layout, graph, ruled_out in graphs:
+            suffix = f"/{layout}-layout" if len(graphs) > 1 else ""
+            b, r = _build(graph, Path(tmp), options, echo, suffix, ruled_out)
+            built, rows = {**built, **b}, rows + r
         rows += _time(built, echo)
         timed = [r for r in rows if "p50_ms" in r]
         if not timed:
@@ -59,26 +87,31 @@ def compile_auto(onnx: Path, out: Path, options, echo=print):
     return Artifact(out, manifest)
 
 
-def _build(onnx: Path, tmp: Path, options, echo) -> tuple[dict[str, Path], list[dict]]:
+def _build(onnx: Path, tmp: Path, options, echo, suffix: str = "", ruled_out: str | None = None):
+    """({candidate: its compiled folder}, rows of the dropped ones); a candidate is a target (+ the layout)."""
     from edgetl.deploy.targets import get_target
 
     built, rows = {}, []
-    for name in CANDIDATES:
-        target = get_target(name)
+    for target_name in CANDIDATES:
+        name = target_name + suffix
+        target = get_target(target_name)
         problem = target.available()
+        if ruled_out:
+            rows.append({"target": name, "dropped": ruled_out})
+            continue
         if problem:
             rows.append({"target": name, "dropped": f"not usable here ({problem.splitlines()[0]})"})
             continue
         try:
-            artifact = target.compile(onnx, tmp / name, options)
+            artifact = target.compile(onnx, tmp / name.replace("/", "_"), options)
         except UserError as e:
             rows.append({"target": name, "dropped": f"does not compile this model ({e})"})
             continue
-        if name == "tensorrt" and not artifact.manifest.get("engine"):
+        if target_name == "tensorrt" and not artifact.manifest.get("engine"):
             rows.append({"target": name, "dropped": "no engine built here (the TensorRT builder is missing)"})
             continue
         echo(f"--target auto: built {name}")
-        built[name] = tmp / name
+        built[name] = tmp / name.replace("/", "_")
     return built, rows
 
 

@@ -102,11 +102,13 @@ def _stderr(message: str) -> None:
     "auto = the training texts' 95th percentile (8..32), 0 = off (a smaller, faster-compiling model).",
 )
 def compile_cmd(onnx: Path, target: str, out: Path, **options) -> None:
-    """Compile an exported model.onnx for one runtime into a folder with manifest.json.
+    """Compile an exported model.onnx for one runtime into a folder with manifest.json (--target auto: a run
+    folder too).
 
     \b
     edgetl compile runs/parts/model.onnx --target openvino --out build/ov
     edgetl compile runs/parts/model.onnx --target auto --out build/best      # the fastest faithful one HERE
+    edgetl compile runs/d --target auto --out build/best    # a run folder: each INT8 layout (train --target A,B)
     edgetl compile runs/parts/model.onnx --target openvino --device NPU --frame-size 480x640 --out build/npu
     edgetl compile runs/parts/model.onnx --target openvino --precision fp32 --out build/ov-f32
     edgetl compile runs/parts/model.onnx --target onnxruntime --threads 2 --out build/ort

@@ -38,6 +38,7 @@ Examples:
   edgetl train --cache-features --img-size 224 --seed 3 --cache-dir /data/edgetl-cache
   edgetl train --backbone timm:resnet18 --weights resnet18.safetensors --data ~/photos/parts
   edgetl train --cache-features --quantize int8 --target openvino --calib-size 300
+  edgetl train --quantize int8 --target openvino,onnxruntime --out runs/d   # two INT8 layouts, one head each
   edgetl train --config parts.yaml --seed 3       # options from a YAML file, flags win
 """
 
@@ -132,10 +133,11 @@ def load_config_file(ctx: click.Context, param, path: Path | None) -> Path | Non
 )
 @click.option(
     "--target",
-    type=click.Choice(TARGETS),
     default=QUANT.target,
     show_default=True,
-    help="Runtime the INT8 backbone is laid out for (QDQ layout per target).",
+    metavar="|".join(TARGETS) + "[,...]",
+    help="Runtime the INT8 backbone is laid out for (QDQ layout per target); several, comma-separated, train one "
+    "head per layout from the same FP32 features (the others in OUT/layouts/TARGET, for `compile --target auto`).",
 )
 @click.option(
     "--calib-size", type=int, default=QUANT.calib_size, show_default=True, help="Training images used to calibrate."

@@ -103,8 +103,8 @@ def run_extract(cfg: TrainCfg, scale: ScaleCfg) -> dict:
         rows.append(
             {"what": "int8", "skipped": "--unfreeze: INT8 features follow the fine-tuned blocks (train makes them)"}
         )
-    elif cfg.quantize is not None:
-        rows.append(_int8(p, fp32))
+    elif cfg.quantize is not None:  # every INT8 layout asked for (`--target A,B`), as train lays them out
+        rows += [_int8(p, fp32, cfg.quantize.for_target(t)) for t in (cfg.quantize.target, *cfg.layouts)]
     return {
         "data": p.ds.source,
         "images": len({it.key for it in p.ds.train + p.ds.val}),
@@ -146,13 +146,13 @@ def _cut(p: Pipeline) -> dict:
     return _row(f"cut {cut_name(p.backbone(), n)}", p, got)
 
 
-def _int8(p: Pipeline, fp32_cache) -> dict:
+def _int8(p: Pipeline, fp32_cache, qcfg) -> dict:
     """The INT8 backbone as `train --quantize int8` builds it (same calibration, same model, same fidelity mode)."""
     from edgetl.train.int8 import Int8Run
 
     r = Int8Run(p)
     items, chash = r.calibration()
     probe = {it.key for it in items}
-    ext = r.extractor(p.cfg.quantize, items, chash, fp32_cache.lookup(probe))
-    row = _row("int8", p, p.features(ext))
+    ext = r.extractor(qcfg, items, chash, fp32_cache.lookup(probe))
+    row = _row(f"int8 {qcfg.target}", p, p.features(ext))
     return {**row, "engine": ext.engine, "mode": ext.mode, "features_from": r.fidelity.get("features_from")}

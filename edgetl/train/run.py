@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from edgetl.config import TrainCfg
+from edgetl.errors import UserError
 from edgetl.progress import info
+from edgetl.records import LAYOUTS
 from edgetl.train.fit import HeadResult
 from edgetl.train.pipeline import Pipeline
 
@@ -49,9 +51,41 @@ def run_finetuned(p: Pipeline) -> tuple[HeadResult, dict]:
     return res, {**extras, "finetune": report}
 
 
+def train_layouts(cfg: TrainCfg, out) -> list[dict]:
+    """`--target A,B`: one run folder per layout besides A (written before A's, which carries them over), from the
+    same FP32 features (computed once: the other layouts read them from the cache) and the same calibration
+    images; each with its own INT8 features, head, accuracy and agreement."""
+    import dataclasses
+    import shutil
+
+    if cfg.overwrite and (out / LAYOUTS).is_dir():
+        shutil.rmtree(out / LAYOUTS)  # the layouts of the run being overwritten
+    rows = []
+    for target in cfg.layouts:
+        sub = dataclasses.replace(
+            cfg,
+            quantize=cfg.quantize.for_target(target),
+            out=out / LAYOUTS / target,
+            layouts=(),
+            overwrite=True,
+        )
+        info(f"layout {target}: training its head on its own INT8 features")
+        rows.append(layout_row(run_train(sub), f"{LAYOUTS}/{target}"))
+    return rows
+
+
+def layout_row(record: dict, folder: str) -> dict:
+    m, q = record["metrics"], record["quantize"]
+    keep = ("val_acc", "val_acc_fp32", "int8_agreement", "int8_drop")
+    return {"target": q["target"], "dir": folder, "status": q["status"], **{k: m.get(k) for k in keep}}
+
+
 def run_train(cfg: TrainCfg) -> dict:
     """The whole `edgetl train` job; returns run.json's content (also written to the run folder)."""
+    if cfg.layouts and cfg.unfreeze:
+        raise UserError("--target A,B with --unfreeze: fine-tune for one --target at a time")
     p = Pipeline(cfg)
+    layouts = train_layouts(cfg, p.out) if cfg.layouts else []  # written first: the run folder carries them over
     if cfg.unfreeze:
         res, extras = run_finetuned(p)
     elif cfg.quantize is not None:
@@ -61,6 +95,8 @@ def run_train(cfg: TrainCfg) -> dict:
     else:
         res, extras = run_fp32(p)
     record = p.record(res, extras)
+    if layouts:
+        record["layouts"] = [layout_row(record, "."), *layouts]
     p.save(res, record)
     info(f"wrote {p.out / 'run.json'}")
     return record

@@ -38,6 +38,11 @@ def print_train_summary(r: dict) -> None:
     if "val_acc_fp32" in m:
         acc += f"  (FP32 model {m['val_acc_fp32']:.4f}; the INT8 model keeps {m['int8_agreement']:.4f} of its labels)"
     t.add_row("val accuracy", acc)
+    for row in r.get("layouts", []):
+        t.add_row(
+            f"layout {row['target']}",
+            f"val {row['val_acc']:.4f}, agreement with FP32 {row['int8_agreement']:.4f}, {row['status']}  ({row['dir']})",
+        )
     if q and "feature_cosine" in m:
         t.add_row("INT8 fidelity", _fidelity_line(m, q))
     for label, line in _finetune_rows(r.get("finetune")):
