@@ -43,13 +43,28 @@ def test_auto_times_every_installed_runtime_and_records_why_the_winner_won(best)
     auto = manifest["auto"]
     timed = [c for c in auto["candidates"] if "p50_ms" in c]
     assert {c["target"] for c in timed} <= {"openvino", "onnxruntime"} and timed
-    fastest = min(timed, key=lambda c: c["p50_ms"]["end_to_end"])
-    assert manifest["target"] == auto["winner"] == fastest["target"]
-    assert all(set(c["p50_ms"]) == {"model", "end_to_end"} for c in timed)
+    assert manifest["target"] == auto["winner"] and auto["winner"] in {c["target"] for c in timed}
+    # the default (openvino) unless another target took under 0.9x its time in the median round
+    assert auto["winner"] == "openvino" or "x the default openvino's time" in auto["why"]
+    assert all(set(c["p50_ms"]) == {"model", "end_to_end"} and len(c["rounds_p50_ms"]) == 5 for c in timed)
     tensorrt = next(c for c in auto["candidates"] if c["target"] == "tensorrt")
     assert "not usable here" in tensorrt["dropped"]  # TensorRT cannot be installed on these machines
     assert auto["cpu"]["model"] and auto["cpu_id"] and "onnxruntime" in auto["versions"]
     assert auto["winner"] in auto["why"] and auto["cpu"]["model"] in auto["why"]
+
+
+def test_another_target_must_beat_the_default_by_the_margin():
+    from edgetl.bench.auto import pick
+
+    def row(target, rounds):
+        return {"target": target, "rounds_p50_ms": rounds, "p50_ms": {"end_to_end": sorted(rounds)[2]}}
+
+    ov = row("openvino", [1.0, 1.1, 0.9, 1.0, 1.2])
+    assert pick([ov, row("onnxruntime", [0.5, 0.6, 0.4, 0.5, 0.6])], "openvino")[0]["target"] == "onnxruntime"
+    close = row("onnxruntime", [0.95, 1.0, 0.88, 0.96, 1.1])  # 4-5% faster: inside a shared machine's noise
+    winner, why = pick([ov, close], "openvino")
+    assert winner is ov and "within the margin" in why
+    assert pick([close], "openvino")[0] is close  # the default was dropped (e.g. its INT8 saturates here)
 
 
 def test_the_auto_bundle_predicts_and_says_nothing_on_the_cpu_it_was_timed_on(best, tmp_path):
