@@ -51,7 +51,7 @@ def factory(p: Pipeline, extractor):
         return partial(cut_extractor, cfg.backbone, cfg.weights, cfg.unfreeze)
     if isinstance(extractor, TorchExtractor):
         return partial(TorchExtractor, partial(build_backbone, cfg.backbone, cfg.weights))
-    from edgetl.models.backbones.text import TorchTextExtractor
+    from edgetl.train.features import TorchTextExtractor
 
     if isinstance(extractor, TorchTextExtractor):
         return partial(TorchTextExtractor, partial(build_backbone, cfg.backbone, cfg.weights))

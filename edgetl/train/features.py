@@ -111,6 +111,25 @@ class TorchExtractor:
             return self.backbone.forward_features(t).contiguous().numpy()[: len(x)]
 
 
+class TorchTextExtractor:
+    """PyTorch eager FP32 features of tokenized batches: the reference numerics and the no-cache baseline. Here,
+    not beside the text backbone: a warm text run builds it to key the cache, and must not import torch for that."""
+
+    name = "torch-fp32"
+
+    def __init__(self, build: Callable) -> None:
+        self._build = build
+
+    def context(self) -> dict:
+        return {"engine": "torch", "precision": "fp32", "runtime": torch_version()}
+
+    def __call__(self, tokens) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            return self._build().forward_features(tokens).contiguous().numpy()
+
+
 @dataclass
 class Extracted:
     features: dict[str, np.ndarray]  # content key -> [D]

@@ -31,7 +31,16 @@ from edgetl.progress import warn
 from edgetl.records import HEAD, write_run_folder
 from edgetl.texts import TextPreprocess
 from edgetl.train.cache import CacheStats, FeatureCache, default_cache_dir
-from edgetl.train.features import Extracted, Extractor, Shard, TorchExtractor, auto_batch, decode, extract
+from edgetl.train.features import (
+    Extracted,
+    Extractor,
+    Shard,
+    TorchExtractor,
+    TorchTextExtractor,
+    auto_batch,
+    decode,
+    extract,
+)
 from edgetl.train.fit import HeadResult, backbone_source, cached_source, fit_head, fit_summary
 
 TEXT_BATCH = 32  # texts per extraction batch (padded to the longest of the batch)
@@ -137,8 +146,6 @@ class Pipeline:
 
     def fp32_extractor(self) -> TorchExtractor:
         if self.text:
-            from edgetl.models.backbones.text import TorchTextExtractor
-
             return TorchTextExtractor(self.backbone)
         return TorchExtractor(self.backbone)
 

@@ -66,7 +66,7 @@ def test_host_and_openvino_tokenizers_equal_transformers(minilm):
 
 
 def test_the_weights_are_real(minilm):
-    from edgetl.models.backbones.text import TorchTextExtractor
+    from edgetl.train.features import TorchTextExtractor
 
     f = TorchTextExtractor(lambda: minilm)(
         minilm.cfg.preprocess(

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -60,19 +59,3 @@ def minilm(weights: str | None = None) -> TextBackbone:
     if encoder.config.hidden_size != cfg.num_features:
         raise UserError(f"--weights {folder}: hidden size {encoder.config.hidden_size}, expected {cfg.num_features}")
     return TextBackbone(encoder.eval(), cfg, folder)
-
-
-class TorchTextExtractor:
-    """PyTorch eager FP32 features of tokenized batches: the reference numerics and the no-cache baseline."""
-
-    name = "torch-fp32"
-
-    def __init__(self, build) -> None:
-        self._build = build
-
-    def context(self) -> dict:
-        return {"engine": "torch", "precision": "fp32", "runtime": torch.__version__.split("+")[0]}
-
-    def __call__(self, tokens: Tokens) -> np.ndarray:
-        with torch.inference_mode():
-            return self._build().forward_features(tokens).contiguous().numpy()
