@@ -10,6 +10,8 @@ from edgetl.errors import UserError
 
 HEADS = ("linear", "mlp")
 SOLVERS = ("auto", "lbfgs", "adamw")  # lbfgs: linear head, converged convex fit; adamw: any head
+FT_LR = 1e-3  # AdamW for the last N blocks; digits, --unfreeze 3: 0.9861 (3e-4: 0.9749)
+FT_LR_ALL = 1e-4  # --unfreeze all; digits: 1e-3 diverged (the linear probe was kept), 1e-4 reached 0.9721
 PARITY_IMAGES = 256  # validation images the parity ladder of `edgetl export` runs on (--max-images)
 MIN_CALIB = 16  # fewer images give ranges that do not generalize; refuse rather than ship a bad model
 # Calibration methods each quantizer really offers; the first is the target's default ("auto").
@@ -97,7 +99,7 @@ class TrainCfg:
     quantize: QuantizeCfg | None = None
     unfreeze: int = 0  # fine-tune the last N blocks (-1: all; 0: frozen, today's path)
     wise: str = "none"  # WiSE-FT interpolation: none (alpha 1), auto, or an alpha in [0, 1]
-    ft_lr: float = 1e-3  # digits, --unfreeze 3: 0.9861 (3e-4: 0.9749)
+    ft_lr: float | None = None  # None: FT_LR, or FT_LR_ALL for --unfreeze all
     ft_epochs: int = 12
     layouts: tuple[str, ...] = ()  # `--target A,B`: INT8 layouts besides quantize.target, one run folder each
     compare_fp32: bool = False
@@ -125,12 +127,17 @@ class TrainCfg:
             raise UserError(f"--wise {self.wise}: give auto, none, or an alpha between 0 and 1")
         if self.wise != "none" and not self.unfreeze:
             raise UserError("--wise interpolates fine-tuned blocks: add --unfreeze N")
-        if self.ft_lr <= 0 or self.ft_epochs < 1:
+        if (self.ft_lr is not None and self.ft_lr <= 0) or self.ft_epochs < 1:
             raise UserError("--ft-lr must be positive and --ft-epochs at least 1")
         if self.layouts and self.quantize is None:
             raise UserError("--target A,B lays out several INT8 backbones: add --quantize int8")
         if self.solver == "lbfgs" and self.head != "linear":
             raise UserError("--solver lbfgs fits a linear head only; use --solver adamw (or auto) with --head mlp")
+
+    @property
+    def finetune_lr(self) -> float:
+        """--ft-lr, else the default for what is unfrozen: the whole network needs a smaller step."""
+        return self.ft_lr if self.ft_lr is not None else (FT_LR_ALL if self.unfreeze == -1 else FT_LR)
 
     @classmethod
     def from_cli(cls, o: dict) -> TrainCfg:

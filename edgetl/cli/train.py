@@ -170,7 +170,9 @@ def load_config_file(ctx: click.Context, param, path: Path | None) -> Path | Non
     "linear probe; 'all' trains the whole network (no cache possible); 0 = frozen.",
 )
 @click.option("--wise", default=TRAIN.wise, show_default=True, help="WiSE-FT: auto, none, or an alpha in [0, 1].")
-@click.option("--ft-lr", type=float, default=TRAIN.ft_lr, show_default=True, help="Fine-tuning learning rate (AdamW).")
+@click.option(
+    "--ft-lr", type=float, help="Fine-tuning learning rate (AdamW) [default: 1e-3; 1e-4 with --unfreeze all]."
+)
 @click.option("--ft-epochs", type=int, default=TRAIN.ft_epochs, show_default=True, help="Fine-tuning epochs.")
 @click.option("--compare-fp32", is_flag=True, help="Also time PyTorch eager FP32 extraction on the same images.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")

@@ -122,7 +122,7 @@ def train_suffix(suffix, head, train: tuple, val: tuple, cfg, progress: bool) ->
     for q in params:
         q.requires_grad_(True)
     steps = cfg.ft_epochs * math.ceil(len(yt) / BATCH)
-    opt = torch.optim.AdamW(params, lr=cfg.ft_lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(params, lr=cfg.finetune_lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
     weight = class_weights(train[1], head.out_features, cfg.balanced)
     loss_fn = nn.CrossEntropyLoss(weight=None if weight is None else torch.from_numpy(weight))
@@ -228,7 +228,7 @@ def finetune(p, lp_head) -> dict:
         "recipe": {
             "lp": "L-BFGS head on frozen features",
             "optimizer": "AdamW",
-            "lr": cfg.ft_lr,
+            "lr": cfg.finetune_lr,
             "weight_decay": cfg.weight_decay,
             "epochs": cfg.ft_epochs,
             "batch": BATCH,

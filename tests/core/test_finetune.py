@@ -132,3 +132,12 @@ def test_the_summary_and_audit_of_a_fine_tuned_run(runs):
     assert _finetune_rows(frozen.get("finetune")) == []
     # near-duplicates are judged on the pretrained features (fine-tuned ones cluster each class)
     assert a["data"]["audit"]["near_duplicates"] == frozen["data"]["audit"]["near_duplicates"]
+
+
+def test_unfreezing_everything_defaults_to_a_tenth_of_the_learning_rate():
+    # --unfreeze all at the blocks' 1e-3 diverged on digits (the linear probe was kept); 1e-4 reached 0.9721
+    from edgetl.config import FT_LR, FT_LR_ALL, TrainCfg
+
+    assert TrainCfg(unfreeze=3).finetune_lr == FT_LR == 1e-3
+    assert TrainCfg(unfreeze=-1).finetune_lr == FT_LR_ALL == 1e-4
+    assert TrainCfg(unfreeze=-1, ft_lr=3e-4).finetune_lr == 3e-4  # --ft-lr wins
