@@ -17,7 +17,7 @@ SHARED_OPTIONS = [
         "--data",
         default=TRAIN.data,
         show_default=True,
-        help="'digits' (built in), an ImageFolder tree, or a folder URL (s3://, gs://, file://: any fsspec protocol).",
+        help="'digits', an ImageFolder tree, or its URL (s3://, gs://, file://).",
     ),
     click.option("--backbone", default=TRAIN.backbone, show_default=True, help="Registered name or timm:NAME."),
     click.option("--weights", type=click.Path(dir_okay=False), help="Weights file (.safetensors or .pth state dict)."),

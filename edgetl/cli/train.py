@@ -74,10 +74,7 @@ def load_config_file(ctx: click.Context, param, path: Path | None) -> Path | Non
     help="YAML file of options (e.g. `data: ~/photos/parts`); flags override it.",
 )
 @click.option(
-    "--data",
-    default=TRAIN.data,
-    show_default=True,
-    help="'digits' (built in), an ImageFolder tree, or a folder URL (s3://, gs://, file://: any fsspec protocol).",
+    "--data", default=TRAIN.data, show_default=True, help="'digits', an ImageFolder tree, or its URL (s3://...)."
 )
 @click.option("--backbone", default=TRAIN.backbone, show_default=True, help="Registered name or timm:NAME.")
 @click.option("--weights", type=click.Path(dir_okay=False), help="Weights file (.safetensors or .pth state dict).")
