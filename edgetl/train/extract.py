@@ -46,7 +46,7 @@ def factory(p: Pipeline, extractor):
     if isinstance(extractor, RuntimeExtractor):
         return partial(
             RuntimeExtractor, extractor.path, extractor.engine, extractor._context, None, extractor.mode
-        )  # threads: the worker's OMP_NUM_THREADS
+        )  # threads None: the runtime's own default in each actor (--threads-per-worker sizes torch only)
     if isinstance(extractor, CutExtractor):
         return partial(cut_extractor, cfg.backbone, cfg.weights, cfg.unfreeze)
     if isinstance(extractor, TorchExtractor):
@@ -139,11 +139,13 @@ def _cut(p: Pipeline) -> dict:
     from edgetl.models.backbones.split import block_names, resolve, split
     from edgetl.train.finetune import CutExtractor, cut_name
 
-    if p.cfg.unfreeze == -1 or resolve(p.cfg.unfreeze, p.backbone()) == len(block_names(p.backbone())):
+    backbone = p.backbone()
+    n = resolve(p.cfg.unfreeze, backbone)
+    if n == len(block_names(backbone)):  # --unfreeze all (or N >= the block count)
         return {"what": "cut", "skipped": "--unfreeze all trains from the images: there is no cut point to cache"}
-    n = resolve(p.cfg.unfreeze, p.backbone())
-    got = p.features(CutExtractor(split(p.backbone(), n)[0], cut_name(p.backbone(), n)), dtype=np.float16)
-    return _row(f"cut {cut_name(p.backbone(), n)}", p, got)
+    cut = cut_name(backbone, n)
+    got = p.features(CutExtractor(split(backbone, n)[0], cut), dtype=np.float16)
+    return _row(f"cut {cut}", p, got)
 
 
 def _int8(p: Pipeline, fp32_cache, qcfg) -> dict:

@@ -8,7 +8,8 @@ builds the same extractor (its cache context is checked against the driver's), s
 the same keys and bit-identical features as one process's (tests/train/test_ray_extract.py).
 
 Ray Data's defaults retry a task whose worker dies and restart an actor that dies (its batch is retried); a rerun
-after a crash skips what is cached. Ray is needed only here: `pip install 'edgetl[scale]'`.
+after a crash skips what is cached. Ray is needed only here: `pip install 'edgetl[scale]'`. The pickles below are this job's own rows (items,
+decoded batches, skip reports) passed between its driver, tasks and actors, never a file a user hands in.
 """
 
 from __future__ import annotations
