@@ -18,7 +18,7 @@ MIN_CALIB = 16  # fewer images give ranges that do not generalize; refuse rather
 CALIB_METHODS = {
     "openvino": ("mean_minmax", "minmax", "percentile", "histogram"),  # NNCF range estimators
     "onnxruntime": ("minmax", "percentile", "entropy", "distribution"),  # onnxruntime.quantization
-    "tensorrt": ("minmax", "percentile", "entropy", "distribution"),
+    "tensorrt": ("mean_minmax", "minmax", "percentile", "histogram"),  # NNCF's, made signed (quant/nncf_recipe)
 }
 
 

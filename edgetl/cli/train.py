@@ -143,7 +143,7 @@ def load_config_file(ctx: click.Context, param, path: Path | None) -> Path | Non
     "--calib-method",
     default=QuantizeCfg.calib_method,
     show_default=True,
-    help="openvino (NNCF): mean_minmax|minmax|percentile|histogram; onnxruntime/tensorrt: "
+    help="openvino/tensorrt (NNCF): mean_minmax|minmax|percentile|histogram; onnxruntime: "
     "minmax|percentile|entropy|distribution; auto = the first of those.",
 )
 @click.option("--quant-ignore", multiple=True, metavar="NAME", help="Keep this layer in floating point (repeatable).")

@@ -1,5 +1,4 @@
-"""`--target onnxruntime` and `--target tensorrt`: onnxruntime.quantize_static, QDQ, with each runtime's layout
-(ORT: uint8 activations for its fast U8S8 path; TensorRT: symmetric int8, QDQ only on Conv/MatMul/Gemm inputs).
+"""`--target onnxruntime`: onnxruntime.quantize_static, QDQ, uint8 activations for ORT's fast U8S8 path.
 A text encoder for ONNX Runtime is quantized dynamically instead (quantize_dynamic: int8 weights per channel,
 activation ranges computed per call), the way ORT's documentation advises for transformers."""
 
@@ -17,7 +16,7 @@ from edgetl.texts import Tokens
 
 
 def quantize_ort(fp32: Path, out: Path, qcfg: QuantizeCfg, calib: np.ndarray | Tokens) -> None:
-    if isinstance(calib, Tokens) and qcfg.target == "onnxruntime":
+    if isinstance(calib, Tokens):
         return quantize_text_dynamic(fp32, out, qcfg)
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
@@ -27,21 +26,10 @@ def quantize_ort(fp32: Path, out: Path, qcfg: QuantizeCfg, calib: np.ndarray | T
         "entropy": CalibrationMethod.Entropy,
         "distribution": CalibrationMethod.Distribution,
     }
-    if qcfg.target == "tensorrt":
-        layout = {
-            "activation_type": QuantType.QInt8,
-            "op_types_to_quantize": ["Conv", "MatMul", "Gemm"],
-            "extra_options": {
-                "ActivationSymmetric": True,
-                "WeightSymmetric": True,
-                "OpTypesToExcludeOutputQuantization": ["Conv", "MatMul", "Gemm"],
-            },
-        }
-    else:
-        layout = {"activation_type": QuantType.QUInt8, "extra_options": {"WeightSymmetric": True}}
     feeds = sample_feeds(calib)
+    extra = {"WeightSymmetric": True}
     if qcfg.calib_method != "minmax":  # histograms of every activation: calibrate a stride at a time (memory)
-        layout["extra_options"] = {**layout["extra_options"], "CalibStridedMinMax": stride_for(len(feeds))}
+        extra["CalibStridedMinMax"] = stride_for(len(feeds))
     logging.disable(logging.WARNING)  # quantize_static's root-logger advice to run ORT's pre-processing script
     try:
         quantize_static(
@@ -54,7 +42,8 @@ def quantize_ort(fp32: Path, out: Path, qcfg: QuantizeCfg, calib: np.ndarray | T
             calibrate_method=methods[qcfg.calib_method],
             nodes_to_exclude=list(qcfg.ignore),
             reduce_range=qcfg.overflow_fix,  # 7-bit weights: no 16-bit saturation on CPUs without VNNI
-            **layout,
+            activation_type=QuantType.QUInt8,
+            extra_options=extra,
         )
     finally:
         logging.disable(logging.NOTSET)

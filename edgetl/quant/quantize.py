@@ -10,7 +10,7 @@ from edgetl.config import QuantizeCfg
 from edgetl.errors import UserError
 from edgetl.quant.backbone_onnx import source_sha
 from edgetl.quant.calibration import feeds_reader, sample_feeds, select_calibration
-from edgetl.quant.nncf_recipe import quantize_nncf
+from edgetl.quant.nncf_recipe import quantize_nncf, to_signed_int8
 from edgetl.quant.ort_recipe import quantize_ort, quantize_text_dynamic
 
 
@@ -25,8 +25,8 @@ def quantize(fp32: Path, out: Path, qcfg: QuantizeCfg, calib: np.ndarray) -> Pat
             hint = f"; did you mean {close[0]!r}" if close else ""
             raise UserError(f"--quant-ignore {name!r}: no such layer in the backbone graph{hint}")
     try:
-        if qcfg.target == "openvino":
-            quantize_nncf(fp32, out, qcfg, calib)
+        if qcfg.target in ("openvino", "tensorrt"):
+            quantize_nncf(fp32, out, qcfg, calib, signed=qcfg.target == "tensorrt")
         else:
             quantize_ort(fp32, out, qcfg, calib)
     except UserError:
@@ -48,5 +48,12 @@ def _node_names(path: Path) -> list[str]:
 # The quantizers' own code is part of every INT8 cache key: any change to a recipe below (preset, bias
 # correction, layout, calibration reader) gives new keys, so a cache filled by another version is never reused.
 RECIPE = source_sha(
-    quantize, quantize_nncf, quantize_ort, quantize_text_dynamic, feeds_reader, sample_feeds, select_calibration
+    quantize,
+    quantize_nncf,
+    to_signed_int8,
+    quantize_ort,
+    quantize_text_dynamic,
+    feeds_reader,
+    sample_feeds,
+    select_calibration,
 )

@@ -89,7 +89,7 @@ def runtime_version(engine: str) -> str:
 
 
 def quantizer_version(target: str) -> str:
-    if target == "openvino":
+    if target in ("openvino", "tensorrt"):
         import nncf
 
         return f"nncf {nncf.__version__}"

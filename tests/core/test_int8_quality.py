@@ -24,9 +24,9 @@ from edgetl.machine import int8_dot
 from edgetl.quant.fidelity import MIN_COSINE
 from edgetl.train.run import run_train
 
-FLOORS = {  # layout: (agreement, feature cosine)
+FLOORS = {  # layout: (agreement, feature cosine); digits seed 0 measured 0.9777 / 0.9932 and 0.9833 / 0.9908
     "openvino": (0.96, 0.985),
-    "tensorrt": (0.96, 0.97),
+    "tensorrt": (0.97, 0.98),  # NNCF made signed; ORT's symmetric recipe, used before issue 28, gave 0.9777 / 0.981
 }
 QEMU = shutil.which("qemu-x86_64")
 pytestmark = pytest.mark.slow
@@ -80,6 +80,16 @@ def test_the_fused_int8_graph_gives_each_layer_its_own_zero_point(trt_bundles):
     used = [n.input[i] for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear") for i in (1, 2)]
     params = [name for name in used if name in inits]
     assert params and len(params) == len(set(params))
+
+
+def test_the_tensorrt_layout_is_int8_with_zero_points_of_zero(runs):
+    """TensorRT's explicit quantization takes int8 Q/DQ with zero point 0 only: no uint8 quantizer may be left."""
+    run, _ = runs["tensorrt"]
+    model = onnx.load(str(run / "backbone.int8.onnx"))
+    inits = {t.name: t for t in model.graph.initializer}
+    zeros = [inits[n.input[2]] for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    assert len(zeros) > 40 and all(z.data_type == onnx.TensorProto.INT8 for z in zeros)
+    assert not any(onnx.numpy_helper.to_array(z).any() for z in zeros)
 
 
 def _doctor(bundle: Path, prefix=()) -> str:
