@@ -28,6 +28,10 @@ OUTPUTS = (PROBS, LABEL)
 RUN_JSON, HEAD_FILE, INT8_BACKBONE = "run.json", "head.safetensors", "backbone.int8.onnx"
 FINETUNED_BLOCKS = "backbone.finetuned.safetensors"  # `--unfreeze N`: the fine-tuned blocks' weights
 MODEL_ONNX, EXPORT_JSON = "model.onnx", "export.json"
+# An INT8 image run also keeps its FP32 model: the head fitted on the FP32 backbone's features (run.json
+# quantize.fp32_head), which `edgetl export` joins to the FP32 backbone as MODEL_FP32, its parity in export.json
+# under FP32_EXPORT; `compile RUN --target auto` times it beside the INT8 graph (edgetl.bench.auto).
+HEAD_FP32, MODEL_FP32, FP32_EXPORT = "head.fp32.safetensors", "model.fp32.onnx", "fp32_model"
 # A compiled folder / bundle (edgetl.deploy.artifact, edgetl.deploy.bundle).
 MANIFEST, BUNDLE_FORMAT = "manifest.json", "edgetl-bundle/1"
 # Tokenizer files a sentence export writes beside its graph (checked by the sha256 the graph records).

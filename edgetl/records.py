@@ -22,7 +22,9 @@ from edgetl.contract import (
     EXPORT_JSON,
     FINETUNED_BLOCKS,
     HEAD_FILE,
+    HEAD_FP32,
     INT8_BACKBONE,
+    MODEL_FP32,
     MODEL_ONNX,
     PROBE_FILE,
     RUN_JSON,
@@ -34,7 +36,7 @@ from edgetl.texts import is_text_spec
 from edgetl.verdict import verdict_of
 
 HEAD = HEAD_FILE
-TRAIN_FILES = (RUN_JSON, HEAD, INT8_BACKBONE, FINETUNED_BLOCKS)
+TRAIN_FILES = (RUN_JSON, HEAD, INT8_BACKBONE, FINETUNED_BLOCKS, HEAD_FP32)
 LAYOUTS = "layouts"  # `train --target A,B`: RUN/layouts/B is the run folder of INT8 layout B
 
 
@@ -45,7 +47,7 @@ def layout_dirs(run_dir: Path) -> list[Path]:
 
 
 # What `edgetl export` writes into a run folder: stale once the run is retrained (left out of the new folder).
-EXPORT_FILES = (MODEL_ONNX, EXPORT_JSON, PROBE_FILE, *TOKENIZER_FILES)
+EXPORT_FILES = (MODEL_ONNX, EXPORT_JSON, PROBE_FILE, MODEL_FP32, *TOKENIZER_FILES)
 
 
 class RunRecord(Mapping):

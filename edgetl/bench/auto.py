@@ -5,7 +5,9 @@ version (issue 33: on an AVX2-only EPYC the ONNX Runtime text bundle beat OpenVI
 OpenVINO wins images), so the choice is measured on the machine that runs the bundle, not shipped as a default:
 
 1. compile the exported graph for every candidate target whose runtime is installed (a target that cannot
-   compile it, e.g. an option it does not take, is dropped with its reason);
+   compile it, e.g. an option it does not take, is dropped with its reason); given a run folder, every INT8
+   layout's graph and the run's FP32 model (model.fp32.onnx: candidates TARGET/fp32, the FP32 backbone with the
+   head fitted on its features, which the INT8 accuracy rule never rules out);
 2. open each as `predict` would, which runs the bundle's INT8 probe on this CPU: a candidate whose INT8 output
    is not faithful here (issue 14: INT8 kernels without VNNI can saturate) is dropped;
 3. time the rest with the bench harness, model-only and end to end, in interleaved rounds within a fixed small
@@ -23,12 +25,16 @@ One function, `compile_auto`, so `edgetl compile` and anything that compiles on 
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 import statistics
 import tempfile
 from pathlib import Path
+from typing import NamedTuple
 
+from edgetl.contract import EXPORT_JSON, FP32_EXPORT, MODEL_FP32, MODEL_ONNX
 from edgetl.errors import UserError
+from edgetl.fileio import sha256_file
 from edgetl.machine import cpu_id, cpu_info, cpu_line
 
 CANDIDATES = ("openvino", "onnxruntime", "tensorrt")  # tensorrt only where it is installed (a Jetson)
@@ -40,26 +46,70 @@ MODES = ("model", "end_to_end")
 MARGIN = 0.10
 
 
-def sources(path: Path) -> list[tuple[str | None, Path, str | None]]:
-    """(INT8 layout, graph, why training rules it out) for `compile PATH --target auto`: one exported graph, or
-    a run folder's graph and each of its other layouts' (`train --target A,B`, then `edgetl export RUN`)."""
+class Source(NamedTuple):
+    """One graph `compile --target auto` builds in every runtime: candidate names are target + `suffix`."""
+
+    layout: str | None  # the INT8 layout (the runtime it was quantized for); None: an FP32 graph, or unknown
+    graph: Path
+    ruled_out: str | None  # why it is not built (training judged the layout degraded, the graph is stale, ...)
+    suffix: str = ""  # "/LAYOUT-layout" where a run has several layouts, "/fp32" for an INT8 run's FP32 model
+    export: dict | None = None  # the parity record to compile it with (export.json describes another graph)
+
+
+def sources(path: Path) -> list[Source]:
+    """The graphs of `compile PATH --target auto`: one exported graph, or a run folder's graph, each of its other
+    layouts' (`train --target A,B`, then `edgetl export RUN`) and its FP32 model where export wrote one."""
     from edgetl.records import layout_dirs, read_run
 
     path = Path(path)
     if not path.is_dir():
-        return [(None, path, None)]
+        return [Source(None, path, None)]
     found = []
-    for run in [path, *layout_dirs(path)]:
-        model = run / "model.onnx"
+    runs = [path, *layout_dirs(path)]
+    for run in runs:
+        model = run / MODEL_ONNX
         if not model.is_file():
-            raise UserError(f"{run}: no model.onnx; run `edgetl export {path}` first")
+            raise UserError(f"{run}: no {MODEL_ONNX}; run `edgetl export {path}` first")
         record = read_run(run).data
         q = record.get("quantize") or {}
         status = q.get("status", "ok")
         agreement = record["metrics"].get("int8_agreement")
         why = None if status == "ok" else f"training judged this INT8 layout {status} (agreement {agreement})"
-        found.append((q.get("target"), model, why))
-    return found
+        found.append(Source(q.get("target"), model, why, f"/{q.get('target')}-layout" if len(runs) > 1 else ""))
+    fp32 = fp32_source(path) if found[0].layout else None
+    return found + ([fp32] if fp32 else [])
+
+
+def fp32_source(run: Path) -> Source | None:
+    """An INT8 run's FP32 model (FP32 backbone + the head fitted on FP32 features), as `edgetl export` recorded it
+    in export.json; None where it wrote none (a run trained or exported by an older edgetl, a text run). The
+    reference the INT8 layouts are judged against: the INT8 accuracy rule never rules it out."""
+    try:
+        entry = json.loads((run / EXPORT_JSON).read_text()).get(FP32_EXPORT)
+    except (OSError, ValueError, UnicodeDecodeError, AttributeError):
+        return None  # compiling model.onnx says what is wrong with export.json
+    if not isinstance(entry, dict):
+        return None
+    graph, redo = run / MODEL_FP32, f"re-run `edgetl export {run}`"
+    why = None
+    if not graph.is_file():
+        why = f"{graph} is missing; {redo}"
+    elif sha256_file(graph) != entry.get("onnx_sha256"):
+        why = f"{graph} changed since `edgetl export` wrote it; {redo}"
+    elif entry.get("passed") is not True:
+        why = f"its export failed the FP32 parity check (see {run / EXPORT_JSON}, {FP32_EXPORT}); {redo}"
+    return Source(None, graph, why, "/fp32", {**entry, "model": MODEL_ONNX})
+
+
+def _staged(src: Source, tmp: Path) -> Path:
+    """A graph export.json does not describe, beside the parity record export wrote for it: its bundle carries it."""
+    if src.export is None or src.ruled_out:
+        return src.graph
+    folder = tmp / ("source" + src.suffix.replace("/", "_"))
+    folder.mkdir()
+    shutil.copyfile(src.graph, folder / MODEL_ONNX)
+    (folder / EXPORT_JSON).write_text(json.dumps(src.export, indent=1) + "\n")
+    return folder / MODEL_ONNX
 
 
 def compile_auto(onnx: Path, out: Path, options, echo=print):
@@ -72,9 +122,8 @@ def compile_auto(onnx: Path, out: Path, options, echo=print):
     graphs = sources(onnx)
     with tempfile.TemporaryDirectory(prefix=".edgetl-auto-", dir=out.parent) as tmp:
         built, rows = {}, []
-        for layout, graph, ruled_out in graphs:
-            suffix = f"/{layout}-layout" if len(graphs) > 1 else ""
-            b, r = _build(graph, Path(tmp), options, echo, suffix, ruled_out)
+        for src in graphs:
+            b, r = _build(_staged(src, Path(tmp)), Path(tmp), options, echo, src.suffix, src.ruled_out)
             built, rows = {**built, **b}, rows + r
         rows += _time(built, echo)
         timed = [r for r in rows if "p50_ms" in r]
@@ -139,7 +188,9 @@ def _time(built: dict[str, Path], echo) -> list[dict]:
                 continue
             jpegs = [] if predictor.is_text else _jpegs(predictor.frame_size)
             cases += bundle_cases(predictor, name, jpegs, 1, MODES, 0)
-            rows.append({"target": name, "precision": predictor.info.get("precision"), "fidelity": fid})
+            ran = predictor.info.get("precision")  # as run here: OpenVINO runs FP32 in bf16 where the CPU has it
+            model = predictor.manifest["precision"].get("model")
+            rows.append({"target": name, "precision": ran, "model_precision": model, "fidelity": fid})
         samples: dict[tuple[str, str], list[list[float]]] = {}
         for _, case, block in interleave(cases, ROUNDS, BLOCK_S, MIN_BLOCK_ITERS, WARMUP_S):
             samples.setdefault((case.name, case.fields["mode"]), []).append(block)
@@ -152,11 +203,10 @@ def _time(built: dict[str, Path], echo) -> list[dict]:
     return rows
 
 
-def default_candidate(graphs: list) -> str:
-    """What `edgetl compile` builds without auto: the first graph's layout in its own runtime (OpenVINO for a
-    graph of unknown layout)."""
-    layout = graphs[0][0] or "openvino"
-    return layout + (f"/{layout}-layout" if len(graphs) > 1 else "")
+def default_candidate(graphs: list[Source]) -> str:
+    """What `edgetl compile` builds without auto: the first graph (the run's INT8 one, never its FP32 model) in its
+    layout's own runtime (OpenVINO for a graph of unknown layout)."""
+    return (graphs[0].layout or "openvino") + graphs[0].suffix
 
 
 def pick(timed: list[dict], default: str) -> tuple[dict, str]:

@@ -11,6 +11,7 @@ the middle rung of the parity ladder that every export ends with (see `edgetl.ex
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import warnings
@@ -23,7 +24,17 @@ import torch
 from torch import nn
 
 from edgetl import __version__
-from edgetl.contract import EXPORT_JSON, FEATURES, FINETUNED_BLOCKS, FMAP, MODEL_ONNX, PROBE_FILE, UINT8_NHWC
+from edgetl.contract import (
+    EXPORT_JSON,
+    FEATURES,
+    FINETUNED_BLOCKS,
+    FMAP,
+    FP32_EXPORT,
+    MODEL_FP32,
+    MODEL_ONNX,
+    PROBE_FILE,
+    UINT8_NHWC,
+)
 from edgetl.deploy.onnx_safety import check_external_data
 from edgetl.errors import UserError
 from edgetl.export import debug_parity, parity
@@ -206,15 +217,57 @@ def finish(model: onnx.ModelProto, meta: dict) -> onnx.ModelProto:
     return model
 
 
-def _graphs(parts: RunParts, input_format: str, fused_ops: bool):
-    """(the FP32 fused graph, the INT8 one or None, the INT8 backbone alone or None)."""
-    fp32 = build_graph(parts, export_backbone(parts.backbone, parts.pre), input_format, fused_ops)
+def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    return onnx.ModelProto.FromString(model.SerializeToString())
+
+
+def _graphs(parts: RunParts, backbone: onnx.ModelProto, input_format: str, fused_ops: bool):
+    """(the FP32 fused graph, the INT8 one or None, the INT8 backbone alone or None); `backbone`: the FP32 one."""
+    fp32 = build_graph(parts, _copy(backbone), input_format, fused_ops)
     fp32 = finish(fp32, metadata(parts, input_format, "fp32"))
     if parts.int8_onnx is None:
         return fp32, None, None
     int8_backbone = load_int8_backbone(parts.int8_onnx)
-    int8 = build_graph(parts, onnx.ModelProto.FromString(int8_backbone.SerializeToString()), input_format, fused_ops)
+    int8 = build_graph(parts, _copy(int8_backbone), input_format, fused_ops)
     return fp32, finish(int8, metadata(parts, input_format, "int8")), int8_backbone
+
+
+def load_fp32_head(parts: RunParts, echo) -> nn.Module | None:
+    """An INT8 image run's FP32 head (run.json quantize.fp32_head, checked against its sha256: a damaged file is
+    one UserError), None where the run has none (an FP32 run, one trained by an older edgetl) or it was removed."""
+    name = (parts.record.get("quantize") or {}).get("fp32_head")
+    if parts.int8_onnx is None or not name:
+        return None
+    if not (parts.root / name).exists():
+        echo(f"note: {parts.root / name} is missing: {MODEL_FP32} (the FP32 model) is not written")
+        return None
+    head = load_head(parts.record.file(name))[0]
+    check_eval(**{"FP32 head": head})
+    return head
+
+
+def fp32_model(parts: RunParts, ref: parity.Reference, backbone: onnx.ModelProto, frames, labels, input_format: str,
+               fused_ops: bool, folder: Path) -> dict:  # fmt: skip
+    """An INT8 run's FP32 model, the FP32 backbone + `ref.head` (fitted on FP32 features), as MODEL_FP32 in
+    `folder`, checked by an FP32 run's parity (ONNX Runtime vs PyTorch); returns its export.json entry."""
+    own = dataclasses.replace(parts, head=ref.head, int8_onnx=None)
+    graph = build_graph(own, backbone, input_format, fused_ops)
+    graph = finish(graph, {**metadata(own, input_format, "fp32"), "quantize": None})
+    data = graph.SerializeToString()
+    atomic_write_bytes(folder / MODEL_FP32, data)
+    stages = parity.ladder(ref, frames, labels, input_format, graph, None)
+    inp, outputs = onnx_graph.io_description(graph)
+    return parity.export_report(
+        folder / MODEL_FP32, data, graph, False, stages, head=parts.record["quantize"]["fp32_head"],
+        fused_ops=fused_ops, input={"format": input_format, **inp}, outputs=outputs, images=len(frames),
+    )  # fmt: skip
+
+
+def _fp32_lines(entry: dict | None) -> list[str]:
+    if entry is None:
+        return []
+    head = f"{entry['model']} (the FP32 model: FP32 backbone + {entry['head']}, {entry['nodes']} nodes)"
+    return [head] + ["  " + line for line in parity.stage_lines(entry["stages"], entry["images"])]
 
 
 def _debug_parity(graphs: list, ref, frames, input_format: str, echo) -> dict:
@@ -229,14 +282,19 @@ def _debug_parity(graphs: list, ref, frames, input_format: str, echo) -> dict:
     return found
 
 
-def export_image_run(run_dir: Path, out, input_format: str, fused_ops: bool, debug_parity: bool, max_images: int, echo):
-    """An image run's fused graph and export.json (see `edgetl.export.run.export_run`)."""
+def export_image_run(
+    run_dir: Path, out, input_format: str, fused_ops: bool, debug_parity: bool, max_images: int, echo, with_fp32=True
+):
+    """An image run's fused graph and export.json (see `edgetl.export.run.export_run`); an INT8 run's FP32 model
+    too (`with_fp32`), as MODEL_FP32 beside it."""
     if input_format not in onnx_graph.INPUT_FORMATS:
         raise UserError(f"--input: {input_format!r} unknown; choose one of {', '.join(onnx_graph.INPUT_FORMATS)}")
     parts = load_run(run_dir)
+    head32 = load_fp32_head(parts, echo) if with_fp32 else None
     check_eval(backbone=parts.backbone, head=parts.head)
     out = Path(out) if out else parts.root / MODEL_ONNX
-    fp32, int8, int8_backbone = _graphs(parts, input_format, fused_ops)
+    backbone = export_backbone(parts.backbone, parts.pre)
+    fp32, int8, int8_backbone = _graphs(parts, backbone, input_format, fused_ops)
     shipped = int8 if int8 is not None else fp32
     data = shipped.SerializeToString()
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -255,14 +313,22 @@ def export_image_run(run_dir: Path, out, input_format: str, fused_ops: bool, deb
     if debug_parity:
         graphs = [("onnx-fp32", fp32)] + ([("onnx-int8", int8)] if int8 is not None else [])
         report["debug_parity"] = _debug_parity(graphs, ref, frames, input_format, echo)
+    if head32 is not None:
+        ref32 = ref.with_head(head32)  # PyTorch's features of these frames, computed once
+        report[FP32_EXPORT] = fp32_model(parts, ref32, backbone, frames, labels, input_format, fused_ops, out.parent)
     atomic_write_bytes(out.parent / EXPORT_JSON, (json.dumps(report, indent=1) + "\n").encode())
     echo(
         f"wrote {out} ({report['precision']}, {report['nodes']} nodes, opset {report['opset']}) and "
         f"{out.parent / 'export.json'}"
     )
-    for line in parity.stage_lines(stages, len(frames)):
+    for line in parity.stage_lines(stages, len(frames)) + _fp32_lines(report.get(FP32_EXPORT)):
         echo(line)
     parity.raise_on_failure(stages, run_dir, debug_parity)
+    failed = [s for s in report.get(FP32_EXPORT, {}).get("stages", []) if not s["passed"]]
+    if failed:
+        raise parity.ParityFailed(
+            f"{out.parent / MODEL_FP32}: parity stage {failed[0]['name']} failed: {failed[0]['check']}"
+        )
     return report
 
 

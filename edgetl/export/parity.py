@@ -88,15 +88,25 @@ class Reference:
 
     def __init__(self, backbone: nn.Module, head: nn.Module, pre: Preprocess) -> None:
         self.backbone, self.head, self.pre = backbone, head, pre
+        self._last: tuple[list, torch.Tensor] | None = None  # (frames, their features): the last run's
 
     def run(self, frames: list[np.ndarray]) -> Outputs:
         """(probs, labels, features) through `forward_features` (the pooled path training used)."""
         with torch.inference_mode():
-            feats = [
-                self.backbone.forward_features(torch.from_numpy(self.pre(frames[i : i + BATCH])))
-                for i in range(0, len(frames), BATCH)
-            ]
-            return _outputs(torch.cat(feats), self.head)
+            if self._last is None or self._last[0] is not frames:
+                feats = [
+                    self.backbone.forward_features(torch.from_numpy(self.pre(frames[i : i + BATCH])))
+                    for i in range(0, len(frames), BATCH)
+                ]
+                self._last = (frames, torch.cat(feats))
+            return _outputs(self._last[1], self.head)
+
+    def with_head(self, head: nn.Module) -> Reference:
+        """The same backbone under another head (an INT8 run's FP32 head): the features of the frames it has run
+        already (the same list) are reused, not computed again."""
+        other = Reference(self.backbone, head, self.pre)
+        other._last = self._last
+        return other
 
     def tensors(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """Every module output under `backbone.*` plus the boundary tensors, for one preprocessed batch."""

@@ -18,8 +18,10 @@ def export_run(
     debug_parity: bool = False,
     max_images: int = parity.MAX_IMAGES,
     echo=print,
+    with_fp32: bool = True,
 ) -> dict:
-    """Write the fused graph and export.json; returns export.json's content.
+    """Write the fused graph and export.json; returns export.json's content. An INT8 image run's FP32 model too
+    (model.fp32.onnx, edgetl.export.model.fp32_model), once per run: not for its other layouts' folders.
 
     The parity ladder runs after the files are written (so a failing model can be inspected) and raises
     `parity.ParityFailed` (exit 1) when a stage is out of tolerance.
@@ -37,8 +39,8 @@ def export_run(
     else:
         from edgetl.export.model import export_image_run
 
-        doc = export_image_run(run_dir, out, input_format, fused_ops, debug_parity, max_images, echo)
+        doc = export_image_run(run_dir, out, input_format, fused_ops, debug_parity, max_images, echo, with_fp32)
     for sub in layouts:  # `train --target A,B`: every layout's graph, for `compile RUN --target auto`
         echo(f"layout {sub.name}: {sub}")
-        export_run(sub, None, input_format, fused_ops, debug_parity, max_images, echo)
+        export_run(sub, None, input_format, fused_ops, debug_parity, max_images, echo, with_fp32=False)
     return doc

@@ -20,9 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
+from edgetl.contract import HEAD_FP32
 from edgetl.errors import UserError
 from edgetl.fileio import atomic_write_bytes, sha256_file
-from edgetl.models.heads import head_logits
+from edgetl.models.heads import head_bytes, head_logits, head_meta
 from edgetl.progress import info
 from edgetl.quant.backbone_onnx import export_backbone_onnx, exporter_version
 from edgetl.quant.calibration import calibration_hash, check_calibration, select_calibration
@@ -212,6 +213,7 @@ def run_quantized(p: Pipeline) -> tuple:
     timing = _timing(p, r, ext, got, items)
     status, warnings = int8_verdict(drop, quality["int8_agreement"], qcfg.max_drop)
     p.files[INT8_BACKBONE] = ext.path  # written with the head and run.json, as one unit
+    fp32_head = keep_fp32_head(p, res32.head)
     quant = {
         "target": qcfg.target,
         "method": DYNAMIC if p.text and qcfg.target == "onnxruntime" else qcfg.calib_method,
@@ -226,6 +228,7 @@ def run_quantized(p: Pipeline) -> tuple:
         "features_from": r.fidelity.get("features_from"),
         "fidelity": r.fidelity,
         "onnx": INT8_BACKBONE,
+        **fp32_head,
         "status": status,
         "max_drop": qcfg.max_drop,
         "sensitivity": ranking,
@@ -234,6 +237,16 @@ def run_quantized(p: Pipeline) -> tuple:
     metrics = {"val_acc_fp32": res32.val_acc, **quality, "int8_drop": drop}
     p.timing.update(timing)
     return res, {"metrics": metrics, "quantize": quant, "warnings": warnings}
+
+
+def keep_fp32_head(p: Pipeline, head) -> dict:
+    """An image run keeps the FP32 recipe's head too (fitted on the FP32 features: the reference its INT8 model is
+    judged against), written with the run folder; `edgetl export` joins it to the FP32 backbone (MODEL_FP32), a
+    `compile RUN --target auto` candidate. Returns run.json's quantize entry naming it."""
+    if p.text:  # only image runs export the FP32 graph
+        return {}
+    p.files[HEAD_FP32] = head_bytes(head, head_meta(p.cfg.head, p.bcfg.num_features, len(p.ds.classes)))
+    return {"fp32_head": HEAD_FP32}
 
 
 def _timing(p: Pipeline, r: Int8Run, ext, got, items) -> dict:

@@ -13,7 +13,16 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgetl.contract import ALL_FORMATS, EXPORT_JSON, INT8_OPS, PROBE_FILE, TOKEN_IDS, TOKEN_INPUTS, TOKENIZER_JSON
+from edgetl.contract import (
+    ALL_FORMATS,
+    EXPORT_JSON,
+    FP32_EXPORT,
+    INT8_OPS,
+    PROBE_FILE,
+    TOKEN_IDS,
+    TOKEN_INPUTS,
+    TOKENIZER_JSON,
+)
 from edgetl.contract import DOMAIN as CUSTOM_DOMAIN
 from edgetl.deploy.onnx_safety import check_external_data
 from edgetl.errors import UserError
@@ -193,6 +202,9 @@ def export_verdict(path: Path, sha256: str) -> dict | None:
             f"{record_path}: unreadable parity record ({e}); re-run `edgetl export`, or remove it to compile "
             f"{path.name} without one"
         ) from None
+    fp32 = record.get(FP32_EXPORT)  # an INT8 run's FP32 model (model.fp32.onnx) has its own entry
+    if isinstance(fp32, dict) and fp32.get("model") == path.name and record.get("model") != path.name:
+        record = fp32
     same_bytes = record.get("onnx_sha256") == sha256
     if not same_bytes and record.get("model") != path.name:
         _note(f"{record_path} describes another model (not {path.name}): no parity record was found for {path}")
