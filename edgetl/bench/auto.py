@@ -19,7 +19,9 @@ OpenVINO wins images), so the choice is measured on the machine that runs the bu
    so when it is opened (edgetl.deploy.predictor's `auto_line`), and `edgetl compile --target auto` can be run
    again there.
 
-One function, `compile_auto`, so `edgetl compile` and anything that compiles on a device share the same logic.
+Two halves, shared: `build_candidates` (1: needs the compilers, runs on the host) and `choose` (2-3: runs where the
+bundle runs). `compile --target auto` runs both here; `deploy --target auto` builds on the host and runs `choose` on
+the device (`edgetl choose` there, over the pushed bundles), so a Jetson or a NUC picks its own winner.
 """
 
 from __future__ import annotations
@@ -114,25 +116,15 @@ def _staged(src: Source, tmp: Path) -> Path:
 
 def compile_auto(onnx: Path, out: Path, options, echo=print):
     """Compile `onnx` (a graph, or a run folder with its layouts) for the fastest faithful target on this machine
-    into `out`; returns its Artifact."""
+    into `out`; returns its Artifact. `build_candidates`, then `choose`, here."""
     from edgetl.deploy.artifact import Artifact, read_manifest, write_manifest
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    graphs = sources(onnx)
     with tempfile.TemporaryDirectory(prefix=".edgetl-auto-", dir=out.parent) as tmp:
-        built, rows = {}, []
-        for src in graphs:
-            b, r = _build(_staged(src, Path(tmp)), Path(tmp), options, echo, src.suffix, src.ruled_out)
-            built, rows = {**built, **b}, rows + r
-        rows += _time(built, echo)
-        timed = [r for r in rows if "p50_ms" in r]
-        if not timed:
-            why = "; ".join(f"{r['target']}: {r['dropped']}" for r in rows)
-            raise UserError(f"--target auto: no target can run {onnx} faithfully here ({why})")
-        winner, why = pick(timed, default_candidate(graphs))
-        record = _record(rows, winner, why)
-        folder = built[winner["target"]]
+        found = build_candidates(onnx, Path(tmp), options, echo)
+        winner, record = choose(found.folders, found.rows, found.default, echo, what=str(onnx))
+        folder = found.folders[winner]
         manifest = read_manifest(folder, folder)
         manifest = write_manifest(folder, {k: v for k, v in manifest.items() if k != "files"} | {"auto": record})
         if out.exists():
@@ -140,6 +132,62 @@ def compile_auto(onnx: Path, out: Path, options, echo=print):
         folder.replace(out)
     echo(f"--target auto: {record['why']}")
     return Artifact(out, manifest)
+
+
+class Candidates(NamedTuple):
+    """What `build_candidates` made: the compiled folders, the candidates dropped on the way and the default."""
+
+    folders: dict[str, Path]  # candidate name (target + suffix) -> its compiled folder
+    rows: list[dict]  # {"target": name, "dropped": why} of each candidate not built
+    default: str  # what `edgetl compile` builds without auto: another must beat it by MARGIN
+
+
+def build_candidates(onnx: Path, tmp: Path, options, echo=print) -> Candidates:
+    """The host half of auto (it needs the compilers): every candidate of `onnx` (a graph, or a run folder with its
+    layouts and FP32 model) compiled into a folder under `tmp`, in the order they are timed."""
+    graphs = sources(onnx)
+    built, rows = {}, []
+    for src in graphs:
+        b, r = _build(_staged(src, Path(tmp)), Path(tmp), options, echo, src.suffix, src.ruled_out)
+        built, rows = {**built, **b}, rows + r
+    return Candidates(built, rows, default_candidate(graphs))
+
+
+def choose(folders: dict[str, Path], rows: list[dict], default: str, echo=print, what: str = "these bundles"):
+    """The half of auto that runs where the bundles run (`compile --target auto` here, `edgetl choose` on a device
+    for `deploy --target auto`): open each compiled folder or bundle (its INT8 probe on this CPU), drop the
+    unfaithful ones, time the rest, pick. `rows`: candidates dropped before (recorded as such). Returns
+    (the winner's name, the record: CPU, versions, every candidate's p50 or why it was dropped, why it won)."""
+    rows = [*rows, *_time(dict(folders), echo)]
+    timed = [r for r in rows if "p50_ms" in r]
+    if not timed:
+        why = "; ".join(f"{r['target']}: {r['dropped']}" for r in rows)
+        raise UserError(f"--target auto: no target can run {what} faithfully here ({why})")
+    winner, why = pick(timed, default)
+    return winner["target"], _record(rows, winner, why)
+
+
+def named_bundles(args: list[str]) -> dict[str, Path]:
+    """`edgetl choose`'s arguments, BUNDLE or NAME=BUNDLE (a compiled folder or a .tar.gz), as {name: path}; a
+    bundle's default name is its manifest's target, or its file name where two share a target."""
+    from edgetl.deploy.bundle import open_bundle
+
+    named, targets = [], []
+    for arg in args:
+        name, path = arg.split("=", 1) if "=" in arg and not Path(arg).exists() else ("", arg)
+        if "=" in arg and not (name and path) and not Path(arg).exists():
+            raise UserError(f"{arg}: give BUNDLE or NAME=BUNDLE, e.g. ov=build/ov")
+        with open_bundle(Path(path)) as artifact:
+            targets.append(artifact.manifest["target"])
+        named.append((name, Path(path)))
+    found: dict[str, Path] = {}
+    for (name, path), target in zip(named, targets, strict=True):
+        stem = path.name.removesuffix(".tar.gz").removesuffix(".tgz")
+        name = name or (target if targets.count(target) == 1 else stem)
+        if name in found:
+            raise UserError(f"{path}: a second candidate named {name!r}; name each one: NAME=BUNDLE")
+        found[name] = path
+    return found
 
 
 def _build(onnx: Path, tmp: Path, options, echo, suffix: str = "", ruled_out: str | None = None):

@@ -1,4 +1,4 @@
-"""CLI commands for the deploy stage: compile, package, predict, doctor, build-engine.
+"""CLI commands for the deploy stage: compile, package, predict, doctor, build-engine, choose.
 
 This module is imported on the device, so it imports neither torch nor onnx; the library calls below
 import their runtime lazily.
@@ -278,4 +278,37 @@ def build_engine_cmd(bundle: Path, out: Path | None) -> None:
     click.echo(f"built the TensorRT engine for this device into {written}")
 
 
-COMMANDS = [compile_cmd, package_cmd, predict_cmd, doctor_cmd, build_engine_cmd]
+@click.command("choose")
+@click.argument("bundles", nargs=-1, required=True, metavar="[NAME=]BUNDLE...")
+@click.option("--default", "default", help="The candidate another must beat by the margin [default: the first].")
+@click.option("--dropped", multiple=True, metavar="NAME=WHY", help="A candidate dropped before this (recorded).")
+@click.option("--json", "as_json", is_flag=True, help="Print the record (CPU, versions, every p50, winner, why).")
+def choose_cmd(bundles: tuple[str, ...], default: str | None, dropped: tuple[str, ...], as_json: bool) -> None:
+    """On the machine that runs them: open compiled folders or bundles of one model (each INT8 probe on this
+    CPU), time the faithful ones and name the fastest: what `compile --target auto` and `deploy --target auto`
+    choose with. Another beats the default only by more than 10% end to end.
+
+    \b
+    edgetl choose build/ov build/ort                      # names: the targets
+    edgetl choose ov=parts-ov.tar.gz ort=parts-ort.tar.gz --default ort --json > choice.json
+    """
+    from edgetl.bench.auto import choose, named_bundles
+
+    folders = named_bundles(list(bundles))
+    rows = []
+    for entry in dropped:
+        name, sep, why = entry.partition("=")
+        if not (name and sep and why):
+            raise UserError(f"--dropped {entry!r}: give NAME=WHY")
+        rows.append({"target": name, "dropped": why})
+    default = default or next(iter(folders))
+    if default not in folders and default not in {r["target"] for r in rows}:
+        raise UserError(f"--default {default}: not one of the candidates ({', '.join(folders)})")
+    winner, record = choose(folders, rows, default, echo=_stderr, what=" ".join(map(str, folders.values())))
+    if as_json:
+        click.echo(json.dumps(record, allow_nan=False))
+    else:
+        click.echo(f"{winner} ({folders[winner]}): {record['why']}")
+
+
+COMMANDS = [compile_cmd, package_cmd, predict_cmd, doctor_cmd, build_engine_cmd, choose_cmd]

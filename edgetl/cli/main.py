@@ -31,6 +31,7 @@ COMMAND_MODULES = {
     "predict": "edgetl.cli.deploy",
     "doctor": "edgetl.cli.deploy",
     "build-engine": "edgetl.cli.deploy",
+    "choose": "edgetl.cli.deploy",
     "bench": "edgetl.cli.bench",
     "deploy": "edgetl.cli.remote",
     "device": "edgetl.cli.remote",

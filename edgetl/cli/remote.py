@@ -23,6 +23,7 @@ edgetl deploy parts-ov.tar.gz nuc@10.0.0.7 --predict photo.jpg
 edgetl deploy --rollback nuc@10.0.0.7                   # the previous bundle is active again
 edgetl deploy parts-trt.tar.gz orin                     # a Host alias; the TensorRT engine is built there
 edgetl deploy parts-ov.tar.gz nuc -o ProxyJump=gateway -o IdentityFile=~/.ssh/nuc
+edgetl deploy runs/i nuc@10.0.0.7 --target auto         # build every runtime here, time them THERE, keep the fastest
 The device runs the bundle from ~/.edgetl/current (edgetl predict ~/.edgetl/current photo.jpg, with
 ~/.edgetl/venv/bin/edgetl). Nothing is activated unless it was verified and loaded there first.
 """
@@ -64,7 +65,7 @@ def _options(kw: dict, **extra):
 
 
 @click.command("deploy", epilog=DEPLOY_EXAMPLES)
-@click.argument("args", nargs=-1, metavar="BUNDLE HOST")
+@click.argument("args", nargs=-1, metavar="BUNDLE|RUN HOST")
 @click.option("--rollback", is_flag=True, help="Make the previous bundle on HOST active again (give HOST only).")
 @click.option(
     "--predict", multiple=True, type=click.Path(path_type=Path), help="Label an image on the device (repeat)."
@@ -80,12 +81,24 @@ def _options(kw: dict, **extra):
 @click.option("--keep", default=3, show_default=True, type=int, help="Bundles kept on the device (>= 2).")
 @click.option("--full-upload", is_flag=True, help="Send every chunk, ignoring what the device stores.")
 @click.option("--edgetl-wheel", type=click.Path(path_type=Path), help="edgetl wheel to install [default: built here].")
+@click.option(
+    "--target",
+    help="auto: given a run folder or model.onnx instead of a bundle, compile each runtime here, time them on the "
+    "device (`edgetl choose` there) and activate the fastest faithful one.",
+)
+@click.option("--auto-json", type=click.Path(path_type=Path), help="--target auto's record [default: auto-HOST.json].")
 @ssh_options
-def deploy_cmd(args: tuple[str, ...], rollback: bool, **kw) -> None:
+def deploy_cmd(args: tuple[str, ...], rollback: bool, target: str | None, auto_json: Path | None, **kw) -> None:
     """Put a bundle on a device over SSH: install its runtime there if needed (from wheels sent from here), send
-    only the files and chunks the device lacks, verify and load it there, then make it the active bundle."""
+    only the files and chunks the device lacks, verify and load it there, then make it the active bundle.
+    With --target auto, RUN_OR_MODEL instead of BUNDLE: the device chooses the runtime."""
     from edgetl.remote import deploy, run
 
+    if target not in (None, "auto"):
+        raise UserError(f"deploy --target {target}: a bundle already names its target; give the bundle alone, or "
+                        "--target auto with a run folder or model.onnx to let the device choose")  # fmt: skip
+    if rollback and target:
+        raise UserError("deploy --rollback: give HOST only (--target auto deploys a new bundle)")
     if rollback:
         if len(args) != 1:
             raise UserError(f"deploy --rollback: give HOST only (got {' '.join(args) or 'nothing'})")
@@ -102,7 +115,16 @@ def deploy_cmd(args: tuple[str, ...], rollback: bool, **kw) -> None:
         bench = run.BenchOptions(out, kw["duration"], kw["warmup"], batch=kw["batch"], images=tuple(kw["images"]))
     extra = {k: kw[k] for k in ("online", "keep", "full_upload", "edgetl_wheel")}
     opts = _options({k: kw[k] for k in _SSH_KEYS | {"limit_rate"}}, predict=tuple(kw["predict"]), bench=bench, **extra)
-    result = deploy.deploy(bundle, host, opts, _say, echo=click.echo)
+    if target == "auto":
+        from edgetl.remote.auto import check_source
+
+        check_source(bundle)  # before anything is compiled or sent
+        auto_json = auto_json or Path(f"auto-{re.sub(r'[^A-Za-z0-9._-]+', '_', host)}.json")
+        result = _deploy_auto(bundle, host, opts, auto_json)
+    else:
+        if auto_json:
+            raise UserError("deploy --auto-json: only with --target auto")
+        result = deploy.deploy(bundle, host, opts, _say, echo=click.echo)
     for p in result.predictions:
         top = ", ".join(f"{name} {prob:.3f}" for name, prob in p["topk"])
         click.echo(
@@ -111,10 +133,24 @@ def deploy_cmd(args: tuple[str, ...], rollback: bool, **kw) -> None:
     if bench:
         _say(f"wrote {bench.out} (the device's results, stamped with its probe)")
     state = "activated" if result.changed else "already active"
+    if result.auto:
+        _say(f"wrote {auto_json} (the device's choice: its CPU, every candidate's p50 there, why)")
+        click.echo(f"{host}: chose {result.auto['why']}")
     click.echo(
         f"{host}: bundle {result.bundle_id} {state} ({opts.remote_dir}/current; previous: {result.previous or 'none'}); sent "
         f"{result.bytes_sent / 1e6:.2f} MB in {result.seconds:.1f} s; undo with: edgetl deploy --rollback {host}"
     )
+
+
+def _deploy_auto(source: Path, host: str, opts, out: Path):
+    """deploy --target auto; the device's record, with where it was made, written to `out`."""
+    from edgetl.remote.auto import deploy_auto
+
+    result = deploy_auto(source, host, opts, _say, echo=click.echo)
+    doc = {"host": host, "source": str(source), "bundle_id": result.bundle_id, **result.auto}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=1, allow_nan=False) + "\n")
+    return result
 
 
 _SSH_KEYS = {"ssh_config", "ssh_option", "connect_timeout", "python", "remote_dir", "venv"}

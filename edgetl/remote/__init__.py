@@ -14,4 +14,5 @@ yet), and the device-side edgetl the host installs into a venv it owns there.
   push        upload what the device lacks, assemble and verify there, switch `current` atomically, roll back
   run         `edgetl bench` and `edgetl predict` on the device, results copied back
   deploy      the commands: deploy, rollback, probe
+  auto        deploy --target auto: candidates built here, pushed, timed by `edgetl choose` ON the device
 """

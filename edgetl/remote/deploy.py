@@ -54,6 +54,7 @@ class DeployResult:
     fidelity: str | None = None
     predictions: list[dict] = field(default_factory=list)
     bench: dict | None = None
+    auto: dict | None = None  # deploy --target auto: the device's choice (edgetl.remote.auto)
 
     @property
     def bytes_sent(self) -> int:
@@ -70,9 +71,7 @@ def deploy(bundle: Path, target_text: str, opts: DeployOptions, say: Callable[[s
     """Install the runtime if needed, push, verify, activate; then --predict and --bench on the device."""
     start = time.perf_counter()
     target = Target.parse(target_text)
-    for f in opts.predict:
-        if not Path(f).is_file():
-            raise UserError(f"--predict {f}: no such file")
+    check_predict(opts)
     with push.open_local(bundle) as local, Connection(target, opts.ssh) as conn:
         probe = run_probe(conn, opts.python, opts.remote_dir, opts.venv)
         venv = probe["venv"]["path"]
@@ -84,18 +83,29 @@ def deploy(bundle: Path, target_text: str, opts: DeployOptions, say: Callable[[s
             report = env.ensure(conn, probe, local.manifest, env_opts, session, say)
             result = _push_and_activate(session, local, venv, opts, say)
             result.wheels = report.sent
-            if opts.predict:
-                result.predictions = run.remote_predict(session, venv, opts.predict)
-            if opts.bench is not None:
-                probe = run_probe(conn, opts.python, opts.remote_dir, opts.venv) if report.installed else probe
-                stamp = {"host": str(target), "bundle": Path(bundle).name, "bundle_id": local.id, "probe": probe}
-                result.bench = run.remote_bench(
-                    session, venv, opts.bench, {**stamp, "manifest": local.manifest}, say, echo
-                )
+            on_device(session, probe, report.installed, opts, result, (Path(bundle).name, local.manifest), say, echo)
         finally:
             session.end()
         result.sent, result.seconds = dict(conn.sent), time.perf_counter() - start
     return result
+
+
+def check_predict(opts: DeployOptions) -> None:
+    for f in opts.predict:
+        if not Path(f).is_file():
+            raise UserError(f"--predict {f}: no such file")
+
+
+def on_device(session, probe: dict, installed: bool, opts: DeployOptions, result: DeployResult, bundle, say, echo):
+    """--predict and --bench with the bundle just activated; `bundle`: (its name, its manifest)."""
+    venv = probe["venv"]["path"]
+    if opts.predict:
+        result.predictions = run.remote_predict(session, venv, opts.predict)
+    if opts.bench is not None:
+        conn = session.conn
+        probe = run_probe(conn, opts.python, opts.remote_dir, opts.venv) if installed else probe
+        stamp = {"host": str(conn.target), "bundle": bundle[0], "bundle_id": result.bundle_id, "probe": probe}
+        result.bench = run.remote_bench(session, venv, opts.bench, {**stamp, "manifest": bundle[1]}, say, echo)
 
 
 def _push_and_activate(session: push.Session, local: push.Local, venv: str, opts: DeployOptions, say) -> DeployResult:

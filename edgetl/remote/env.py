@@ -112,25 +112,33 @@ def check_space(target, probe: dict, nbytes: int) -> None:
             )
 
 
-def prepare(conn: Connection, probe: dict, manifest: dict, opts: EnvOptions, say: Callable[[str], None]) -> tuple:
-    """(wheels to send, requirements, edgetl wheel): decided on the host from the probe; downloads if needed."""
+def prepare(
+    conn: Connection, probe: dict, manifests: list[dict], opts: EnvOptions, say: Callable[[str], None]
+) -> tuple:
+    """(wheels to send, requirements, edgetl wheel): decided on the host from the probe; downloads if needed. Several
+    manifests (`deploy --target auto`'s candidates): their runtimes resolved together, into one venv."""
     python = check_python(probe, conn.target, opts.python)
-    if manifest["target"] == "tensorrt":
+    if any(m["target"] == "tensorrt" for m in manifests):
         check_tensorrt(probe, conn.target, opts.python)
     edgetl = wheelhouse.edgetl_wheel(opts.edgetl_wheel)
-    reqs = [*wheelhouse.wheel_requirements(edgetl), *wheelhouse.runtime_requirements(manifest, probe)]
+    runtime = [r for m in manifests for r in wheelhouse.runtime_requirements(m, probe)]
+    reqs = [*wheelhouse.wheel_requirements(edgetl), *dict.fromkeys(runtime)]
     house = None if opts.online else wheelhouse.download(reqs, platform_tags(probe), python, say)
     return to_send(probe, house, edgetl, opts.online), reqs, edgetl
 
 
-def ensure(conn: Connection, probe: dict, manifest: dict, opts: EnvOptions, session, say) -> EnvReport:
-    """Bring the device venv to what `manifest` needs; nothing is sent when it already is."""
-    sends, reqs, edgetl = prepare(conn, probe, manifest, opts, say)
+def ensure(conn: Connection, probe: dict, manifest: dict | list[dict], opts: EnvOptions, session, say) -> EnvReport:
+    """Bring the device venv to what `manifest` (or each of a list of manifests) needs; nothing is sent when it
+    already is."""
+    manifests = manifest if isinstance(manifest, list) else [manifest]
+    sends, reqs, edgetl = prepare(conn, probe, manifests, opts, say)
     venv = (probe.get("venv") or {}).get("path") or opts.venv
+    what = "this bundle needs" if len(manifests) == 1 else f"these {len(manifests)} bundles need"
     if not sends and not opts.online:
         forbidden = {k: v for k, v in ((probe.get("venv") or {}).get("found") or {}).items() if k in FORBIDDEN and v}
-        check_answer(conn.target, {"forbidden": forbidden, "versions": {}}, manifest, venv)
-        say(f"device env {venv}: has everything this bundle needs")
+        for m in manifests:
+            check_answer(conn.target, {"forbidden": forbidden, "versions": {}}, m, venv)
+        say(f"device env {venv}: has everything {what}")
         return EnvReport([], {}, False)
     nbytes = sum(p.stat().st_size for p in sends)
     check_space(conn.target, probe, nbytes)
@@ -140,8 +148,11 @@ def ensure(conn: Connection, probe: dict, manifest: dict, opts: EnvOptions, sess
     request = {
         "action": "install", "venv": venv, "wheels_dir": folder, "wheels": [p.name for p in sends],
         "online": opts.online, "requirements": reqs, "edgetl_sha": sha256_file(edgetl),
-        "link_tensorrt": manifest["target"] == "tensorrt", "modules": modules_for(manifest), "forbidden": FORBIDDEN,
+        "link_tensorrt": any(m["target"] == "tensorrt" for m in manifests),
+        "modules": list(dict.fromkeys(x for m in manifests for x in modules_for(m))), "forbidden": FORBIDDEN,
     }  # fmt: skip
     answer = conn.call(inspect.getsource(device_env), request, opts.python, timeout=3600, what="the install")
-    versions = check_answer(conn.target, answer, manifest, venv)
+    versions = {}
+    for m in manifests:
+        versions = check_answer(conn.target, answer, m, venv)
     return EnvReport([p.name for p in sends], versions, True)

@@ -36,6 +36,14 @@ class BenchOptions:
         return len([b for b in self.batch.split(",") if b.strip()]) * len([m for m in self.modes.split(",") if m])
 
 
+class LoadFailed(UserError):
+    """The device's edgetl could not open a bundle (`why`: its error line); `deploy --target auto` drops it."""
+
+    def __init__(self, message: str, why: str) -> None:
+        super().__init__(message)
+        self.why = why
+
+
 def edgetl_command(root: str, venv: str, args: list[str]) -> str:
     """`env EDGETL_CACHE_DIR=ROOT/cache VENV/bin/edgetl ARGS...` for the device's shell."""
     words = ["env", f"EDGETL_CACHE_DIR={root}/{CACHE}", f"{venv}/bin/edgetl", *args]
@@ -73,8 +81,9 @@ def load_check(session, venv: str, bundle_dir: str, build_engine: bool, say: Cal
                             "the active bundle is unchanged")  # fmt: skip
     checked = device_edgetl(session, venv, ["doctor", bundle_dir], 600, "the load check")
     if checked.code != 0:
-        raise UserError(
-            f"{target}: the bundle does not load on the device ({error_line(checked)}); the active bundle is unchanged"
+        raise LoadFailed(
+            f"{target}: the bundle does not load on the device ({error_line(checked)}); the active bundle is unchanged",
+            error_line(checked),
         )
     lines = checked.stdout.decode(errors="replace").splitlines()
     return next((x.split(":", 1)[1].strip() for x in lines if x.startswith("bundle ")), None)

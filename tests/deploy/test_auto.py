@@ -100,3 +100,47 @@ def test_on_an_avx2_cpu_auto_drops_the_runtime_whose_int8_saturates(model, tmp_p
     assert "INT8 probe not faithful" in openvino["dropped"]
     assert auto["winner"] == "onnxruntime"  # its non-saturating kernels: faithful, so the one left to keep
     assert "avx512f" not in auto["cpu"]["flags"]  # the emulated CPU is what was recorded
+
+
+CHOOSE = """
+import sys
+from tests.deploy.test_import_boundary import BLOCKER
+exec(BLOCKER)
+from edgetl.bench import auto
+auto.BLOCK_S, auto.WARMUP_S = 0.02, 0.05  # a smoke-test budget: which candidates run, not how fast
+from edgetl.cli.main import main
+main(sys.argv[2:])
+"""
+
+
+def test_choose_times_bundles_already_here_without_the_training_stack(model, tmp_path):
+    """`edgetl choose` (what `deploy --target auto` runs on the device) over a compiled folder and a bundle, with
+    torch, timm and onnx unimportable: the same record as `compile --target auto`, a dropped candidate kept."""
+    from edgetl.deploy.bundle import package
+    from edgetl.deploy.targets import CompileOptions, get_target
+    from edgetl.machine import cpu_info
+    from tests.deploy.test_import_boundary import BLOCKED, REPO
+
+    for target in ("openvino", "onnxruntime"):
+        get_target(target).compile(model, tmp_path / target, CompileOptions())
+    package(tmp_path / "onnxruntime", tmp_path / "ort.tar.gz")
+    args = ["choose", tmp_path / "openvino", f"ort={tmp_path / 'ort.tar.gz'}", "--default", "ort"]
+    args += ["--dropped", "tensorrt=not built on the host", "--json"]
+    done = subprocess.run(
+        [sys.executable, "-c", CHOOSE, ",".join(BLOCKED), *map(str, args)],
+        capture_output=True, text=True, cwd=REPO, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    record = json.loads(done.stdout.splitlines()[-1])
+    rows = {c["target"]: c for c in record["candidates"]}
+    assert list(rows) == ["tensorrt", "openvino", "ort"] and rows["tensorrt"]["dropped"] == "not built on the host"
+    assert all("p50_ms" in rows[n] or "INT8 probe not faithful" in rows[n]["dropped"] for n in ("openvino", "ort"))
+    assert record["winner"] in {n for n, r in rows.items() if "p50_ms" in r}
+    assert (
+        record["winner"] == "ort" or "x the default ort's time" in record["why"] or "ort, the default" in record["why"]
+    )
+    assert record["cpu"]["model"] == cpu_info()["model"] and record["cpu_id"] and "onnxruntime" in record["versions"]
+    assert "--target auto: openvino p50" in done.stderr  # progress on stderr, the record alone on stdout
+
+    plain = edgetl("choose", tmp_path / "openvino", tmp_path / "onnxruntime", "--default", "nope")
+    assert plain.returncode == 2 and "--default nope: not one of the candidates (openvino, onnxruntime)" in plain.stderr
