@@ -3,6 +3,8 @@ activations, bias correction). For TensorRT every activation quantizer is then m
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -37,16 +39,17 @@ def quantize_nncf(fp32: Path, out: Path, qcfg: QuantizeCfg, calib: np.ndarray | 
     # (NNCF's full bias correction cannot rebuild this ONNX graph's subgraphs: its fast variant, NNCF's default)
     text = isinstance(calib, Tokens)
     extra = {"model_type": nncf.ModelType.TRANSFORMER} if text else {}
-    model = nncf.quantize(
-        onnx.load(str(fp32)),
-        dataset,
-        preset=nncf.QuantizationPreset.PERFORMANCE,
-        subset_size=len(calib),
-        ignored_scope=nncf.IgnoredScope(names=list(qcfg.ignore)),
-        advanced_parameters=params,
-        fast_bias_correction=text,
-        **extra,
-    )
+    with contextlib.redirect_stdout(sys.stderr):  # NNCF's progress bars: stdout carries `--json` reports
+        model = nncf.quantize(
+            onnx.load(str(fp32)),
+            dataset,
+            preset=nncf.QuantizationPreset.PERFORMANCE,
+            subset_size=len(calib),
+            ignored_scope=nncf.IgnoredScope(names=list(qcfg.ignore)),
+            advanced_parameters=params,
+            fast_bias_correction=text,
+            **extra,
+        )
     if signed:
         to_signed_int8(model)
     onnx.save(model, str(out))

@@ -95,10 +95,11 @@ def run_extract(cfg: TrainCfg, scale: ScaleCfg) -> dict:
         connect(scale.ray)  # an unreachable address stops before any model is built
         p.timing["ray_connect_s"] = time.perf_counter() - t
         p.runner_for = RayRunners(p, scale)
-    rows = [_row("fp32", p, p.features(p.fp32_extractor()))]
+    frozen = p.features(p.fp32_extractor())
+    rows = [_row("fp32", p, frozen)]
     fp32 = p.caches[-1]
     if cfg.unfreeze:
-        rows.append(_cut(p))
+        rows.append(_cut(p, frozen.features))
     if cfg.quantize is not None and cfg.unfreeze:
         rows.append(
             {"what": "int8", "skipped": "--unfreeze: INT8 features follow the fine-tuned blocks (train makes them)"}
@@ -133,19 +134,21 @@ def _row(what: str, p: Pipeline, got: Extracted) -> dict:
     }
 
 
-def _cut(p: Pipeline) -> dict:
+def _cut(p: Pipeline, fp32: dict) -> dict:
+    """The cut-point cache as `train --unfreeze N` fills it (with --quantize int8: the INT8 prefix's)."""
     import numpy as np
 
     from edgetl.models.backbones.split import block_names, resolve, split
-    from edgetl.train.finetune import CutExtractor, cut_name
+    from edgetl.train.finetune import cut_name, cut_source
 
     backbone = p.backbone()
     n = resolve(p.cfg.unfreeze, backbone)
     if n == len(block_names(backbone)):  # --unfreeze all (or N >= the block count)
         return {"what": "cut", "skipped": "--unfreeze all trains from the images: there is no cut point to cache"}
     cut = cut_name(backbone, n)
-    got = p.features(CutExtractor(split(backbone, n)[0], cut), dtype=np.float16)
-    return _row(f"cut {cut}", p, got)
+    extractor, computed_by = cut_source(p, split(backbone, n)[0], cut, fp32)
+    got = p.features(extractor, dtype=np.float16)
+    return {**_row(f"cut {cut}", p, got), "computed_by": computed_by}
 
 
 def _int8(p: Pipeline, fp32_cache, qcfg) -> dict:

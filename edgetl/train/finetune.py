@@ -2,8 +2,9 @@
 
 1. LP: the head is fitted to the optimum on the frozen pooled features (today's L-BFGS fit, from the cache).
 2. Cut-point cache: the frozen prefix runs once per image; its activations at the cut go into the feature cache
-   (context: the cut, the backbone's weights, FP32 compute, float16 storage), so an epoch runs only the suffix
-   and the head. Pixel augmentation cannot act on cached activations: there is none (each epoch is a new order
+   (context: the cut, the backbone's weights, the prefix's precision, float16 storage), so an epoch runs only the
+   suffix and the head. With `--quantize int8` the prefix is the INT8 one that ships (`cut_source`): the suffix
+   trains on what the device computes; the fine-tuned backbone is then quantized whole, as a frozen one is. Pixel augmentation cannot act on cached activations: there is none (each epoch is a new order
    of the same activations). `--unfreeze all` has no cut: the images are decoded once, kept in memory, and the
    whole network runs every epoch.
 3. FT: suffix and head (started from the LP head: Kumar et al. 2022) train together with AdamW at a small
@@ -76,7 +77,28 @@ def _stack(items, values: dict) -> tuple[np.ndarray, np.ndarray]:
     return x, np.array([it.label for it in kept])
 
 
-def inputs(p, prefix, n: int, whole: bool) -> tuple[tuple, tuple, dict]:
+def cut_source(p, prefix, cut: str, fp32: dict):
+    """(the extractor that fills the cut-point cache, what it runs): the frozen prefix in PyTorch FP32; with
+    --quantize int8 the prefix of the pretrained backbone's INT8 graph, in the runtime and mode its INT8 features
+    use (edgetl.quant.cut): the numbers the device computes. `fp32`: FP32 pooled features by key, for the INT8
+    fidelity check (any subset)."""
+    if p.cfg.quantize is None or p.text:
+        return CutExtractor(prefix, cut), "the FP32 prefix (PyTorch)"
+    from edgetl.fileio import sha256_file
+    from edgetl.quant.cut import cut_model
+    from edgetl.quant.runtime import RuntimeExtractor
+    from edgetl.train.int8 import Int8Run
+
+    r = Int8Run(p)
+    items, chash = r.calibration()
+    whole = r.extractor(r.q, items, chash, fp32)
+    path = cut_model(whole.path, r.fp32_onnx(), cut, r.models)
+    context = {**whole._context, "model_sha256": sha256_file(path), "cut": cut, "stored": "float16"}
+    how = f"the INT8 prefix ({r.q.target} layout; {r.fidelity.get('features_from')})"
+    return RuntimeExtractor(path, whole.engine, context, p.cfg.threads, whole.mode), how
+
+
+def inputs(p, prefix, n: int, whole: bool, fp32: dict) -> tuple[tuple, tuple, dict]:
     """((x_train, y_train), (x_val, y_val), cache report) at the cut: from the cut-point cache, or decoded images."""
     from edgetl.train.features import decode
 
@@ -91,11 +113,13 @@ def inputs(p, prefix, n: int, whole: bool) -> tuple[tuple, tuple, dict]:
             {"cached": False, "why": "--unfreeze all: no cut", "decode_s": time.perf_counter() - t},
         )
     cut = cut_name(p.backbone(), n)
-    got = p.features(CutExtractor(prefix, cut), dtype=np.float16)
+    extractor, computed_by = cut_source(p, prefix, cut, fp32)
+    got = p.features(extractor, dtype=np.float16)
     xt, yt = _stack(p.ds.train, got.features)
     xv, yv = _stack(p.ds.val, got.features)
     per_image = int(np.prod(xt.shape[1:])) * 2
-    return (xt, yt), (xv, yv), {"cached": True, "cut": cut, "shape": list(xt.shape[1:]), "bytes_per_image": per_image}
+    report = {"cut": cut, "computed_by": computed_by, "shape": list(xt.shape[1:]), "bytes_per_image": per_image}
+    return (xt, yt), (xv, yv), {"cached": True, **report}
 
 
 def _owned_state(backbone, owned: list[str]) -> dict:
@@ -190,8 +214,9 @@ def pick_alpha(rows: list[dict], choice: str) -> float:
     return max(close, key=lambda r: (r.get("forgetting", {}).get("agreement", 0.0), -r["alpha"]))["alpha"]
 
 
-def finetune(p, lp_head) -> dict:
-    """Fine-tunes p's backbone in place (its last blocks, at the chosen alpha); returns run.json's `finetune`."""
+def finetune(p, lp_head, fp32: dict) -> dict:
+    """Fine-tunes p's backbone in place (its last blocks, at the chosen alpha); returns run.json's `finetune`.
+    `fp32`: the frozen FP32 pooled features by key (the INT8 prefix's fidelity check compares against them)."""
     import torch
 
     from edgetl.train.forgetting import Forgetting, imagenet_classifier
@@ -200,7 +225,7 @@ def finetune(p, lp_head) -> dict:
     n = resolve(cfg.unfreeze, backbone)
     whole = n == len(block_names(backbone))
     prefix, suffix, owned = split(backbone, n)
-    train, val, cache = inputs(p, prefix, n, whole)
+    train, val, cache = inputs(p, prefix, n, whole, fp32)
     head = torch.nn.Linear(lp_head.weight.shape[1], lp_head.weight.shape[0])
     head.load_state_dict(
         {"weight": torch.from_numpy(np.array(lp_head.weight)), "bias": torch.from_numpy(np.array(lp_head.bias))}

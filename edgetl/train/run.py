@@ -37,7 +37,7 @@ def run_finetuned(p: Pipeline) -> tuple[HeadResult, dict]:
     p.audit_near_duplicates(frozen)
     lp, _ = p.train_cached(frozen)
     t = p.timing
-    report = {"val_acc_frozen": lp.val_acc, **finetune(p, lp.head)}
+    report = {"val_acc_frozen": lp.val_acc, **finetune(p, lp.head, frozen.features)}
     apply(p, report)
     if p.cfg.quantize is not None:
         from edgetl.train.int8 import run_quantized

@@ -141,3 +141,57 @@ def test_unfreezing_everything_defaults_to_a_tenth_of_the_learning_rate():
     assert TrainCfg(unfreeze=3).finetune_lr == FT_LR == 1e-3
     assert TrainCfg(unfreeze=-1).finetune_lr == FT_LR_ALL == 1e-4
     assert TrainCfg(unfreeze=-1, ft_lr=3e-4).finetune_lr == 3e-4  # --ft-lr wins
+
+
+def test_with_int8_the_blocks_train_on_what_the_int8_prefix_computes(photos, tmp_path):
+    """--unfreeze N --quantize int8: the cut-point cache holds the INT8 prefix's activations (the shipped numbers,
+    checked against an exact evaluation of the cut INT8 graph), not the FP32 prefix's; the run says which."""
+    import torch
+
+    from edgetl.config import QuantizeCfg, TrainCfg
+    from edgetl.models.backbones.split import split
+    from edgetl.quant.backbone_onnx import INPUT
+    from edgetl.quant.fidelity import exact as exact_evaluation
+    from edgetl.train.features import decode
+    from edgetl.train.finetune import cut_name, cut_source
+    from edgetl.train.pipeline import Pipeline
+
+    quant = QuantizeCfg(calib_size=16)
+    cfg = TrainCfg(data=str(photos), img_size=32, unfreeze=2, quantize=quant, out=tmp_path / "r",
+                   cache_dir=tmp_path / "c", progress=False)  # fmt: skip
+    p = Pipeline(cfg)
+    backbone = p.backbone()
+    prefix = split(backbone, 2)[0]
+    extractor, how = cut_source(p, prefix, cut_name(backbone, 2), {})
+    assert how.startswith("the INT8 prefix (openvino layout"), how
+    _, x = decode(p.ds.val[:4], p.pre, p.skip)
+    got = extractor(x)
+    exact = exact_evaluation(extractor.path, {INPUT: x.astype(np.float32)})
+    with torch.inference_mode():
+        fp32 = prefix(torch.from_numpy(x)).numpy()
+
+    def cosine(a, b):
+        a, b = a.reshape(len(a), -1), b.reshape(len(b), -1)
+        return float(((a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)).min())
+
+    assert got.shape == fp32.shape and cosine(got, exact) > 0.99  # measured 0.999+
+    assert 0.8 < cosine(got, fp32) < 0.9999  # close to the FP32 prefix, but not it
+
+    run = _train(
+        tmp_path / "run", photos, tmp_path / "c", "--unfreeze", "2", "--quantize", "int8", "--calib-size", "16"
+    )
+    assert run["finetune"]["cache"]["computed_by"].startswith("the INT8 prefix (openvino layout")
+    assert run["quantize"]["status"] in ("ok", "degraded") and run["metrics"]["val_acc"] > 0.5
+
+
+def test_extract_fills_the_int8_cut_cache_that_train_then_reads(photos, tmp_path):
+    cache = tmp_path / "c"
+    args = ["--data", str(photos), "--unfreeze", "2", "--quantize", "int8", "--calib-size", "16"]
+    cmd = [sys.executable, "-m", "edgetl", "extract", *args, "--img-size", "32", "--no-progress", "--json"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=_env(cache))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    cut = next(r for r in json.loads(proc.stdout)["rows"] if r["what"].startswith("cut"))
+    assert cut["computed_by"].startswith("the INT8 prefix (openvino layout") and cut["computed"] > 0
+    run = _train(tmp_path / "run", photos, cache, *args[2:])
+    assert run["cache"]["keys"][1] == cut["context"]  # frozen FP32, then the cut: the one extract filled
+    assert run["finetune"]["cache"]["computed_by"] == cut["computed_by"]
