@@ -6,8 +6,9 @@ classes at 64 px and 6 "distinct" classes at 96 px, 40 images per class): `edget
 `2`, `3` and `all` (default recipe: LP, then AdamW 1e-3 for 12 epochs, BatchNorm frozen, early stopping with
 the LP model as epoch 0), each in FP32 (val accuracy, forgetting on the ImageNet probe photos, seconds per epoch,
 cut-cache bytes per image), and the frozen and the best fine-tuned run again with `--quantize int8` (OpenVINO
-layout: val accuracy of the INT8 model, agreement with its FP32 model). The from-scratch baseline on the same
-data is `edgetl probe`'s (benchmarks/probe.py -> results/probe.json).
+layout: val accuracy of the INT8 model, agreement with its FP32 model; with `--unfreeze N` the blocks train on
+the INT8 prefix's activations). The `scratch` row is `edgetl probe`'s from-scratch CNN on the same data, split and
+image size (its fixed step budget; no backbone, so no forgetting or INT8 row).
 The best digits run is exported, compiled for OpenVINO, packaged, and its bundle labels the val images as PNG
 files. Epoch time at `--unfreeze 2`, 64 px and 224 px (512 digits): an epoch on cached activations vs an epoch
 that runs the frozen prefix forward (no grad) on every batch, as fine-tuning without the cache does.
@@ -69,7 +70,21 @@ def dataset_rows(name: str, data: str, size: int, work: Path) -> dict:
             int8 = train(data, work / f"{name}-{key}-int8", work / "cache", *extra, "--quantize", "int8")
         rows[key] = row(fp32, int8)
         print(name, key, {k: rows[key][k] for k in ("val_acc_fp32", "val_acc_int8")}, flush=True)
+    rows["scratch"] = scratch_row(data, size, work / f"probe-{name}")
     return {"rows": rows, "best": best}
+
+
+def scratch_row(data: str, size: int, work: Path) -> dict:
+    """`edgetl probe`'s from-scratch CNN on the same data, split and image size."""
+    work.mkdir(parents=True, exist_ok=True)
+    out = work / "probe.json"
+    cmd = [sys.executable, "-m", "edgetl", "probe", "--data", data, "--img-size", str(size), "--cache-dir"]
+    cmd += [str(work / "cache"), "--json", str(out), "--overwrite", "--no-progress"]
+    t = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    sc = json.loads(out.read_text())["scratch"]
+    return {"val_acc_fp32": sc.get("val_acc"), "val_acc_int8": None, "int8_agreement": None, "steps": sc.get("steps"),
+            "size": sc.get("size"), "wall_s_fp32": round(time.perf_counter() - t, 1)}  # fmt: skip
 
 
 def epoch_times(size: int, n_images: int = 512) -> dict:

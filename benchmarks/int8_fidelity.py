@@ -135,10 +135,26 @@ def predict_pngs(run: Path, folder: Path, tmp: Path) -> dict:
     return {"exit": out.returncode, "images": len(rows), "accuracy": right / max(len(rows), 1), "fidelity": fidelity}
 
 
+def merge(rows: list[dict], checks: dict) -> tuple[list[dict], dict]:
+    """Last results' rows and checks, with the ones rerun now in their place (same dataset, layout and CPU)."""
+    from _common import RESULTS
+
+    last = json.loads((RESULTS / "int8_fidelity.json").read_text())
+    redone = {(r["dataset"], r["layout"], r["cpu"]) for r in rows}
+    kept = [r for r in last["rows"] if (r["dataset"], r["layout"], r["cpu"]) not in redone]
+    order = {
+        (d, layout): i
+        for i, (d, layout) in enumerate((d, x) for d in ("digits", "digits-png", "photos") for x in LAYOUTS)
+    }
+    merged = sorted(kept + rows, key=lambda r: order.get((r["dataset"], r["layout"]), 99))
+    return merged, {**last.get("checks", {}), **checks}
+
+
 def main() -> dict:
     ap = argparse.ArgumentParser()
     ap.add_argument("--qemu-full", action="store_true", help="also run the whole digits train under the emulator")
     ap.add_argument("--only", help="one dataset: digits, digits-png or photos")
+    ap.add_argument("--layout", choices=LAYOUTS, help="one layout; the other rows are kept from the last results")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="edgetl-int8-fidelity-") as tmp:
         tmp = Path(tmp)
@@ -152,7 +168,7 @@ def main() -> dict:
             if args.only and name != args.only:
                 continue
             cache = tmp / f"cache-{name}"
-            for layout in LAYOUTS:
+            for layout in [x for x in LAYOUTS if args.layout in (None, x)]:
                 out = tmp / f"{name}-{layout}"
                 row = {"dataset": name, "layout": layout, "cpu": cpu_line(), **train(data, out, cache, layout)}
                 rows.append(row)
@@ -173,9 +189,11 @@ def main() -> dict:
                         "features_from": emu["fidelity"]["features_from"],
                     }
                 )
-            if name == "digits" and QEMU and args.qemu_full:
+            if name == "digits" and QEMU and args.qemu_full and args.layout in (None, "tensorrt"):
                 full = train(data, tmp / "digits-qemu", cache, "tensorrt", prefix=(QEMU, "-cpu", "Haswell"))
                 checks["digits_tensorrt_whole_train_under_qemu"] = full
+    if args.only or args.layout:  # a partial rerun: the rows and checks it did not redo stay as last written
+        rows, checks = merge(rows, checks)
     result = {
         "claim": "both INT8 layouts: agreement >= 0.97 on faithful features, on every CPU kind; one verdict",
         "machine": cpu_info(),

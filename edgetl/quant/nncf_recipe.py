@@ -80,7 +80,8 @@ def to_signed_int8(model) -> None:
     for name in scales:
         scale = numpy_helper.to_array(inits[name]).astype(np.float32)
         inits[name].CopyFrom(numpy_helper.from_array(scale * np.float32(255 / 127), name))
-    changed = {n.output[0] for n in qdq if n.op_type == "QuantizeLinear" and n.input[2] in unsigned}
+    # the recorded types of the zero points and of the quantized tensors (onnx.reference checks them)
+    changed = unsigned | {n.output[0] for n in qdq if n.op_type == "QuantizeLinear" and n.input[2] in unsigned}
     for info in model.graph.value_info:
         if info.name in changed:
             info.type.tensor_type.elem_type = TensorProto.INT8

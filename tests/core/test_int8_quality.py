@@ -84,12 +84,14 @@ def test_the_fused_int8_graph_gives_each_layer_its_own_zero_point(trt_bundles):
 
 def test_the_tensorrt_layout_is_int8_with_zero_points_of_zero(runs):
     """TensorRT's explicit quantization takes int8 Q/DQ with zero point 0 only: no uint8 quantizer may be left."""
-    run, _ = runs["tensorrt"]
+    run, record = runs["tensorrt"]
     model = onnx.load(str(run / "backbone.int8.onnx"))
     inits = {t.name: t for t in model.graph.initializer}
     zeros = [inits[n.input[2]] for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
     assert len(zeros) > 40 and all(z.data_type == onnx.TensorProto.INT8 for z in zeros)
     assert not any(onnx.numpy_helper.to_array(z).any() for z in zeros)
+    # the recorded types follow (onnx.reference refused the graph when a zero point's value_info said uint8)
+    assert record["quantize"]["fidelity"]["evaluators"][0]["evaluator"] == "exact (onnx.reference)"
 
 
 def _doctor(bundle: Path, prefix=()) -> str:
