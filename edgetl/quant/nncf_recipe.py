@@ -61,9 +61,9 @@ def to_signed_int8(model) -> None:
     int8 over the same range: [0, 255 s] with scale 255 s / 127, half the resolution (TensorRT's own limit).
 
     Why NNCF and not onnxruntime.quantize_static for this layout: on digits written as 224-px PNGs the INT8
-    features' mean cosine to FP32 was 0.964 with ORT's symmetric recipe (any calibration method, 0.964-0.966) and
-    0.982 with NNCF's ranges and bias correction made signed (issue 28)."""
-    import numpy as np
+    features' mean cosine to FP32 was 0.964-0.966 with ORT's symmetric recipe (any calibration method) and 0.982
+    with NNCF's ranges and bias correction made signed, on a quarter of val with 128 calibration images; over a
+    whole default run 0.943 and 0.969 (issue 28)."""
     from onnx import TensorProto, numpy_helper
 
     inits = {t.name: t for t in model.graph.initializer}
