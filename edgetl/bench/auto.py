@@ -55,7 +55,6 @@ class Source(NamedTuple):
     graph: Path
     ruled_out: str | None  # why it is not built (training judged the layout degraded, the graph is stale, ...)
     suffix: str = ""  # "/LAYOUT-layout" where a run has several layouts, "/fp32" for an INT8 run's FP32 model
-    export: dict | None = None  # the parity record to compile it with (export.json describes another graph)
 
 
 def sources(path: Path) -> list[Source]:
@@ -100,18 +99,7 @@ def fp32_source(run: Path) -> Source | None:
         why = f"{graph} changed since `edgetl export` wrote it; {redo}"
     elif entry.get("passed") is not True:
         why = f"its export failed the FP32 parity check (see {run / EXPORT_JSON}, {FP32_EXPORT}); {redo}"
-    return Source(None, graph, why, "/fp32", {**entry, "model": MODEL_ONNX})
-
-
-def _staged(src: Source, tmp: Path) -> Path:
-    """A graph export.json does not describe, beside the parity record export wrote for it: its bundle carries it."""
-    if src.export is None or src.ruled_out:
-        return src.graph
-    folder = tmp / ("source" + src.suffix.replace("/", "_"))
-    folder.mkdir()
-    shutil.copyfile(src.graph, folder / MODEL_ONNX)
-    (folder / EXPORT_JSON).write_text(json.dumps(src.export, indent=1) + "\n")
-    return folder / MODEL_ONNX
+    return Source(None, graph, why, "/fp32")  # compiled in place: its parity entry is export.json's fp32_model
 
 
 def compile_auto(onnx: Path, out: Path, options, echo=print):
@@ -148,7 +136,7 @@ def build_candidates(onnx: Path, tmp: Path, options, echo=print) -> Candidates:
     graphs = sources(onnx)
     built, rows = {}, []
     for src in graphs:
-        b, r = _build(_staged(src, Path(tmp)), Path(tmp), options, echo, src.suffix, src.ruled_out)
+        b, r = _build(src.graph, Path(tmp), options, echo, src.suffix, src.ruled_out)
         built, rows = {**built, **b}, rows + r
     return Candidates(built, rows, default_candidate(graphs))
 
@@ -174,9 +162,11 @@ def named_bundles(args: list[str]) -> dict[str, Path]:
 
     named, targets = [], []
     for arg in args:
-        name, path = arg.split("=", 1) if "=" in arg and not Path(arg).exists() else ("", arg)
-        if "=" in arg and not (name and path) and not Path(arg).exists():
-            raise UserError(f"{arg}: give BUNDLE or NAME=BUNDLE, e.g. ov=build/ov")
+        name, path = "", arg
+        if "=" in arg and not Path(arg).exists():
+            name, path = arg.split("=", 1)
+            if not (name and path):
+                raise UserError(f"{arg}: give BUNDLE or NAME=BUNDLE, e.g. ov=build/ov")
         with open_bundle(Path(path)) as artifact:
             targets.append(artifact.manifest["target"])
         named.append((name, Path(path)))
@@ -197,11 +187,11 @@ def _build(onnx: Path, tmp: Path, options, echo, suffix: str = "", ruled_out: st
     built, rows = {}, []
     for target_name in CANDIDATES:
         name = target_name + suffix
-        target = get_target(target_name)
-        problem = target.available()
         if ruled_out:
             rows.append({"target": name, "dropped": ruled_out})
             continue
+        target = get_target(target_name)
+        problem = target.available()
         if problem:
             rows.append({"target": name, "dropped": f"not usable here ({problem.splitlines()[0]})"})
             continue

@@ -116,9 +116,6 @@ def deploy_cmd(args: tuple[str, ...], rollback: bool, target: str | None, auto_j
     extra = {k: kw[k] for k in ("online", "keep", "full_upload", "edgetl_wheel")}
     opts = _options({k: kw[k] for k in _SSH_KEYS | {"limit_rate"}}, predict=tuple(kw["predict"]), bench=bench, **extra)
     if target == "auto":
-        from edgetl.remote.auto import check_source
-
-        check_source(bundle)  # before anything is compiled or sent
         auto_json = auto_json or Path(f"auto-{re.sub(r'[^A-Za-z0-9._-]+', '_', host)}.json")
         result = _deploy_auto(bundle, host, opts, auto_json)
     else:

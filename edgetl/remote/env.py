@@ -152,7 +152,5 @@ def ensure(conn: Connection, probe: dict, manifest: dict | list[dict], opts: Env
         "modules": list(dict.fromkeys(x for m in manifests for x in modules_for(m))), "forbidden": FORBIDDEN,
     }  # fmt: skip
     answer = conn.call(inspect.getsource(device_env), request, opts.python, timeout=3600, what="the install")
-    versions = {}
-    for m in manifests:
-        versions = check_answer(conn.target, answer, m, venv)
+    versions = {k: v for m in manifests for k, v in check_answer(conn.target, answer, m, venv).items()}
     return EnvReport([p.name for p in sends], versions, True)
