@@ -6,13 +6,14 @@ classes at 64 px and 6 "distinct" classes at 96 px, 40 images per class): `edget
 `2`, `3` and `all` (default recipe: LP, then AdamW 1e-3 for 12 epochs, BatchNorm frozen, early stopping with
 the LP model as epoch 0), each in FP32 (val accuracy, forgetting on the ImageNet probe photos, seconds per epoch,
 cut-cache bytes per image), and the frozen and the best fine-tuned run again with `--quantize int8` (OpenVINO
-layout: val accuracy of the INT8 model, agreement with its FP32 model; with `--unfreeze N` the blocks train on
-the INT8 prefix's activations). The `scratch` row is `edgetl probe`'s from-scratch CNN on the same data, split and
+layout: val accuracy of the INT8 model, agreement with its FP32 model; with `--unfreeze N` the fine-tuned network
+quantized after, and again with `--ft-prefix int8`, the blocks trained on the INT8 prefix's activations). The `scratch` row is `edgetl probe`'s from-scratch CNN on the same data, split and
 image size (its fixed step budget; no backbone, so no forgetting or INT8 row).
 The best digits run is exported, compiled for OpenVINO, packaged, and its bundle labels the val images as PNG
 files. Epoch time at `--unfreeze 2`, 64 px and 224 px (512 digits): an epoch on cached activations vs an epoch
 that runs the frozen prefix forward (no grad) on every batch, as fine-tuning without the cache does.
-Run it alone on the machine (~40 min on 2 cores). Writes benchmarks/results/finetune.json and .png.
+Run it alone on the machine (~40 min on 2 cores; `--int8-only`: the INT8 rows and the bundle again, ~20 min).
+Writes benchmarks/results/finetune.json and .png.
 """
 
 from __future__ import annotations
@@ -58,10 +59,17 @@ def row(fp32: dict, int8: dict | None) -> dict:
 
 def dataset_rows(name: str, data: str, size: int, work: Path) -> dict:
     """FP32 runs for every config; INT8 (OpenVINO layout) for the frozen run and the best fine-tuned one."""
+    result = config_rows(name, data, work, ["--img-size", str(size)])
+    result["rows"]["scratch"] = scratch_row(data, size, work / f"probe-{name}")
+    return result
+
+
+def config_rows(name: str, data: str, work: Path, base: list[str]) -> dict:
+    """{rows: frozen and each --unfreeze config in FP32, INT8 for the frozen and the best one; best}."""
     rows, runs = {}, {}
     for n in CONFIGS:
         key = "frozen" if n == "0" else n
-        extra = ["--img-size", str(size)] + (["--unfreeze", n] if n != "0" else [])
+        extra = base + (["--unfreeze", n] if n != "0" else [])
         runs[key] = (extra, train(data, work / f"{name}-{n}", work / "cache", *extra))
     best = max((k for k in runs if k != "frozen"), key=lambda k: runs[k][1]["metrics"]["val_acc"])
     for key, (extra, fp32) in runs.items():
@@ -69,9 +77,26 @@ def dataset_rows(name: str, data: str, size: int, work: Path) -> dict:
         if key in ("frozen", best):
             int8 = train(data, work / f"{name}-{key}-int8", work / "cache", *extra, "--quantize", "int8")
         rows[key] = row(fp32, int8)
-        print(name, key, {k: rows[key][k] for k in ("val_acc_fp32", "val_acc_int8")}, flush=True)
-    rows["scratch"] = scratch_row(data, size, work / f"probe-{name}")
+        print(name, key, {k: rows[key][k] for k in ("val_acc_fp32", "val_acc_int8", "forgetting")}, flush=True)
     return {"rows": rows, "best": best}
+
+
+def int8_rows(name: str, data: str, size: int, work: Path, d: dict) -> None:
+    """The INT8 rows again (frozen and the best --unfreeze), FP32 rows kept: the best one with the default
+    `--ft-prefix fp32` (the fine-tuned network quantized after) and with `--ft-prefix int8` (trained on the INT8
+    prefix)."""
+    for key in ("frozen", d["best"]):
+        extra = ["--img-size", str(size), "--quantize", "int8"] + ([] if key == "frozen" else ["--unfreeze", key])
+        int8 = train(data, work / f"{name}-{key}-int8", work / "cache", *extra)
+        d["rows"][key].update(val_acc_int8=int8["metrics"]["val_acc"], int8_agreement=int8["metrics"]["int8_agreement"])
+        if key != "frozen":
+            alt = train(data, work / f"{name}-{key}-int8p", work / "cache", *extra, "--ft-prefix", "int8")
+            d["rows"][key]["int8_prefix"] = {
+                "val_acc_int8": alt["metrics"]["val_acc"],
+                "int8_agreement": alt["metrics"]["int8_agreement"],
+                "best_epoch": alt["finetune"]["best_epoch"],
+            }
+        print(name, key, d["rows"][key].get("val_acc_int8"), d["rows"][key].get("int8_prefix"), flush=True)
 
 
 def scratch_row(data: str, size: int, work: Path) -> dict:
@@ -132,21 +157,28 @@ def epoch_times(size: int, n_images: int = 512) -> dict:
             "speedup": ratio, "cut_shape": list(cut.shape[1:])}  # fmt: skip
 
 
+def compile_openvino(run_dir: Path, work: Path) -> Path:
+    """`edgetl export RUN` and `edgetl compile --target openvino`: the bundle folder."""
+    env = {**os.environ, "EDGETL_CACHE_DIR": str(work / "cache")}
+    build = work / "bundle-ov"
+    for args in (["export", str(run_dir)], ["compile", str(run_dir / "model.onnx"), "--target", "openvino", "--out",
+                                           str(build)]):  # fmt: skip
+        subprocess.run([sys.executable, "-m", "edgetl", *args], check=True, env=env, stdout=subprocess.DEVNULL)
+    return build
+
+
 def bundle_check(run_dir: Path, work: Path) -> dict:
     from edgetl.cli.demo import bundle_accuracy, write_val_images
 
-    edgetl = [sys.executable, "-m", "edgetl"]
-    env = {**os.environ, "EDGETL_CACHE_DIR": str(work / "cache")}
-    subprocess.run([*edgetl, "export", str(run_dir)], check=True, env=env, stdout=subprocess.DEVNULL)
-    build = work / "bundle-ov"
-    compile_ = ["compile", str(run_dir / "model.onnx"), "--target", "openvino", "--out", str(build)]
-    subprocess.run([*edgetl, *compile_], check=True, env=env, stdout=subprocess.DEVNULL)
-    subprocess.run([*edgetl, "package", str(build), "--out", str(work / "ft-ov.tar.gz")], check=True, env=env)
+    build = compile_openvino(run_dir, work)
+    package = [sys.executable, "-m", "edgetl", "package", str(build), "--out", str(work / "ft-ov.tar.gz")]
+    subprocess.run(package, check=True)
     record = json.loads((run_dir / "run.json").read_text())
     return bundle_accuracy(work / "ft-ov.tar.gz", write_val_images(record, work / "val-png"))
 
 
-def main() -> dict:
+def main(int8_only: bool = False) -> dict:
+    """`--int8-only`: the INT8 rows and the digits bundle again, over the FP32 rows of the last results JSON."""
     from edgetl.machine import cpu_info
     from tests.photos import make_photo_folder
 
@@ -155,9 +187,16 @@ def main() -> dict:
         sets = {"digits": ("digits", 64)}
         for kind, size in (("textures", 64), ("distinct", 96)):
             sets[kind] = (str(make_photo_folder(work / kind, per_class=40, kind=kind)), size)
-        result = {"machine": cpu_info(), "datasets": {}, "epoch_time": [epoch_times(64), epoch_times(224)]}
+        if int8_only:
+            result = json.loads((RESULTS / "finetune.json").read_text())
+            result["int8_machine"] = cpu_info()
+        else:
+            result = {"machine": cpu_info(), "datasets": {}, "epoch_time": [epoch_times(64), epoch_times(224)]}
         for name, (data, size) in sets.items():
-            result["datasets"][name] = {"size": size, **dataset_rows(name, data, size, work)}
+            if int8_only:
+                int8_rows(name, data, size, work, result["datasets"][name])
+            else:
+                result["datasets"][name] = {"size": size, **dataset_rows(name, data, size, work)}
             write_result("finetune", result)  # partial results survive an interrupted run
         best = result["datasets"]["digits"]["best"]
         result["digits_best"] = {"unfreeze": best, **bundle_check(work / f"digits-{best}-int8", work)}
@@ -188,4 +227,4 @@ def plot(result: dict) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(int8_only="--int8-only" in sys.argv[1:])

@@ -26,13 +26,8 @@ Every `edgetl train` is a fresh process. Run it alone on the machine. Writes ben
 from __future__ import annotations
 
 import contextlib
-import csv
-import importlib
-import inspect
 import json
 import os
-import pkgutil
-import re
 import subprocess
 import sys
 import tempfile
@@ -42,54 +37,11 @@ from pathlib import Path
 import numpy as np
 from _common import write_result
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: tests.text.docstrings
+from tests.text.docstrings import stdlib_docstrings  # noqa: E402
+
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "text" / "intents.csv"
 ROUNDS, PER_ROUND = 12, 40
-STDLIB = ("asyncio", "email", "xml", "multiprocessing", "http", "importlib")
-PER_CLASS = 120
-
-
-def _summary(doc: str | None) -> str | None:
-    """A docstring's first sentence, 4..40 words, or None."""
-    if not doc:
-        return None
-    text = " ".join(doc.strip().split("\n\n")[0].split())
-    m = re.match(r"(.+?[.!?])(\s|$)", text)
-    text = m.group(1) if m else text
-    return text if 4 <= len(text.split()) <= 40 else None
-
-
-def stdlib_docstrings(path: Path) -> Path:
-    """Writes text,label rows: the first sentences of the public docstrings of each STDLIB package (sorted,
-    deduplicated across packages, the first PER_CLASS of a fixed shuffle)."""
-    found: dict[str, set[str]] = {}
-    for pkg in STDLIB:
-        root = importlib.import_module(pkg)
-        modules = [root]
-        for info in pkgutil.walk_packages(root.__path__, pkg + "."):
-            if "test" not in info.name and "__main__" not in info.name:
-                try:
-                    modules.append(importlib.import_module(info.name))
-                except Exception:  # noqa: BLE001,S112 - platform-only modules (e.g. Windows event loops)
-                    continue
-        found[pkg] = set()
-        for mod in modules:
-            for name, obj in vars(mod).items():
-                if name.startswith("_") or getattr(obj, "__module__", None) != mod.__name__:
-                    continue
-                members = [v for k, v in vars(obj).items() if not k.startswith("_")] if inspect.isclass(obj) else []
-                for o in [obj, *members]:
-                    if callable(o) and (s := _summary(inspect.getdoc(o))):
-                        found[pkg].add(s)
-    shared = {s for a in STDLIB for b in STDLIB if a < b for s in found[a] & found[b]}
-    rng = np.random.default_rng(0)
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["text", "label"])
-        for pkg in STDLIB:
-            texts = sorted(found[pkg] - shared)
-            for i in rng.permutation(len(texts))[:PER_CLASS]:
-                w.writerow([texts[i], pkg])
-    return path
 
 
 def edgetl(*args: str) -> None:

@@ -23,6 +23,7 @@ SHARED = (
     "quant_ignore",
     "quant_overflow_fix",
     "unfreeze",
+    "ft_prefix",
     "no_progress",
 )
 

@@ -163,14 +163,23 @@ def load_config_file(ctx: click.Context, param, path: Path | None) -> Path | Non
     default="0",
     show_default=True,
     callback=lambda ctx, param, value: parse_unfreeze(value),
-    help="Fine-tune the last N blocks (Lite0: blocks.0..6, 7 in all) + the head on a cut-point cache, after the "
-    "linear probe; 'all' trains the whole network (no cache possible); 0 = frozen.",
+    help="Fine-tune the last N blocks (Lite0: blocks.0..6, 7 in all; MiniLM: transformer layers "
+    "encoder.layer.0..5) + the head on a cut-point cache, after the linear probe; 'all' trains the whole network "
+    "(no cache possible); 0 = frozen.",
 )
 @click.option("--wise", default=TRAIN.wise, show_default=True, help="WiSE-FT: auto, none, or an alpha in [0, 1].")
 @click.option(
     "--ft-lr", type=float, help="Fine-tuning learning rate (AdamW) [default: 1e-3; 1e-4 with --unfreeze all]."
 )
 @click.option("--ft-epochs", type=int, default=TRAIN.ft_epochs, show_default=True, help="Fine-tuning epochs.")
+@click.option(
+    "--ft-prefix",
+    type=click.Choice(["fp32", "int8"]),
+    default=TRAIN.ft_prefix,
+    show_default=True,
+    help="With --quantize int8: train the blocks on the FP32 prefix's activations and quantize the fine-tuned "
+    "network after (measured better), or on the INT8 prefix that ships.",
+)
 @click.option("--compare-fp32", is_flag=True, help="Also time PyTorch eager FP32 extraction on the same images.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 def train_cmd(**o) -> None:

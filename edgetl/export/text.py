@@ -41,7 +41,7 @@ from edgetl.data.items import split_fingerprint
 from edgetl.errors import UserError
 from edgetl.export import graph as onnx_graph
 from edgetl.export import parity
-from edgetl.export.model import OPSET, check_eval, finish, load_backbone
+from edgetl.export.model import OPSET, apply_finetuned, check_eval, finish, load_backbone
 from edgetl.export.probe import write_text_probe
 from edgetl.fileio import atomic_write_bytes, sha256_file
 from edgetl.models.heads import load_head
@@ -138,7 +138,9 @@ def run_dataset(record: dict):
 def load_text_parts(run_dir: Path):
     record = read_run(run_dir)
     head, _ = load_head(record.head_file())
-    return record, load_backbone(record), head, record.int8_backbone()
+    backbone = load_backbone(record)
+    apply_finetuned(backbone, record)
+    return record, backbone, head, record.int8_backbone()
 
 
 def build_text_graph(encoder: onnx.ModelProto, head, record: dict, precision: str) -> onnx.ModelProto:

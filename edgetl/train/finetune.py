@@ -3,9 +3,10 @@
 1. LP: the head is fitted to the optimum on the frozen pooled features (today's L-BFGS fit, from the cache).
 2. Cut-point cache: the frozen prefix runs once per image; its activations at the cut go into the feature cache
    (context: the cut, the backbone's weights, the prefix's precision, float16 storage), so an epoch runs only the
-   suffix and the head. With `--quantize int8` the prefix is the INT8 one that ships (`cut_source`): the suffix
-   trains on what the device computes; the fine-tuned backbone is then quantized whole, as a frozen one is. Pixel augmentation cannot act on cached activations: there is none (each epoch is a new order
-   of the same activations). `--unfreeze all` has no cut: the images are decoded once, kept in memory, and the
+   suffix and the head. With `--quantize int8` the fine-tuned backbone is then quantized whole, as a frozen one is;
+   `--ft-prefix int8` trains the suffix on the INT8 prefix that ships instead (`cut_source`: what the device
+   computes), which measured worse (edgetl.config TrainCfg.ft_prefix). Pixel augmentation cannot act on cached
+   activations: there is none (each epoch is a new order of the same activations). `--unfreeze all` has no cut: the images are decoded once, kept in memory, and the
    whole network runs every epoch.
 3. FT: suffix and head (started from the LP head: Kumar et al. 2022) train together with AdamW at a small
    learning rate (`--ft-lr`), cosine schedule, BatchNorm frozen (the suffix stays in eval mode), early stopping
@@ -28,10 +29,11 @@ import time
 
 import numpy as np
 
-from edgetl.models.backbones.split import ALL, block_names, resolve, split
+from edgetl.models.backbones.split import ALL, block_names, is_text, resolve, split, trained_names
 from edgetl.progress import bar, info
 from edgetl.train.features import MIN_BATCH, padded, torch_version
 from edgetl.train.fit import class_weights
+from edgetl.train.forgetting import retained
 
 ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
 WISE_MARGIN = 0.005  # `--wise auto`: within half a point of the best val accuracy, the least forgetting wins
@@ -39,26 +41,31 @@ BATCH = 64
 
 
 class CutExtractor:
-    """The frozen prefix in PyTorch FP32 (NCHW, unfolded): activations at the cut, cached as float16."""
+    """The frozen prefix in PyTorch FP32 (images: NCHW, unfolded; texts: hidden states + mask, packed as
+    edgetl.models.backbones.text_split says): activations at the cut, cached as float16."""
 
     name = "torch-fp32-cut"
 
-    def __init__(self, prefix, cut_name: str) -> None:
-        self.prefix, self.cut_name = prefix, cut_name
+    def __init__(self, prefix, cut_name: str, text: bool = False) -> None:
+        self.prefix, self.cut_name, self.text = prefix, cut_name, text
 
     def context(self) -> dict:
-        return {"engine": "torch", "precision": "fp32", "cut": self.cut_name, "stored": "float16",
-                "min_batch": MIN_BATCH, "runtime": torch_version()}  # fmt: skip
+        packed = {"packed": "hidden states + attention mask"} if self.text else {"min_batch": MIN_BATCH}
+        return {"engine": "torch", "precision": "fp32", "cut": self.cut_name, "stored": "float16", **packed,
+                "runtime": torch_version()}  # fmt: skip
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
+    def __call__(self, x) -> np.ndarray:
         import torch
 
         with torch.inference_mode():
+            if self.text:
+                return self.prefix(x).numpy()
             return self.prefix(torch.from_numpy(padded(x))).numpy()[: len(x)]
 
 
 def cut_name(backbone, n: int) -> str:
-    return f"blocks.{len(block_names(backbone)) - n}"
+    names = block_names(backbone)
+    return names[len(names) - n]
 
 
 def cut_extractor(name: str, weights: str | None, n: int) -> CutExtractor:
@@ -67,23 +74,32 @@ def cut_extractor(name: str, weights: str | None, n: int) -> CutExtractor:
 
     backbone = build_backbone(name, weights)
     n = resolve(n, backbone)
-    return CutExtractor(split(backbone, n)[0], cut_name(backbone, n))
+    return CutExtractor(split(backbone, n)[0], cut_name(backbone, n), is_text(backbone))
 
 
-def _stack(items, values: dict) -> tuple[np.ndarray, np.ndarray]:
+def _stack(items, values: dict, text: bool) -> tuple[np.ndarray, np.ndarray]:
     kept = [it for it in items if it.key in values]
     # float16 whether just computed or read back: the same numbers cold and warm
-    x = np.stack([np.asarray(values[it.key], np.float16) for it in kept]).astype(np.float32)
-    return x, np.array([it.label for it in kept])
+    rows = [np.asarray(values[it.key], np.float16).astype(np.float32) for it in kept]
+    if text:  # texts of different lengths: padded to the longest (mask 0)
+        from edgetl.models.backbones.text_split import stack_rows
+
+        return stack_rows(rows), np.array([it.label for it in kept])
+    return np.stack(rows), np.array([it.label for it in kept])
 
 
 def cut_source(p, prefix, cut: str, fp32: dict):
     """(the extractor that fills the cut-point cache, what it runs): the frozen prefix in PyTorch FP32; with
-    --quantize int8 the prefix of the pretrained backbone's INT8 graph, in the runtime and mode its INT8 features
+    --quantize int8 --ft-prefix int8 the prefix of the pretrained backbone's INT8 graph, in the runtime and mode its INT8 features
     use (edgetl.quant.cut): the numbers the device computes. `fp32`: FP32 pooled features by key, for the INT8
     fidelity check (any subset)."""
-    if p.cfg.quantize is None or p.text:
+    if p.text:
+        why = "; the INT8 text encoder is quantized after fine-tuning" if p.cfg.quantize is not None else ""
+        return CutExtractor(prefix, cut, text=True), f"the FP32 prefix (PyTorch){why}"
+    if p.cfg.quantize is None:
         return CutExtractor(prefix, cut), "the FP32 prefix (PyTorch)"
+    if p.cfg.ft_prefix == "fp32":
+        return CutExtractor(prefix, cut), "the FP32 prefix (PyTorch); the fine-tuned network is quantized after"
     from edgetl.fileio import sha256_file
     from edgetl.quant.cut import cut_model
     from edgetl.quant.runtime import RuntimeExtractor
@@ -106,6 +122,10 @@ def inputs(p, prefix, n: int, whole: bool, fp32: dict) -> tuple[tuple, tuple, di
         t = time.perf_counter()
         kt, xt = decode(p.ds.train, p.pre, p.skip)
         kv, xv = decode(p.ds.val, p.pre, p.skip)
+        if p.text:  # token ids and mask, packed (edgetl.models.backbones.text_split)
+            from edgetl.models.backbones.text_split import pack_tokens
+
+            xt, xv = pack_tokens(xt), pack_tokens(xv)
         yt, yv = np.array([it.label for it in kt]), np.array([it.label for it in kv])
         return (
             (xt, yt),
@@ -115,9 +135,12 @@ def inputs(p, prefix, n: int, whole: bool, fp32: dict) -> tuple[tuple, tuple, di
     cut = cut_name(p.backbone(), n)
     extractor, computed_by = cut_source(p, prefix, cut, fp32)
     got = p.features(extractor, dtype=np.float16)
-    xt, yt = _stack(p.ds.train, got.features)
-    xv, yv = _stack(p.ds.val, got.features)
-    per_image = int(np.prod(xt.shape[1:])) * 2
+    xt, yt = _stack(p.ds.train, got.features, p.text)
+    xv, yv = _stack(p.ds.val, got.features, p.text)
+    if p.text:  # stored at each batch's padded length: the mean over what is on disk
+        per_image = int(np.mean([np.asarray(v).size for v in got.features.values()])) * 2
+    else:
+        per_image = int(np.prod(xt.shape[1:])) * 2
     report = {"cut": cut, "computed_by": computed_by, "shape": list(xt.shape[1:]), "bytes_per_image": per_image}
     return (xt, yt), (xv, yv), {"cached": True, **report}
 
@@ -211,7 +234,7 @@ def pick_alpha(rows: list[dict], choice: str) -> float:
         return float(choice)
     best = max(r["val_acc"] for r in rows)
     close = [r for r in rows if r["val_acc"] >= best - WISE_MARGIN]
-    return max(close, key=lambda r: (r.get("forgetting", {}).get("agreement", 0.0), -r["alpha"]))["alpha"]
+    return max(close, key=lambda r: (retained(r.get("forgetting", {})), -r["alpha"]))["alpha"]
 
 
 def finetune(p, lp_head, fp32: dict) -> dict:
@@ -219,7 +242,7 @@ def finetune(p, lp_head, fp32: dict) -> dict:
     `fp32`: the frozen FP32 pooled features by key (the INT8 prefix's fidelity check compares against them)."""
     import torch
 
-    from edgetl.train.forgetting import Forgetting, imagenet_classifier
+    from edgetl.train.forgetting import probe_for
 
     cfg, backbone = p.cfg, p.backbone()
     n = resolve(cfg.unfreeze, backbone)
@@ -231,8 +254,7 @@ def finetune(p, lp_head, fp32: dict) -> dict:
         {"weight": torch.from_numpy(np.array(lp_head.weight)), "bias": torch.from_numpy(np.array(lp_head.bias))}
     )
     start = (copy.deepcopy(suffix.state_dict()), copy.deepcopy(head.state_dict()))
-    classifier = imagenet_classifier(cfg.backbone, cfg.weights)
-    forgetting = Forgetting(backbone, prefix, classifier) if classifier is not None else None
+    forgetting = probe_for(backbone, prefix, p.pre, cfg.backbone, cfg.weights)
     if forgetting is not None:
         forgetting.measure(suffix)  # the pretrained reference
     fit = train_suffix(suffix, head, train, val, cfg, cfg.progress)
@@ -248,7 +270,7 @@ def finetune(p, lp_head, fp32: dict) -> dict:
     return {
         "unfreeze": "all" if cfg.unfreeze == ALL else n,
         "blocks": blocks,
-        "trained": blocks[len(blocks) - n :] + ["conv_head", "bn2"],
+        "trained": trained_names(backbone, n),
         "cache": cache,
         "recipe": {
             "lp": "L-BFGS head on frozen features",

@@ -11,6 +11,14 @@ weights file) labels them with the pretrained blocks and again with the fine-tun
 
 What it does not say: how a *new* head for another task would do on the fine-tuned features, or anything about
 classes the probe photos do not show. It is a smoke alarm for a backbone shared by other heads on the device.
+
+A sentence encoder (MiniLM) has no classifier: its probe is a fixed set of general English sentences that ships
+with edgetl (edgetl.train.probe_texts), embedded by the pretrained layers and again by the fine-tuned ones:
+
+- `mean_cosine` (and `min_cosine`): of each sentence's embedding before vs after (1.0: the same sentence space).
+
+What it does not say: whether the similarities *between* sentences kept their order, or anything about topics the
+probe does not cover.
 """
 
 from __future__ import annotations
@@ -45,6 +53,19 @@ def probe_frames() -> np.ndarray:
         for v in views:
             frames.append(np.asarray(Image.fromarray(np.ascontiguousarray(v)).resize((SIZE, SIZE), Image.BILINEAR)))
     return np.stack(frames)
+
+
+def probe_for(backbone, prefix, pre, backbone_name: str, weights: str | None):
+    """The forgetting probe of this backbone (measured once against the pretrained suffix), or None without one."""
+    if getattr(backbone.cfg, "modality", "image") == "text":
+        return TextForgetting(prefix, pre)
+    classifier = imagenet_classifier(backbone_name, weights)
+    return Forgetting(backbone, prefix, classifier) if classifier is not None else None
+
+
+def retained(measured: dict) -> float:
+    """One number for "how much is kept" (higher is better): `--wise auto` breaks ties with it."""
+    return measured.get("agreement", measured.get("mean_cosine", 0.0))
 
 
 def imagenet_classifier(backbone_name: str, weights: str | None):
@@ -86,3 +107,28 @@ class Forgetting:
         kl = float(np.mean(np.sum(np.exp(ref) * (ref - got), axis=1)))
         agree = float(np.mean(ref.argmax(1) == got.argmax(1)))
         return {"agreement": round(agree, 4), "mean_kl": round(max(kl, 0.0), 6), "images": len(ref)}
+
+
+class TextForgetting:
+    """The pretrained encoder's embeddings of the probe sentences, and how far a fine-tuned one moves them."""
+
+    def __init__(self, prefix, pre) -> None:
+        import torch
+
+        from edgetl.train.probe_texts import SENTENCES
+
+        with torch.inference_mode():
+            self.cut = prefix(pre(list(SENTENCES)))
+        self.reference: np.ndarray | None = None
+
+    def measure(self, suffix) -> dict:
+        """{mean_cosine, min_cosine} of `suffix` (its current weights) against the first suffix measured."""
+        import torch
+
+        with torch.inference_mode():
+            got = torch.nn.functional.normalize(suffix(self.cut), dim=1).double().numpy()
+        if self.reference is None:
+            self.reference = got
+        cos = np.sum(self.reference * got, axis=1)
+        return {"mean_cosine": round(float(cos.mean()), 6), "min_cosine": round(float(cos.min()), 6),
+                "sentences": len(cos)}  # fmt: skip

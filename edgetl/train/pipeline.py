@@ -83,8 +83,9 @@ def rows(items: list[Item], features: dict[str, np.ndarray]) -> tuple[np.ndarray
     return np.stack([features[it.key] for it in kept]), np.array([it.label for it in kept]), kept
 
 
-def check_finite(x: np.ndarray, what: str) -> None:
-    bad = int((~np.isfinite(x)).any(axis=1).sum()) if x.size else 0
+def check_finite(rows, what: str) -> None:
+    """Refuse feature rows (vectors, or activations at a cut: any shape, one per input) holding NaN or Inf."""
+    bad = sum(not np.isfinite(r).all() for r in rows)
     if bad:
         raise UserError(
             f"--backbone: {bad} feature vectors from {what} hold NaN or Inf; the backbone's weights or the input are "
@@ -160,7 +161,7 @@ class Pipeline:
             items, extractor, self.pre, self.skip, cache, self.extract_batch, self.cfg.progress, self.shard, runner
         )
         if got.features:
-            check_finite(np.stack(list(got.features.values())), extractor.name)
+            check_finite(got.features.values(), extractor.name)
         self.timing["extract_s"] = self.timing.get("extract_s", 0.0) + time.perf_counter() - t
         self.timing["extract_batch"] = self.extract_batch
         return got

@@ -147,6 +147,11 @@ def _finetune_rows(ft: dict | None) -> list[tuple[str, str]]:
             f"ImageNet top-1 kept on {f['agreement']:.3f} of {f['images']} probe photos, mean KL {f['mean_kl']:.3g} "
             "(1.0 / 0: the backbone still sees ImageNet as before)"
         )
+    elif "mean_cosine" in f:
+        forget = (
+            f"probe-sentence embeddings kept a mean cosine of {f['mean_cosine']:.4f} (lowest {f['min_cosine']:.4f}) "
+            f"over {f['sentences']} sentences (1.0: the encoder embeds general text as before)"
+        )
     else:
         forget = f"not measured ({f.get('why')})"
     return [("fine-tune", line), ("forgetting", forget)]

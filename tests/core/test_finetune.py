@@ -99,6 +99,7 @@ def test_the_fine_tuned_blocks_go_into_the_exported_graph(runs, monkeypatch):
         (["--wise", "auto"], "--wise interpolates fine-tuned blocks"),
         (["--unfreeze", "1", "--wise", "1.5"], "--wise 1.5"),
         (["--unfreeze", "1", "--backbone", "test_tiny"], "--unfreeze: backbone test_tiny has no timm block groups"),
+        (["--unfreeze", "1", "--ft-prefix", "int8"], "--ft-prefix int8 trains the blocks on the INT8 prefix"),
     ],
 )
 def test_bad_unfreeze_options_are_one_line_and_write_nothing(photos, tmp_path, capsys, args, expected):
@@ -144,8 +145,9 @@ def test_unfreezing_everything_defaults_to_a_tenth_of_the_learning_rate():
 
 
 def test_with_int8_the_blocks_train_on_what_the_int8_prefix_computes(photos, tmp_path):
-    """--unfreeze N --quantize int8: the cut-point cache holds the INT8 prefix's activations (the shipped numbers,
-    checked against an exact evaluation of the cut INT8 graph), not the FP32 prefix's; the run says which."""
+    """--unfreeze N --quantize int8 --ft-prefix int8: the cut-point cache holds the INT8 prefix's activations (the
+    shipped numbers, checked against an exact evaluation of the cut INT8 graph), not the FP32 prefix's; the run says
+    which."""
     import torch
 
     from edgetl.config import QuantizeCfg, TrainCfg
@@ -158,7 +160,7 @@ def test_with_int8_the_blocks_train_on_what_the_int8_prefix_computes(photos, tmp
 
     quant = QuantizeCfg(calib_size=16)
     cfg = TrainCfg(data=str(photos), img_size=32, unfreeze=2, quantize=quant, out=tmp_path / "r",
-                   cache_dir=tmp_path / "c", progress=False)  # fmt: skip
+                   cache_dir=tmp_path / "c", progress=False, ft_prefix="int8")  # fmt: skip
     p = Pipeline(cfg)
     backbone = p.backbone()
     prefix = split(backbone, 2)[0]
@@ -178,15 +180,36 @@ def test_with_int8_the_blocks_train_on_what_the_int8_prefix_computes(photos, tmp
     assert 0.8 < cosine(got, fp32) < 0.9999  # close to the FP32 prefix, but not it
 
     run = _train(
-        tmp_path / "run", photos, tmp_path / "c", "--unfreeze", "2", "--quantize", "int8", "--calib-size", "16"
+        tmp_path / "run",
+        photos,
+        tmp_path / "c",
+        "--unfreeze",
+        "2",
+        "--quantize",
+        "int8",
+        "--calib-size",
+        "16",
+        "--ft-prefix",
+        "int8",
     )
     assert run["finetune"]["cache"]["computed_by"].startswith("the INT8 prefix (openvino layout")
     assert run["quantize"]["status"] in ("ok", "degraded") and run["metrics"]["val_acc"] > 0.5
 
 
+def test_by_default_int8_quantizes_the_network_the_fp32_run_fine_tuned(runs, photos):
+    """--unfreeze N --quantize int8 (default --ft-prefix fp32): the blocks train on the FP32 prefix's cut cache, so
+    the INT8 run fine-tunes exactly the FP32 run's weights, and quantizes that network whole."""
+    # every train image calibrates (36): with 16, this 32-px toy's INT8 model collapsed (2 of 12 val labels moved)
+    run = _train(runs / "a-int8", photos, runs / "cache", "--unfreeze", "2", "--wise", "auto", "--quantize", "int8")
+    assert run["finetune"]["cache"]["computed_by"].startswith("the FP32 prefix (PyTorch); the fine-tuned network")
+    assert run["finetune"]["cache"]["cut"] == "blocks.5" and run["quantize"]["status"] in ("ok", "degraded")
+    ta, tq = _tensors(runs / "a" / FINETUNED_BLOCKS), _tensors(runs / "a-int8" / FINETUNED_BLOCKS)
+    assert ta.keys() == tq.keys() and all(np.array_equal(ta[k], tq[k]) for k in ta)
+
+
 def test_extract_fills_the_int8_cut_cache_that_train_then_reads(photos, tmp_path):
     cache = tmp_path / "c"
-    args = ["--data", str(photos), "--unfreeze", "2", "--quantize", "int8", "--calib-size", "16"]
+    args = ["--data", str(photos), "--unfreeze", "2", "--quantize", "int8", "--calib-size", "16", "--ft-prefix", "int8"]
     cmd = [sys.executable, "-m", "edgetl", "extract", *args, "--img-size", "32", "--no-progress", "--json"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=_env(cache))
     assert proc.returncode == 0, proc.stderr[-3000:]

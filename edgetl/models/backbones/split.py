@@ -1,7 +1,7 @@
 """A backbone cut in two for fine-tuning: the frozen prefix and the last N blocks (the trainable suffix).
 
 Blocks are the backbone's own stages: timm's block groups (`model.blocks`) for the EfficientNet / MobileNet family
-(Lite0 has 7). The suffix is the last N groups plus everything after them (`conv_head`, `bn2`, pooling), so it maps
+(Lite0 has 7); a sentence encoder's transformer layers (edgetl.models.backbones.text_split; MiniLM has 6). The suffix is the last N groups plus everything after them (`conv_head`, `bn2`, pooling), so it maps
 the activations at the cut to the pooled features the head reads. `--unfreeze all` makes the prefix the stem alone
 and the suffix everything, stem included: no cut-point cache is possible then.
 
@@ -22,13 +22,21 @@ ALL = -1  # `--unfreeze all`
 PARTS = ("conv_stem", "bn1", "blocks", "conv_head", "bn2")  # timm's EfficientNet / MobileNet layout
 
 
+def is_text(backbone) -> bool:
+    return getattr(backbone.cfg, "modality", "image") == "text"
+
+
 def block_groups(backbone) -> list:
-    """The backbone's blocks (timm block groups), or a one-line refusal for a backbone that has none."""
+    """The backbone's blocks (timm block groups, transformer layers), or a one-line refusal for one that has none."""
+    if is_text(backbone):
+        from edgetl.models.backbones.text_split import layers
+
+        return layers(backbone)
     model = getattr(backbone, "model", None)
     if model is None or not all(hasattr(model, part) for part in PARTS):
         raise UserError(
             f"--unfreeze: backbone {backbone.cfg.name} has no timm block groups (conv_stem, blocks, conv_head); "
-            "fine-tuning supports the EfficientNet / MobileNet family: use --unfreeze 0"
+            "fine-tuning supports the EfficientNet / MobileNet family and MiniLM: use --unfreeze 0"
         )
     return list(model.blocks)
 
@@ -47,7 +55,20 @@ def resolve(unfreeze: int, backbone) -> int:
 
 def block_names(backbone) -> list[str]:
     """What `--unfreeze N` trains, in order from the input: the names run.json records."""
+    if is_text(backbone):
+        from edgetl.models.backbones.text_split import layer_names
+
+        return layer_names(backbone)
     return [f"blocks.{i}" for i in range(len(block_groups(backbone)))]
+
+
+def trained_names(backbone, n: int) -> list[str]:
+    """The blocks `--unfreeze n` trains and the weighted parts after (or, for all, before) them."""
+    names = block_names(backbone)
+    whole = n >= len(names)
+    if is_text(backbone):
+        return (["embeddings"] if whole else []) + names[len(names) - n :]  # the pooling has no weights
+    return (["conv_stem", "bn1"] if whole else []) + names[len(names) - n :] + ["conv_head", "bn2"]
 
 
 class Prefix:
@@ -86,6 +107,10 @@ def suffix_module(model, cut: int, whole: bool) -> nn.Module:
 
 def split(backbone, n: int) -> tuple[Prefix, nn.Module, list[str]]:
     """(frozen prefix, trainable suffix sharing the backbone's modules, the state-dict prefixes it owns)."""
+    if is_text(backbone):
+        from edgetl.models.backbones.text_split import split_text
+
+        return split_text(backbone, n)
     groups = len(block_groups(backbone))
     whole = n >= groups
     cut = 0 if whole else groups - n
