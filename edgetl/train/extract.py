@@ -144,7 +144,10 @@ def _cut(p: Pipeline, fp32: dict) -> dict:
     backbone = p.backbone()
     n = resolve(p.cfg.unfreeze, backbone)
     if n == len(block_names(backbone)):  # --unfreeze all (or N >= the block count)
-        return {"what": "cut", "skipped": "--unfreeze all trains from the inputs (images, token ids): there is no cut point to cache"}
+        return {
+            "what": "cut",
+            "skipped": "--unfreeze all trains from the inputs (images, token ids): there is no cut point to cache",
+        }
     cut = cut_name(backbone, n)
     extractor, computed_by = cut_source(p, split(backbone, n)[0], cut, fp32)
     got = p.features(extractor, dtype=np.float16)
