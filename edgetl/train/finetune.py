@@ -6,8 +6,8 @@
    suffix and the head. With `--quantize int8` the fine-tuned backbone is then quantized whole, as a frozen one is;
    `--ft-prefix int8` trains the suffix on the INT8 prefix that ships instead (`cut_source`: what the device
    computes), which measured worse (edgetl.config TrainCfg.ft_prefix). Pixel augmentation cannot act on cached
-   activations: there is none (each epoch is a new order of the same activations). `--unfreeze all` has no cut: the images are decoded once, kept in memory, and the
-   whole network runs every epoch.
+   activations: there is none (each epoch is a new order of the same activations). `--unfreeze all` has no cut:
+   the inputs are decoded once, kept in memory, and the whole network runs every epoch.
 3. FT: suffix and head (started from the LP head: Kumar et al. 2022) train together with AdamW at a small
    learning rate (`--ft-lr`), cosine schedule, BatchNorm frozen (the suffix stays in eval mode), early stopping
    on val accuracy (`--patience`), one seed for init order and shuffling: the same data and seed give the same
@@ -90,9 +90,9 @@ def _stack(items, values: dict, text: bool) -> tuple[np.ndarray, np.ndarray]:
 
 def cut_source(p, prefix, cut: str, fp32: dict):
     """(the extractor that fills the cut-point cache, what it runs): the frozen prefix in PyTorch FP32; with
-    --quantize int8 --ft-prefix int8 the prefix of the pretrained backbone's INT8 graph, in the runtime and mode its INT8 features
-    use (edgetl.quant.cut): the numbers the device computes. `fp32`: FP32 pooled features by key, for the INT8
-    fidelity check (any subset)."""
+    --quantize int8 --ft-prefix int8 the prefix of the pretrained backbone's INT8 graph, in the runtime and mode its
+    INT8 features use (edgetl.quant.cut): the numbers the device computes. `fp32`: FP32 pooled features by key, for
+    the INT8 fidelity check (any subset)."""
     if p.text:
         why = "; the INT8 text encoder is quantized after fine-tuning" if p.cfg.quantize is not None else ""
         return CutExtractor(prefix, cut, text=True), f"the FP32 prefix (PyTorch){why}"

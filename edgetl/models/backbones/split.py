@@ -1,8 +1,9 @@
 """A backbone cut in two for fine-tuning: the frozen prefix and the last N blocks (the trainable suffix).
 
 Blocks are the backbone's own stages: timm's block groups (`model.blocks`) for the EfficientNet / MobileNet family
-(Lite0 has 7); a sentence encoder's transformer layers (edgetl.models.backbones.text_split; MiniLM has 6). The suffix is the last N groups plus everything after them (`conv_head`, `bn2`, pooling), so it maps
-the activations at the cut to the pooled features the head reads. `--unfreeze all` makes the prefix the stem alone
+(Lite0 has 7); a sentence encoder's transformer layers (edgetl.models.backbones.text_split; MiniLM has 6). The
+suffix is the last N groups plus everything after them (`conv_head`, `bn2`, pooling), so it maps the activations
+at the cut to the pooled features the head reads. `--unfreeze all` makes the prefix the stem alone
 and the suffix everything, stem included: no cut-point cache is possible then.
 
 BatchNorm stays frozen: the suffix is trained in eval mode (running statistics untouched, no dropout), so the
