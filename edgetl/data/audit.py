@@ -50,8 +50,11 @@ class Audit:
         }
 
 
-def audit_items(train: list[Item], val: list[Item], classes: list[str], strict: bool, warn) -> Audit:
-    """Conflicts out, copies once; `val` empty when edgetl makes the split itself (after this audit)."""
+def audit_items(
+    train: list[Item], val: list[Item], classes: list[str], strict: bool, warn, noun: str = "image"
+) -> Audit:
+    """Conflicts out, copies once; `val` empty when edgetl makes the split itself (after this audit). `noun`: what
+    the items are, in the messages (image, text)."""
     labels: dict[str, dict[int, list[str]]] = defaultdict(lambda: defaultdict(list))
     for it in train + val:
         labels[it.key][it.label].append(it.path)
@@ -62,7 +65,7 @@ def audit_items(train: list[Item], val: list[Item], classes: list[str], strict: 
             names = [classes[lab] for lab in sorted(by_label)]
             if strict:
                 raise UserError(
-                    f"label conflict: the same image is {names[0]!r} ({paths[0]}) and {names[1]!r} "
+                    f"label conflict: the same {noun} is {names[0]!r} ({paths[0]}) and {names[1]!r} "
                     f"({by_label[sorted(by_label)[1]][0]}); keep it in one class folder (or drop --strict to leave it out)"
                 )
             conflicts.append({"key": key, "classes": names, "paths": paths})
@@ -74,7 +77,7 @@ def audit_items(train: list[Item], val: list[Item], classes: list[str], strict: 
     audit.leakage = [
         {"key": it.key, "train": in_train[it.key], "val": it.path} for it in audit.val if it.key in in_train
     ]
-    _warn(audit, warn)
+    _warn(audit, warn, noun)
     return audit
 
 
@@ -92,20 +95,20 @@ def _once(items: list[Item], conflicts: set[str], audit: Audit) -> list[Item]:
     return list(kept.values())
 
 
-def _warn(audit: Audit, warn) -> None:
+def _warn(audit: Audit, warn, noun: str) -> None:
     for c in audit.conflicts[:EXAMPLES]:
         warn(
-            f"label conflict: the same image is in {' and '.join(repr(n) for n in c['classes'])} "
+            f"label conflict: the same {noun} is in {' and '.join(repr(n) for n in c['classes'])} "
             f"({', '.join(c['paths'])}); left out of train and val"
         )
     if len(audit.conflicts) > EXAMPLES:
         warn(f"... and {len(audit.conflicts) - EXAMPLES} more label conflicts (run.json data.audit.conflicts)")
     if audit.duplicates:
-        warn(f"{audit.duplicates} duplicate image(s) inside a class: each content is used once")
+        warn(f"{audit.duplicates} duplicate {noun}(s) inside a class: each content is used once")
     if audit.leakage:
         first = audit.leakage[0]
         warn(
-            f"LEAKAGE: {len(audit.leakage)} val image(s) are exact copies of train images (e.g. {first['val']} = "
+            f"LEAKAGE: {len(audit.leakage)} val {noun}(s) are exact copies of train {noun}s (e.g. {first['val']} = "
             f"{first['train']}); val accuracy overstates: remove the copies from DIR/val"
         )
 

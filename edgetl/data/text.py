@@ -14,6 +14,7 @@ import json
 import os
 from pathlib import Path
 
+from edgetl.data.audit import audit_items
 from edgetl.data.items import IGNORED_DIRS, Dataset, Item, check_classes, stratified_split
 from edgetl.errors import UserError
 from edgetl.images import Skipper
@@ -138,17 +139,19 @@ def load_text_dataset(data: str, seed: int, strict: bool, warn, val_fraction: fl
         raise UserError(f"--data: {data} does not exist; give {FORMATS}")
     skip = Skipper(strict, warn)
     pair = _split_sources(root) if root.is_dir() else None
+    # as for images (edgetl.data.audit): a text under two labels is left out, a copy is used once, a val copy of
+    # a train text is leakage
     if pair:
         train_rows = read_rows(pair[0], skip)
         classes = _labels(train_rows)
         train = to_items(train_rows, classes, skip)
-        val = to_items(read_rows(pair[1], skip), classes, skip)
-        split = f"{pair[0].name} + {pair[1].name}"
+        audit = audit_items(train, to_items(read_rows(pair[1], skip), classes, skip), classes, strict, warn, "text")
+        train, val, split = audit.train, audit.val, f"{pair[0].name} + {pair[1].name}"
     else:
         rows = read_rows(root, skip)
         classes = _labels(rows)
-        items = to_items(rows, classes, skip)
-        train, val = stratified_split(items, val_fraction, seed)
+        audit = audit_items(to_items(rows, classes, skip), [], classes, strict, warn, "text")
+        train, val = stratified_split(audit.train, val_fraction, seed)
         split = f"stratified {1 - val_fraction:.0%}/{val_fraction:.0%}, seed {seed}"
     check_classes(classes, train, root)
-    return Dataset(str(root), classes, train, val, skip.skipped, split)
+    return Dataset(str(root), classes, train, val, skip.skipped, split, audit.summary())

@@ -63,6 +63,31 @@ def test_jsonl_folder_and_explicit_split_with_unknown_label(tmp_path):
     assert len(ds.val) == 1 and "unknown label 'weather'" in ds.skipped[0]["reason"]
 
 
+def test_a_text_under_two_labels_is_left_out_and_copies_count_once(tmp_path):
+    """The image audit (edgetl.data.audit) applies to texts: a label conflict is left out of train and val (or stops
+    the run with --strict), a copy inside a class is used once, a val copy of a train text is leakage."""
+    path = tmp_path / "t.csv"
+    write_csv(path, ROWS + [("Turn on lamp number 0", "lights"), ("play song number 1", "lights")])
+    warned = []
+    ds = load_text_dataset(str(path), 0, False, warned.append)
+    texts = [it.text for it in ds.train + ds.val]
+    assert "play song number 1" not in texts and len(texts) == 12  # 12 rows + 2, minus the conflict's two
+    assert ds.audit["label_conflicts"] == 1 and ds.audit["duplicates_in_class"] == 0  # case differs: not a copy
+    assert any("label conflict: the same text is in 'lights' and 'music'" in w for w in warned)
+    write_csv(path, ROWS + [ROWS[0]])
+    ds = load_text_dataset(str(path), 0, False, warned.append)
+    assert len(ds.train) + len(ds.val) == 12 and ds.audit["duplicates_in_class"] == 1
+    with pytest.raises(UserError, match="label conflict: the same text is 'lights'"):
+        write_csv(path, ROWS + [("play song number 1", "lights")])
+        load_text_dataset(str(path), 0, True, warned.append)
+    split = tmp_path / "split"
+    split.mkdir()
+    write_csv(split / "train.csv", ROWS)
+    write_csv(split / "val.csv", [ROWS[0], ("dim the lamp", "lights")])
+    ds = load_text_dataset(str(split), 0, False, warned.append)
+    assert ds.audit["exact_leakage"] == 1 and any("LEAKAGE: 1 val text(s)" in w for w in warned)
+
+
 def test_bad_table_and_digits_are_one_line_errors(tmp_path):
     path = tmp_path / "t.csv"
     write_csv(path, ROWS, header=("sentence", "y"))
