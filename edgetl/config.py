@@ -103,7 +103,7 @@ class TrainCfg:
     ft_epochs: int = 12
     # where the cut activations come from with --quantize int8: "fp32" (the PyTorch prefix; the fine-tuned network is
     # then quantized whole) or "int8" (the INT8 prefix that ships). Measured, seed 0, OpenVINO INT8 val accuracy:
-    # digits N=3 0.9861 vs 0.9721, textures N=2 0.9271 vs 0.9062 (the int8 prefix never beat the linear probe)
+    # digits N=3 0.9861 vs 0.9721, textures N=2 0.9271 vs 0.9062 (there the int8 prefix never beat the linear probe)
     ft_prefix: str = "fp32"
     layouts: tuple[str, ...] = ()  # `--target A,B`: INT8 layouts besides quantize.target, one run folder each
     compare_fp32: bool = False

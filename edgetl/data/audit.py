@@ -66,7 +66,7 @@ def audit_items(
             if strict:
                 raise UserError(
                     f"label conflict: the same {noun} is {names[0]!r} ({paths[0]}) and {names[1]!r} "
-                    f"({by_label[sorted(by_label)[1]][0]}); keep it in one class folder (or drop --strict to leave it out)"
+                    f"({by_label[sorted(by_label)[1]][0]}); keep it under one label (or drop --strict to leave it out)"
                 )
             conflicts.append({"key": key, "classes": names, "paths": paths})
     bad = {c["key"] for c in conflicts}
@@ -109,7 +109,7 @@ def _warn(audit: Audit, warn, noun: str) -> None:
         first = audit.leakage[0]
         warn(
             f"LEAKAGE: {len(audit.leakage)} val {noun}(s) are exact copies of train {noun}s (e.g. {first['val']} = "
-            f"{first['train']}); val accuracy overstates: remove the copies from DIR/val"
+            f"{first['train']}); val accuracy overstates: remove the copies from the val folder or file"
         )
 
 

@@ -1,5 +1,5 @@
-"""The INT8 backbone up to a cut point: `train --unfreeze N --quantize int8` trains the unfrozen blocks on the
-activations the shipped INT8 prefix computes, not on the FP32 prefix's.
+"""The INT8 backbone up to a cut point: `train --unfreeze N --quantize int8 --ft-prefix int8` trains the unfrozen
+blocks on the activations the shipped INT8 prefix computes, not on the FP32 prefix's (the default).
 
 The cut is the input of a block group (`blocks.4`): in the FP32 backbone graph, the one tensor that the group's
 nodes (named `/blocks/4/...` by the exporter) read from outside the group. The quantizers keep the FP32 graph's

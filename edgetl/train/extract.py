@@ -135,7 +135,7 @@ def _row(what: str, p: Pipeline, got: Extracted) -> dict:
 
 
 def _cut(p: Pipeline, fp32: dict) -> dict:
-    """The cut-point cache as `train --unfreeze N` fills it (with --quantize int8: the INT8 prefix's)."""
+    """The cut-point cache as `train --unfreeze N` fills it (with --ft-prefix int8: the INT8 prefix's)."""
     import numpy as np
 
     from edgetl.models.backbones.split import block_names, resolve, split

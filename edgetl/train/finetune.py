@@ -80,7 +80,7 @@ def cut_extractor(name: str, weights: str | None, n: int) -> CutExtractor:
 def _stack(items, values: dict, text: bool) -> tuple[np.ndarray, np.ndarray]:
     kept = [it for it in items if it.key in values]
     # float16 whether just computed or read back: the same numbers cold and warm
-    rows = [np.asarray(values[it.key], np.float16).astype(np.float32) for it in kept]
+    rows = [np.asarray(values[it.key], np.float16) for it in kept]  # float16 in memory too: batches widen
     if text:  # texts of different lengths: padded to the longest (mask 0)
         from edgetl.models.backbones.text_split import stack_rows
 
@@ -153,7 +153,7 @@ def _accuracy(suffix, head, x, y) -> float:
     import torch
 
     with torch.inference_mode():
-        logits = torch.cat([head(suffix(torch.from_numpy(x[i : i + 256]))) for i in range(0, len(x), 256)])
+        logits = torch.cat([head(suffix(torch.from_numpy(x[i : i + 256]).float())) for i in range(0, len(x), 256)])
     return float((logits.argmax(1).numpy() == y).mean()) if len(y) else float("nan")
 
 
@@ -182,7 +182,7 @@ def train_suffix(suffix, head, train: tuple, val: tuple, cfg, progress: bool) ->
             t, order, total = time.perf_counter(), torch.randperm(len(yt), generator=gen), 0.0
             for i in range(0, len(order), BATCH):
                 idx = order[i : i + BATCH]
-                loss = loss_fn(head(suffix(xt[idx])), yt[idx])
+                loss = loss_fn(head(suffix(xt[idx].float())), yt[idx])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

@@ -29,10 +29,14 @@ def run_fp32(p: Pipeline) -> tuple[HeadResult, dict]:
 def run_finetuned(p: Pipeline) -> tuple[HeadResult, dict]:
     """`--unfreeze N`: LP on the frozen features, then the last N blocks fine-tuned (edgetl.train.finetune); the
     shipped head is fitted on the fine-tuned backbone's features (INT8 ones with --quantize), as for a frozen run."""
-    from edgetl.models.backbones.split import resolve
+    from edgetl.models.backbones.split import block_names, resolve
     from edgetl.train.finetune import apply, finetune
 
-    resolve(p.cfg.unfreeze, p.backbone())  # a bad --unfreeze stops before any feature is computed
+    n = resolve(p.cfg.unfreeze, p.backbone())  # a bad --unfreeze stops before any feature is computed
+    if p.cfg.ft_prefix == "int8" and p.text:
+        raise UserError("--ft-prefix int8: a text encoder trains on its FP32 prefix (it is quantized after); drop it")
+    if p.cfg.ft_prefix == "int8" and n == len(block_names(p.backbone())):
+        raise UserError("--ft-prefix int8: --unfreeze all has no frozen prefix to quantize; drop --ft-prefix")
     frozen = p.features(p.fp32_extractor())
     p.audit_near_duplicates(frozen)
     lp, _ = p.train_cached(frozen)

@@ -100,6 +100,7 @@ def test_the_fine_tuned_blocks_go_into_the_exported_graph(runs, monkeypatch):
         (["--unfreeze", "1", "--wise", "1.5"], "--wise 1.5"),
         (["--unfreeze", "1", "--backbone", "test_tiny"], "--unfreeze: backbone test_tiny has no timm block groups"),
         (["--unfreeze", "1", "--ft-prefix", "int8"], "--ft-prefix int8 trains the blocks on the INT8 prefix"),
+        (["--unfreeze", "all", "--quantize", "int8", "--ft-prefix", "int8"], "--ft-prefix int8: --unfreeze all"),
     ],
 )
 def test_bad_unfreeze_options_are_one_line_and_write_nothing(photos, tmp_path, capsys, args, expected):

@@ -65,7 +65,9 @@ def test_the_cut_suffix_computes_what_the_whole_encoder_does():
             prefix, suffix, _ = split(minilm, n)
             cut = prefix(tokens)
             assert np.abs(suffix(cut).numpy() - whole).max() < 1e-5, n
-            padded = torch.cat([cut, torch.zeros(cut.shape[0], 7, cut.shape[2])], 1)  # longer padding: mask 0
+            # the short row's padded positions inside the batch hold [PAD] states with mask 0 (the mask at work);
+            # columns past the longest row, as stacking rows of other batches adds, are trimmed off
+            padded = torch.cat([cut, torch.zeros(cut.shape[0], 7, cut.shape[2])], 1)
             assert np.abs(suffix(padded).numpy() - whole).max() < 1e-5, n
 
 
@@ -119,8 +121,28 @@ def test_unfreeze_all_trains_minilm_from_the_token_ids(data, tmp_path, monkeypat
     assert ft["unfreeze"] == "all" and ft["trained"][0] == "embeddings" and not ft["cache"]["cached"]
 
 
-def test_unfreeze_past_minilm_layers_is_one_line(data, tmp_path, capsys):
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--unfreeze", "7"], "--unfreeze 7: minilm has 6 blocks"),
+        (["--unfreeze", "1", "--quantize", "int8", "--ft-prefix", "int8"], "--ft-prefix int8: a text encoder"),
+    ],
+)
+def test_bad_minilm_fine_tune_options_are_one_line(data, tmp_path, capsys, args, expected):
     out = tmp_path / "run"
-    code, _, err = run_cli(capsys, "train", "--data", data, "--out", out, *FAST, "--unfreeze", "7")
-    assert code == 2 and "--unfreeze 7: minilm has 6 blocks" in err and "Traceback" not in err, err
+    code, _, err = run_cli(capsys, "train", "--data", data, "--out", out, *FAST, *args)
+    assert code == 2 and expected in err and "Traceback" not in err, err
     assert not (out / "run.json").exists()
+
+
+def test_extract_fills_the_text_cut_cache_that_train_then_reads(data, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("EDGETL_CACHE_DIR", str(tmp_path / "cache"))
+    code, out, err = run_cli(capsys, "extract", "--data", data, "--backbone", "minilm", "--unfreeze", "1",
+                             "--no-progress", "--json")  # fmt: skip
+    assert code == 0, err
+    cut = next(r for r in json.loads(out)["rows"] if r["what"].startswith("cut"))
+    assert cut["what"] == "cut encoder.layer.5" and cut["computed"] == 160
+    code, _, err = run_cli(capsys, "train", "--data", data, "--out", tmp_path / "run", *FAST, "--unfreeze", "1")
+    assert code == 0, err
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["cache"]["keys"][1] == cut["context"] and run["finetune"]["cache"]["cached"]

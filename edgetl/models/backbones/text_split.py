@@ -24,7 +24,15 @@ if TYPE_CHECKING:
 
 
 def layers(backbone) -> list:
-    return list(backbone.encoder.encoder.layer)
+    """The encoder's transformer layers (BERT's layout: MiniLM), or one line for an encoder laid out otherwise."""
+    try:
+        return list(backbone.encoder.encoder.layer)
+    except AttributeError:
+        from edgetl.errors import UserError
+
+        raise UserError(
+            f"--unfreeze: {backbone.cfg.name}'s encoder is not laid out like BERT (encoder.layer); use --unfreeze 0"
+        ) from None
 
 
 def layer_names(backbone) -> list[str]:
@@ -108,9 +116,9 @@ def split_text(backbone, n: int) -> tuple[TextPrefix, nn.Module, list[str]]:
 
 
 def stack_rows(rows: list[np.ndarray]) -> np.ndarray:
-    """Packed rows of different lengths [T_i, C] -> [N, max T, C], zero padded (mask 0: ignored)."""
+    """Packed rows of different lengths [T_i, C] -> [N, max T, C] in their dtype, zero padded (mask 0: ignored)."""
     width = max(r.shape[0] for r in rows)
-    out = np.zeros((len(rows), width, rows[0].shape[1]), np.float32)
+    out = np.zeros((len(rows), width, rows[0].shape[1]), rows[0].dtype)
     for i, r in enumerate(rows):
         out[i, : r.shape[0]] = r
     return out
