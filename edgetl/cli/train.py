@@ -169,7 +169,9 @@ def load_config_file(ctx: click.Context, param, path: Path | None) -> Path | Non
 )
 @click.option("--wise", default=TRAIN.wise, show_default=True, help="WiSE-FT: auto, none, or an alpha in [0, 1].")
 @click.option(
-    "--ft-lr", type=float, help="Fine-tuning learning rate (AdamW) [default: 1e-3; 1e-4 with --unfreeze all]."
+    "--ft-lr",
+    type=float,
+    help="Fine-tuning learning rate (AdamW) [default: 1e-3; 1e-4 with --unfreeze all or a text encoder].",
 )
 @click.option("--ft-epochs", type=int, default=TRAIN.ft_epochs, show_default=True, help="Fine-tuning epochs.")
 @click.option(

@@ -157,7 +157,7 @@ def _accuracy(suffix, head, x, y) -> float:
     return float((logits.argmax(1).numpy() == y).mean()) if len(y) else float("nan")
 
 
-def train_suffix(suffix, head, train: tuple, val: tuple, cfg, progress: bool) -> dict:
+def train_suffix(suffix, head, train: tuple, val: tuple, cfg, lr: float) -> dict:
     """AdamW on suffix + head; returns the best epoch's weights (by val accuracy) and the history."""
     import torch
     from torch import nn
@@ -169,7 +169,7 @@ def train_suffix(suffix, head, train: tuple, val: tuple, cfg, progress: bool) ->
     for q in params:
         q.requires_grad_(True)
     steps = cfg.ft_epochs * math.ceil(len(yt) / BATCH)
-    opt = torch.optim.AdamW(params, lr=cfg.finetune_lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
     weight = class_weights(train[1], head.out_features, cfg.balanced)
     loss_fn = nn.CrossEntropyLoss(weight=None if weight is None else torch.from_numpy(weight))
@@ -177,7 +177,7 @@ def train_suffix(suffix, head, train: tuple, val: tuple, cfg, progress: bool) ->
     # epoch 0 (the pretrained blocks with the LP head) is a candidate: a fine-tune that never beats it keeps it
     start = (copy.deepcopy(suffix.state_dict()), copy.deepcopy(head.state_dict()))
     best, history, since = (_accuracy(suffix, head, *val), 0, start), [], 0
-    with bar("fine-tune", cfg.ft_epochs, progress) as b:
+    with bar("fine-tune", cfg.ft_epochs, cfg.progress) as b:
         for epoch in range(1, cfg.ft_epochs + 1):
             t, order, total = time.perf_counter(), torch.randperm(len(yt), generator=gen), 0.0
             for i in range(0, len(order), BATCH):
@@ -257,7 +257,7 @@ def finetune(p, lp_head, fp32: dict) -> dict:
     forgetting = probe_for(backbone, prefix, p.pre, cfg.backbone, cfg.weights)
     if forgetting is not None:
         forgetting.measure(suffix)  # the pretrained reference
-    fit = train_suffix(suffix, head, train, val, cfg, cfg.progress)
+    fit = train_suffix(suffix, head, train, val, cfg, cfg.finetune_lr(p.text))
     end = (copy.deepcopy(suffix.state_dict()), copy.deepcopy(head.state_dict()))  # load_state_dict writes in place
     alpha, rows = wise(suffix, head, (start, end), val, forgetting, cfg.wise)
     chosen = next(r for r in rows if r["alpha"] == alpha)
@@ -275,7 +275,7 @@ def finetune(p, lp_head, fp32: dict) -> dict:
         "recipe": {
             "lp": "L-BFGS head on frozen features",
             "optimizer": "AdamW",
-            "lr": cfg.finetune_lr,
+            "lr": cfg.finetune_lr(p.text),
             "weight_decay": cfg.weight_decay,
             "epochs": cfg.ft_epochs,
             "batch": BATCH,

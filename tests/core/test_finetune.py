@@ -138,11 +138,13 @@ def test_the_summary_and_audit_of_a_fine_tuned_run(runs):
 
 def test_unfreezing_everything_defaults_to_a_tenth_of_the_learning_rate():
     # --unfreeze all at the blocks' 1e-3 diverged on digits (the linear probe was kept); 1e-4 reached 0.9721
-    from edgetl.config import FT_LR, FT_LR_ALL, TrainCfg
+    from edgetl.config import FT_LR, FT_LR_ALL, FT_LR_TEXT, TrainCfg
 
-    assert TrainCfg(unfreeze=3).finetune_lr == FT_LR == 1e-3
-    assert TrainCfg(unfreeze=-1).finetune_lr == FT_LR_ALL == 1e-4
-    assert TrainCfg(unfreeze=-1, ft_lr=3e-4).finetune_lr == 3e-4  # --ft-lr wins
+    assert TrainCfg(unfreeze=3).finetune_lr() == FT_LR == 1e-3
+    assert TrainCfg(unfreeze=-1).finetune_lr() == FT_LR_ALL == 1e-4
+    assert TrainCfg(unfreeze=2).finetune_lr(text=True) == FT_LR_TEXT == 1e-4  # MiniLM's layers, any N
+    assert TrainCfg(unfreeze=-1, ft_lr=3e-4).finetune_lr() == 3e-4  # --ft-lr wins
+    assert TrainCfg(unfreeze=1, ft_lr=3e-4).finetune_lr(text=True) == 3e-4
 
 
 def test_with_int8_the_blocks_train_on_what_the_int8_prefix_computes(photos, tmp_path):
