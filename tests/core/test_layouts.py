@@ -16,6 +16,7 @@ import onnx
 import pytest
 
 from edgetl.contract import EXPORT_JSON, FP32_EXPORT, HEAD_FP32, MODEL_FP32, MODEL_ONNX
+from edgetl.machine import int8_dot
 from tests.conftest import run_cli
 from tests.photos import make_photo_folder
 
@@ -109,7 +110,10 @@ def test_auto_times_every_layout_and_the_fp32_model_in_every_runtime(capsys, tra
     rows = {c["target"]: c for c in auto["candidates"]}
     timed = {name for name, c in rows.items() if "p50_ms" in c}
     layouts = {f"{rt}/{layout}-layout" for rt in RUNTIMES for layout in RUNTIMES}
-    assert timed == layouts | {f"{rt}/fp32" for rt in RUNTIMES}
+    fp32s = {f"{rt}/fp32" for rt in RUNTIMES}
+    assert fp32s <= timed <= layouts | fp32s
+    for name in layouts - timed:  # only where this CPU's INT8 kernels can saturate (no VNNI): dropped, with why
+        assert int8_dot() != "vnni" and "INT8 probe not faithful" in rows[name]["dropped"], rows[name]
     assert auto["winner"] in timed
     assert "not usable here" in rows["tensorrt/fp32"]["dropped"]
     for name in timed:  # what each ran at here: OpenVINO runs an FP32 graph in bf16 where the CPU has AVX512-BF16

@@ -79,10 +79,11 @@ def mend(stub: Path) -> int:
 
 
 @pytest.fixture(scope="module")
-def stubs(request) -> Path:
+def stubs(request, tmp_path_factory) -> Path:
     if find_spec("mypy") is None:
         pytest.skip("mypy is not installed (pip install -e '.[test]')")
-    folder = Path(request.config.cache.mkdir("tensorrt-stubs"))
+    cache = getattr(request.config, "cache", None)  # None under `-p no:cacheprovider`: install for this session
+    folder = Path(cache.mkdir("tensorrt-stubs") if cache else tmp_path_factory.mktemp("tensorrt-stubs"))
     if not (folder / "mended").is_file():
         got = subprocess.run(
             [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(folder), STUBS],
