@@ -99,6 +99,21 @@ def write_result(name: str, doc: dict) -> Path:
     return path
 
 
+def per_cpu(name: str) -> str:
+    """The result name for a timing whose winner depends on the CPU's INT8 kernels: `name` on a CPU with a 32-bit
+    INT8 dot product (VNNI/AMX: the published rows), `name.avx2` on an x86 CPU without one, `name.<arch>` elsewhere,
+    so one CPU kind's run never overwrites another's (issue 33: the same table on every CPU kind)."""
+    from edgetl.machine import cpu_info, int8_dot
+
+    cpu = cpu_info()
+    kind = int8_dot(cpu)
+    if kind == "vnni":
+        return name
+    if kind == "saturating":
+        return f"{name}.{'avx2' if 'avx2' in cpu['flags'] else 'x86'}"
+    return f"{name}.{cpu['machine']}"
+
+
 def bar_plot(
     path: Path, labels: list[str], values: list[float], colors: list[str], title: str, xlabel: str, notes: list[str]
 ) -> None:

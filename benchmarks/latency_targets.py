@@ -7,18 +7,21 @@ frames (uint8, resized inside the graph). Timed in one process, interleaved roun
 --peers` machinery): PyTorch eager FP32, ONNX Runtime FP32 and quantize_static INT8, OpenVINO from the FP32
 ONNX (default precision = bf16 on AMX, and f32), OpenVINO on the INT8 ONNX, NNCF INT8, and the edgetl bundles
 (OpenVINO fused kernels, OpenVINO standard ops, ONNX Runtime FP32 and INT8). Ratios are medians of per-round
-ratios of p50s. Writes benchmarks/results/latency.json and latency.png; asserts nothing.
+ratios of p50s. Writes benchmarks/results/latency.json and latency.png (latency.avx2.* on a CPU without VNNI:
+_common.per_cpu); asserts nothing.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
+import tarfile
 import tempfile
 from pathlib import Path
 
 import numpy as np
-from _common import RESULTS, artifacts, bar_plot, write_result
+from _common import RESULTS, artifacts, bar_plot, per_cpu, write_result
 
 from edgetl.bench.harness import CAMERA_FRAME, bundle_cases, decode_image, load_jpegs, use_threads
 from edgetl.compare.peers import Source, peer_cases, run_interleaved
@@ -85,13 +88,17 @@ def main() -> dict:
         results, _ = run_interleaved(cases, args.rounds, args.duration, 1.0, lambda n, total: None)
     by_name = {r["name"]: r for r in results}
     ratios = claims(by_name)
+    with tarfile.open(art["auto"]) as tar:  # which runtime `--target auto` kept on this CPU, and why
+        auto = json.load(tar.extractfile("manifest.json"))["auto"]
     doc = {
         "claim": "edgetl bundles vs by-hand pipelines, same model, batch 1, model only (uint8 480x640 frame in)",
+        "machine": results[0]["cpu"],
         "ratios": ratios,
+        "auto": {"winner": auto["winner"], "why": auto["why"]},
         "skipped": [{"name": n, "reason": r} for n, r in skipped],
         "results": [{k: v for k, v in r.items() if k != "samples_ms"} for r in results],
     }
-    write_result("latency", doc)
+    write_result(per_cpu("latency"), doc)
     plot(results, ratios)
     for r in results:
         print(f"  {r['name']:40s} p50 {r['latency_ms']['p50']:8.3f} ms  ({r.get('model_precision')}/{r['precision']})")
@@ -114,7 +121,7 @@ def plot(results: list[dict], ratios: dict) -> None:
         "orange: edgetl bundles; blue: by-hand pipelines; [model precision/runtime precision]; median of rounds",
     ]
     bar_plot(
-        RESULTS / "latency.png",
+        RESULTS / f"{per_cpu('latency')}.png",
         labels,
         [r["latency_ms"]["p50"] for r in results],
         colors,

@@ -19,7 +19,7 @@ Three interleaved rounds (every pipeline once per round, so machine noise hits a
 median of the per-round ratios. Goals (issue 31): warm >= 8x faster than the by-hand training script, cold >=
 1.2x, predict no slower than by hand. Python writes its bytecode caches, as on a user's machine (this
 workplace sets PYTHONDONTWRITEBYTECODE, which would recompile edgetl's modules in every process). Run it alone
-on the machine. Writes benchmarks/results/startup.json.
+on the machine. Writes benchmarks/results/startup.json (startup.avx2.json on a CPU without VNNI).
 The 224-px bundle is built once into $EDGETL_BENCH_WORK (benchmarks/_common.py) and reused.
 """
 
@@ -33,7 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import WORK, write_result
+from _common import WORK, per_cpu, write_result
 
 ROUNDS = 3
 PY = sys.executable
@@ -172,7 +172,7 @@ def main() -> dict:
         "goals": {"warm_speedup": 8.0, "cold_speedup": 1.2, "predict_vs_by_hand": 1.0},
         "note": "ratios > 1: edgetl faster",
     }
-    write_result("startup", result)
+    write_result(per_cpu("startup"), result)
     print(
         f"warm {result['warm_speedup']:.1f}x, cold {result['cold_speedup']:.2f}x faster than by hand "
         f"({result['median_s']['by_hand_train']:.1f} s); --help {result['median_s']['help']:.2f} s; predict "

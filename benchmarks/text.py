@@ -20,7 +20,8 @@ Python's own source: no download, the same sentences for the same Python version
    on the intents sentences (above) and on `edgetl bench`'s eight sample texts taken in turn (5 to ~90 tokens:
    every call changes shape, most go past the branch), same rounds and ratios.
 
-Every `edgetl train` is a fresh process. Run it alone on the machine. Writes benchmarks/results/text.json.
+Every `edgetl train` is a fresh process. Run it alone on the machine. Writes benchmarks/results/text.json
+(text.avx2.json on a CPU without VNNI: _common.per_cpu).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import write_result
+from _common import per_cpu, write_result
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: tests.text.docstrings
 from tests.text.docstrings import stdlib_docstrings  # noqa: E402
@@ -205,7 +206,7 @@ def main() -> dict:
         "auto": {k: auto[k] for k in ("winner", "why", "candidates", "budget")},
         "machine": auto["cpu"],  # the CPU every timing above ran on
     }
-    write_result("text", result)
+    write_result(per_cpu("text"), result)
     return result
 
 
