@@ -259,7 +259,9 @@ def doctor_cmd(bundle: Path | None) -> None:
             if auto:
                 click.echo(f"{'auto':12s} " + (predictor.auto_line() or f"chosen on this CPU kind: {auto['why']}"))
     if bundle is None or "auto" not in predictor.manifest:
-        click.echo(f"{'choose':12s} `edgetl compile MODEL --target auto` times each runtime here, keeps the fastest")
+        from edgetl.deploy.measured import advice
+
+        click.echo(f"{'choose':12s} {advice(cpu)}")
 
 
 @click.command("build-engine")
