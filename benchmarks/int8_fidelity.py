@@ -16,7 +16,8 @@ CPU kinds:
   emulator once (`--qemu-full`), as a check of that shortcut.
 
 The digits PNG folder is also compiled for OpenVINO and labelled by `edgetl predict` from its PNG files.
-Writes benchmarks/results/int8_fidelity.json. Takes about 30 minutes on 2 cores.
+Writes benchmarks/results/int8_fidelity.json (int8_fidelity.avx2.json on a CPU without VNNI: there `--native-only`
+checks the emulated rows against the real kernels). Takes about 30 minutes on 2 cores.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from _common import write_result
+from _common import per_cpu, write_result
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -139,7 +140,7 @@ def merge(rows: list[dict], checks: dict) -> tuple[list[dict], dict]:
     """Last results' rows and checks, with the ones rerun now in their place (same dataset, layout and CPU)."""
     from _common import RESULTS
 
-    last = json.loads((RESULTS / "int8_fidelity.json").read_text())
+    last = json.loads((RESULTS / f"{per_cpu('int8_fidelity')}.json").read_text())
     redone = {(r["dataset"], r["layout"], r["cpu"]) for r in rows}
     kept = [r for r in last["rows"] if (r["dataset"], r["layout"], r["cpu"]) not in redone]
     order = {
@@ -155,6 +156,7 @@ def main() -> dict:
     ap.add_argument("--qemu-full", action="store_true", help="also run the whole digits train under the emulator")
     ap.add_argument("--only", help="one dataset: digits, digits-png or photos")
     ap.add_argument("--layout", choices=LAYOUTS, help="one layout; the other rows are kept from the last results")
+    ap.add_argument("--native-only", action="store_true", help="this CPU only, no emulated AVX2 rows")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="edgetl-int8-fidelity-") as tmp:
         tmp = Path(tmp)
@@ -174,7 +176,7 @@ def main() -> dict:
                 rows.append(row)
                 if name == "digits-png" and layout == "openvino":
                     checks["digits_png_pipeline"] = predict_pngs(out, Path(data), tmp)
-                if QEMU is None:
+                if QEMU is None or args.native_only:
                     continue
                 emu = emulated_fidelity(data, size, layout, cache, tmp)
                 mode = emu["fidelity"]["mode"]
@@ -201,7 +203,7 @@ def main() -> dict:
         "checks": checks,
         "min_agreement": min(r["int8_agreement"] for r in rows),
     }
-    path = write_result("int8_fidelity", result)
+    path = write_result(per_cpu("int8_fidelity"), result)
     for r in rows:
         runtimes = ", ".join(
             f"{e['evaluator'].split(' (')[0]} {e['cosine_to_exact']:.4f}/{e.get('feature_cosine', float('nan')):.4f}"
