@@ -5,8 +5,9 @@ the graph gives for them, computed at export without any CPU's INT8 kernels. The
 through its runtime: labels must all agree and probabilities stay within MAX_ABS_PROBS. x86 CPUs without a 32-bit
 INT8 dot product (AVX2 only, AVX-512 without VNNI) saturate 16-bit pair sums in ONNX Runtime's and OpenVINO's
 u8 x s8 kernels and fail this on layouts with full-range 8-bit weights. ONNX Runtime has a non-saturating mode
-(session.x64quantprecision), which `Predictor` switches to when the probe fails; for the other runtimes the
-result names the fixes: a non-saturating layout (`edgetl train --quant-overflow-fix`), or FP32/bf16.
+(session.x64quantprecision), which `Predictor` opens image bundles in at once on such a CPU (8 probe images can
+pass while the val set loses points) and switches to when the probe fails; for the other runtimes the result names
+the fixes: a non-saturating layout (`edgetl train --quant-overflow-fix`), or FP32/bf16.
 """
 
 from __future__ import annotations

@@ -80,3 +80,26 @@ def test_on_an_avx2_cpu_onnxruntime_switches_to_its_non_saturating_kernels(bundl
     assert run.returncode == 0, run.stderr
     assert "4/4 probe labels agree" in run.stderr and "u8u8" in run.stderr
     assert "'bright'" in run.stdout
+
+
+@pytest.mark.parametrize("dot", ["saturating", "vnni"])
+def test_onnxruntime_opens_an_image_bundle_in_u8u8_at_once_where_the_cpu_saturates(bundles, monkeypatch, dot):
+    """Where the CPU has no VNNI the default u8s8 kernels can pass the 8-image probe and still cost accuracy (the
+    demo's bundle on an AVX2-only EPYC: 0.9387 vs 0.9582 on its val PNGs), so the first load is already u8u8;
+    with VNNI the first load is the default kernels (the probe may still switch them)."""
+    from edgetl.deploy import predictor
+    from edgetl.deploy.targets.onnxruntime import ORTTarget
+
+    monkeypatch.setattr(predictor, "int8_dot", lambda cpu=None: dot)
+    loads, load = [], ORTTarget.load
+
+    def recording(self, artifact, device=None, precise=False):
+        loads.append(precise)
+        return load(self, artifact, device, precise)
+
+    monkeypatch.setattr(ORTTarget, "load", recording)
+    with predictor.Predictor(bundles["onnxruntime"]) as p:
+        assert loads[0] is (dot == "saturating")
+        if dot == "saturating":
+            assert loads == [True] and p.precise and p.runner.info["int8_kernels"].startswith("u8u8")
+            assert "u8u8" in p.fidelity_line() and p.fidelity["faithful"]
