@@ -80,8 +80,8 @@ class Predictor:
         demo's bundle on an AVX2-only EPYC: 0.9387 on the 359 val PNGs, 0.9582 in u8u8, at equal speed). Not a text
         bundle (dynamic quantization): there u8u8 kept every label and took ~1.2x the time. True where it did; a
         model that mode cannot load keeps the default kernels (the probe still decides, in _check_int8)."""
-        saturates = int8_dot() == "saturating"
-        if target.name == "onnxruntime" and self.manifest.get("probe") and not self.is_text and saturates:
+        int8_image = target.name == "onnxruntime" and self.manifest.get("probe") and not self.is_text
+        if int8_image and int8_dot() == "saturating":  # read the CPU only where it matters (every predict opens)
             try:
                 self.runner = self._stack.enter_context(target.load(artifact, device, precise=True))
                 return True
