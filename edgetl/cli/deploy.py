@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from edgetl.cli import FINISHED
 from edgetl.contract import MAX_FRAME_SIDE, MIN_SIDE, PRECISIONS, TARGETS, TOKENIZER_PLACES
 from edgetl.deploy.targets.base import CompileOptions
 from edgetl.errors import UserError
@@ -211,6 +212,7 @@ def predict_cmd(
             else:
                 top = ", ".join(f"{name} {prob:.3f}" for name, prob in p.topk)
                 click.echo(f"{p.path}: {p.label} {p.class_name!r} {p.prob:.3f}  top-{top_k}: [{top}]  {p.ms:.2f} ms")
+    return FINISHED  # the Predictor is closed and every line written
 
 
 @click.command("doctor")

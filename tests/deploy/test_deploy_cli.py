@@ -91,6 +91,28 @@ def test_predict_without_torch_timm_onnx(bundles, images, device_env, name):
     assert f"skipping {images['broken']}: " in proc.stderr and "Traceback" not in proc.stderr
 
 
+AT_EXIT = """
+import atexit, sys
+atexit.register(lambda: print("TEARDOWN RAN", file=sys.stderr))
+sys.argv = ["edgetl", *sys.argv[1:]]
+from edgetl.cli.main import main
+main()
+"""
+
+
+def test_predict_ends_without_teardown_only_after_writing_everything(bundles, images, device_env):
+    """A finished predict ends the process without the interpreter's teardown (edgetl.cli.main.quick_exit): every
+    line is still written to the pipe, the exit code is 0; a failed one exits as usual (atexit handlers run)."""
+    files = [images[c] for c in COLOURS]
+    run = [sys.executable, "-c", AT_EXIT, "predict", bundles["ort"]]
+    done = subprocess.run([*run, *files, "--json"], env=device_env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert [Path(json.loads(line)["path"]).stem for line in done.stdout.splitlines()] == list(COLOURS)
+    assert "TEARDOWN RAN" not in done.stderr
+    failed = subprocess.run([*run, images["broken"], "--strict"], env=device_env, capture_output=True, text=True)
+    assert failed.returncode == 2 and "TEARDOWN RAN" in failed.stderr
+
+
 def test_predict_strict_stops_with_one_line(bundles, images, device_env):
     proc = _device_predict(device_env, bundles["ort"], images["broken"], "--strict")
     assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith(f"error: {images['broken']}")

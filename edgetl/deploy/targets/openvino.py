@@ -25,6 +25,7 @@ from edgetl.deploy.targets.ov_runner import (
     first_line,
     has_device,
     if_branches,
+    import_openvino,
     native_extension,
     open_runner,
     runtime_info,
@@ -108,6 +109,13 @@ def settings_of(p: Plan, model, precision: str) -> dict:
 
 class OpenVINOTarget(RuntimeTarget):
     name = "openvino"
+
+    def available(self) -> str | None:
+        try:
+            import_openvino()  # the first import in a process, without the converter (ov_runner)
+        except ImportError:
+            pass  # the check below names the fix
+        return super().available()
 
     def devices(self) -> list[str]:
         if self.available():

@@ -6,6 +6,7 @@ in bf16 unless `--precision fp32` forces f32: `runtime_precision` reads what the
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,32 @@ HINTS = {"fp32": "f32", "fp16": "f16", "bf16": "bf16"}  # --precision -> INFEREN
 def precision_name(hint: str) -> str:
     """An INFERENCE_PRECISION_HINT value as edgetl names precisions ('f32' -> 'fp32'; unknown ones unchanged)."""
     return {v: k for k, v in HINTS.items()}.get(hint, hint)
+
+
+def import_openvino():
+    """`import openvino` without its model converter. OpenVINO's __init__ imports openvino.tools.ovc (for
+    `ov.convert_model`) and with it its telemetry: ~90 ms of a one-image `edgetl predict` (benchmarks/startup.py),
+    and the device side never converts. A None in sys.modules makes that one import raise ImportError, which
+    OpenVINO's __init__ catches; `ov.convert_model` then imports the converter on its first call, so host code (and
+    any library) calling it later in the same process still works."""
+    if "openvino" in sys.modules or "openvino.tools.ovc" in sys.modules:
+        import openvino
+
+        return openvino
+    sys.modules["openvino.tools.ovc"] = None
+    try:
+        import openvino
+    finally:
+        del sys.modules["openvino.tools.ovc"]
+    if not hasattr(openvino, "convert_model"):
+        openvino.convert_model = _convert_model
+    return openvino
+
+
+def _convert_model(*args, **kwargs):
+    from openvino.tools.ovc import convert_model
+
+    return convert_model(*args, **kwargs)
 
 
 def version() -> str:
