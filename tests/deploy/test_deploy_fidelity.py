@@ -103,3 +103,44 @@ def test_onnxruntime_opens_an_image_bundle_in_u8u8_at_once_where_the_cpu_saturat
         if dot == "saturating":
             assert loads == [True] and p.precise and p.runner.info["int8_kernels"].startswith("u8u8")
             assert "u8u8" in p.fidelity_line() and p.fidelity["faithful"]
+
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.mark.parametrize(
+    ("name", "faithful"), [("probe_openvino_vnni_bf16", True), ("probe_openvino_avx2_emulated", False)]
+)
+def test_a_logit_shift_is_caught_where_labels_and_probabilities_hold(name, faithful):
+    """Two recorded probe runs of `make demo`'s OpenVINO INT8 bundle (digits, 64 px): natively on an AMD EPYC with
+    VNNI and BF16 (int8 + bf16), and under `qemu-x86_64 -cpu Haswell` (AVX2, saturating), where the bundle kept all
+    8 probe labels at max |dp| 0.054 yet lost 2.2 pt on its 359 val images (0.9304 vs 0.9526). Labels and
+    probabilities pass in both; the logit shift tells them apart, each well clear of the bound."""
+    from edgetl.deploy import fidelity
+
+    with np.load(DATA / f"{name}.npz") as data:
+        got, ref = data["got"], data["ref"]
+    result = fidelity.judge(got, ref, ref.argmax(1))
+    assert result["labels_agree"] == 8 and result["max_abs_probs"] <= fidelity.MAX_ABS_PROBS
+    assert result["faithful"] is faithful
+    if faithful:  # measured 0.26
+        assert result["logit_shift"] <= fidelity.MAX_LOGIT_SHIFT / 1.5
+    else:  # measured 1.01
+        assert result["logit_shift"] >= fidelity.MAX_LOGIT_SHIFT * 1.5
+        line = fidelity.line({**result, "int8_dot": "saturating"}, "openvino")
+        assert line.startswith("WARNING") and "logit shift 1.01" in line and "--precision fp32" in line
+
+
+def test_the_logit_shift_reads_only_classes_the_reference_can_tell():
+    from edgetl.deploy import fidelity
+
+    sure = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])  # a fully confident probe: nothing to read
+    assert fidelity.logit_shift(sure, sure) is None
+    assert fidelity.judge(sure, sure, np.array([0, 1]))["faithful"]
+    ref = np.array([[0.7, 0.2, 0.1]])
+    assert fidelity.logit_shift(ref, ref) == pytest.approx(0.0, abs=1e-12)
+    scaled = np.exp(np.log(ref) * 2)  # logits doubled, then renormalised: same label
+    scaled /= scaled.sum()
+    assert fidelity.logit_shift(scaled, ref) == pytest.approx(np.std(np.log(ref)), rel=1e-6)
+    zeroed = np.array([[0.8, 0.2, 0.0]])  # the runtime drops a class the reference gives 0.1
+    assert fidelity.logit_shift(zeroed, ref) > 10
