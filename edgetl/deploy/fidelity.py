@@ -129,8 +129,11 @@ def line(result: dict, target: str, precise: bool = False) -> str:
         f"INT8 on this CPU: {result['labels_agree']}/{result['images']} probe labels agree with the graph's "
         f"reference, max |dp| {result['max_abs_probs']:.3g}"
     )
+    if result["max_abs_probs"] > MAX_ABS_PROBS:
+        head += f" > {MAX_ABS_PROBS}"
     if result.get("logit_shift") is not None:
         head += f", logit shift {result['logit_shift']:.3g}"
+        head += f" > {MAX_LOGIT_SHIFT}" if result["logit_shift"] > MAX_LOGIT_SHIFT else ""
     if result.get("checked"):
         head += f" ({result['checked']})"
     if result["faithful"]:
