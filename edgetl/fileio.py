@@ -1,14 +1,17 @@
-"""File helpers shared by every stage (torch-free): content hashes and atomic writes."""
+"""File helpers shared by every stage (torch-free): content hashes and atomic writes.
+
+hashlib and tempfile are imported where used: a bundle opened again on the device needs neither (edgetl.deploy.opened).
+"""
 
 from __future__ import annotations
 
-import hashlib
 import os
-import tempfile
 from pathlib import Path
 
 
 def sha256_file(path: Path) -> str:
+    import hashlib
+
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -21,6 +24,8 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
     The temp name is `.<name>.<random>.tmp`, which `edgetl cache prune` recognises as a killed writer's leftover.
     """
+    import tempfile
+
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:

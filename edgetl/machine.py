@@ -8,7 +8,6 @@ runtime's INT8 output there can differ from what the graph says (edgetl.quant.fi
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import platform
@@ -83,8 +82,14 @@ def cpu_line(cpu: dict | None = None) -> str:
     return f"{cpu['model']} ({cpu['machine']}; {flags}{masked})"
 
 
-def cpu_id(cpu: dict | None = None) -> str:
-    """A short hash of the CPU model and flags: results measured on one CPU kind are keyed by it."""
+def cpu_kind(cpu: dict | None = None) -> list:
+    """The CPU model, flags and machine: what results measured on one CPU kind are keyed by."""
     cpu = cpu or cpu_info()
-    blob = json.dumps([cpu["model"], cpu["flags"], cpu["machine"]])
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return [cpu["model"], cpu["flags"], cpu["machine"]]
+
+
+def cpu_id(cpu: dict | None = None) -> str:
+    """A short hash of `cpu_kind`, for keys and records that name the CPU kind in a few characters."""
+    import hashlib
+
+    return hashlib.sha256(json.dumps(cpu_kind(cpu)).encode()).hexdigest()[:16]

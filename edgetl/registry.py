@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
@@ -33,6 +32,8 @@ class Registry(Generic[T]):
         try:
             return self._items[name]
         except KeyError:
+            import difflib  # only for the error
+
             close = difflib.get_close_matches(name, self._items, n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
             raise UserError(

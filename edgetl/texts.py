@@ -12,7 +12,6 @@ tokenizers, ONNX Runtime extensions); on the host only where a runtime has no st
 
 from __future__ import annotations
 
-import hashlib
 import json
 import unicodedata
 from dataclasses import asdict, dataclass, field
@@ -39,6 +38,8 @@ def normalize_text(text: str) -> str:
 
 def text_key(text: str) -> str:
     """The content key of a text: sha256 of its NFC form in UTF-8 (what the feature cache is addressed by)."""
+    import hashlib  # here: a device predict needs none (edgetl.deploy.opened)
+
     return hashlib.sha256(b"text:" + normalize_text(text).encode("utf-8")).hexdigest()
 
 

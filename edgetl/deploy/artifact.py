@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,6 +23,9 @@ REQUIRED = ("format", "target", "device", "model", "files", "classes", "preproce
 @contextlib.contextmanager
 def artifact_writer(out: Path) -> Iterator[Path]:
     """Yield a sibling staging folder; `out` is replaced only when the whole compile succeeded."""
+    import shutil
+    import tempfile
+
     out = Path(out)
     if out.exists() and not (out / MANIFEST).is_file() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"--out {out}: exists and is not an edgetl build folder; give a new or empty folder")

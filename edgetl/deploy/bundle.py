@@ -5,21 +5,18 @@ side trusts nothing it has not checked: every file is listed in `manifest.json` 
 tar is extracted with Python's `data` filter *plus* our own checks (regular files and folders only, no
 absolute paths, no `..`, no links, no device files, nothing unlisted). The manifest carries everything the
 device needs to run the model without the training stack: classes, preprocessing, input spec, precision,
-and the runtime versions it was built with. Standard library + NumPy-free: safe to import on the device.
+and the runtime versions it was built with. Standard library + NumPy-free: safe to import on the device. The
+archive modules are imported only to pack or unpack: opening a bundle already unpacked needs none of them.
 """
 
 from __future__ import annotations
 
 import contextlib
-import gzip
-import io
 import os
-import shutil
-import tarfile
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
+from edgetl.deploy import opened
 from edgetl.deploy.artifact import MANIFEST, Artifact, check_name, read_manifest, verify
 from edgetl.errors import UserError
 from edgetl.fileio import atomic_write_bytes, sha256_file
@@ -31,6 +28,10 @@ MAX_UNPACKED_BYTES = 16 << 30  # refuse tar bombs; a real model bundle is a few 
 
 def package(artifact_dir: Path, out: Path) -> dict:
     """Verify a compiled folder and write it as one tar.gz (manifest first, fixed owners and times)."""
+    import gzip
+    import io
+    import tarfile
+
     artifact_dir, out = Path(artifact_dir), Path(out)
     if not artifact_dir.is_dir():
         raise UserError(f"{artifact_dir}: not a folder; give the --out folder of `edgetl compile`")
@@ -53,7 +54,8 @@ def package(artifact_dir: Path, out: Path) -> dict:
     return manifest
 
 
-def _safe_members(tar: tarfile.TarFile, origin) -> list[tarfile.TarInfo]:
+def _safe_members(tar, origin) -> list:
+    """The tarfile.TarInfo members to extract, each checked."""
     members, seen, total = [], set(), 0
     for m in tar.getmembers():
         check_name(m.name, origin)
@@ -76,6 +78,8 @@ def _safe_members(tar: tarfile.TarFile, origin) -> list[tarfile.TarInfo]:
 
 def extract(bundle: Path, dest: Path) -> dict:
     """Safely unpack a bundle into `dest` and verify it; returns the manifest."""
+    import tarfile
+
     try:
         with tarfile.open(bundle, mode="r:*") as tar:
             members = _safe_members(tar, bundle)
@@ -101,8 +105,9 @@ UNPACKED_KEPT = 8  # bundles kept unpacked in the cache (the most recently opene
 @contextlib.contextmanager
 def open_bundle(path: Path) -> Iterator[Artifact]:
     """A verified Artifact from a bundle or a compiled folder. A bundle is unpacked once into the cache, keyed by
-    the sha256 of the archive, and every file is checked against the manifest at each open; where the cache is
-    not writable it is unpacked to a temp folder, removed afterwards."""
+    the sha256 of the archive, and every file is checked against the manifest at each open (by hashing, or by stat
+    where this machine hashed that very file before: edgetl.deploy.opened); where the cache is not writable it is
+    unpacked to a temp folder, removed afterwards."""
     path = Path(path)
     if path.is_dir():
         manifest = read_manifest(path, path)
@@ -115,6 +120,8 @@ def open_bundle(path: Path) -> Iterator[Artifact]:
     if cached is not None:
         yield Artifact(*cached, content_addressed=True)
         return
+    import tempfile
+
     with tempfile.TemporaryDirectory(prefix="edgetl-bundle-") as tmp:
         manifest = extract(path, Path(tmp))
         yield Artifact(Path(tmp), manifest)
@@ -125,12 +132,21 @@ def _unpacked(bundle: Path) -> tuple[Path, dict] | None:
     from edgetl.fileio import cache_root
 
     root = cache_root() / "bundles"
+    known = opened.recall(root, bundle)
+    if known is not None:
+        return known
+    import shutil
+    import tempfile
+
+    bundle_key = opened.settled_key(bundle)  # stat keys before hashing: a write during it shows at the next open
     folder = root / sha256_file(bundle)
     if (folder / MANIFEST).is_file():  # complete: an unpack is renamed into place only once verified
         try:
             manifest = read_manifest(folder, bundle)
+            files = opened.file_keys(folder, manifest, settled=True)
             verify(folder, manifest, bundle)
             os.utime(folder)  # most recently used
+            opened.remember(root, bundle_key, folder, files)
             return folder, manifest
         except UserError:  # the cached copy changed on disk: unpack the bundle again
             shutil.rmtree(folder, ignore_errors=True)
@@ -149,4 +165,5 @@ def _unpacked(bundle: Path) -> tuple[Path, dict] | None:
     kept = sorted((d for d in root.iterdir() if not d.name.startswith(".")), key=lambda d: d.stat().st_mtime)
     for old in kept[:-UNPACKED_KEPT]:
         shutil.rmtree(old, ignore_errors=True)
+    opened.prune(root)
     return folder, manifest

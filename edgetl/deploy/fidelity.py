@@ -14,7 +14,6 @@ the fixes: a non-saturating layout (`edgetl train --quant-overflow-fix`), or FP3
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import numpy as np
 from edgetl.contract import LABEL, PROBS
 from edgetl.errors import UserError
 from edgetl.fileio import atomic_write_bytes
-from edgetl.machine import cpu_id, cpu_info, cpu_line, int8_dot
+from edgetl.machine import cpu_info, cpu_kind, cpu_line, int8_dot
 
 # Largest |probability difference| on any probe frame that counts as faithful. Measured with the digits bundles
 # of both layouts: OpenVINO (int8 + bf16 on an AVX-512 BF16 CPU) and ONNX Runtime at most 0.012 (0.025 at 224 px),
@@ -39,6 +38,7 @@ MAX_ABS_PROBS = 0.1
 MAX_LOGIT_SHIFT = 0.5
 LOGIT_FLOOR = 1e-6
 RULE = 2  # in the cache key: results judged by an older rule are judged again
+KEPT_PER_MODEL = 16  # results kept per model (CPU kinds sharing a cache, devices, runtime versions)
 
 
 def check(predictor) -> dict | None:
@@ -49,29 +49,39 @@ def check(predictor) -> dict | None:
     entry = predictor.manifest.get("probe")
     if not entry:
         return None
-    path = _cached(predictor, entry)
+    path, key = _cached(predictor, entry)
     try:
-        return {**json.loads(path.read_text()), "checked": "probe run earlier on this CPU"}
-    except (OSError, ValueError, TypeError):
-        pass
+        kept = json.loads(path.read_text())
+        kept = kept if isinstance(kept, dict) else {}
+    except (OSError, ValueError):
+        kept = {}
+    if isinstance(kept.get(key), dict):
+        return {**kept[key], "checked": "probe run earlier on this CPU"}
     result = _run(predictor, entry)
+    kept = dict(list(kept.items())[-(KEPT_PER_MODEL - 1) :])
+    kept[key] = result
     with contextlib.suppress(OSError):  # a read-only cache costs the next run the probe, nothing else
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(path, json.dumps(result).encode())
+        atomic_write_bytes(path, json.dumps(kept).encode())
     return result
 
 
-def _cached(predictor, entry: dict) -> Path:
+def _cached(predictor, entry: dict) -> tuple[Path, str]:
+    """The file of the bundle's model in the cache's probe/, named by the model's sha256 in the verified manifest
+    (nothing is hashed here), and this result's key in it."""
     import sys
 
+    from edgetl.deploy.opened import SHA256_HEX
     from edgetl.fileio import cache_root
 
     target = predictor.manifest["target"]  # its runtime is imported by now: the module's own version string
     runtime = str(getattr(sys.modules.get(target), "__version__", "unknown"))
     files = predictor.manifest["files"]
-    key = [files[predictor.manifest["model"]], files.get(entry.get("file")), cpu_id(), target, runtime, RULE]
-    key.append(json.dumps(predictor.runner.info, sort_keys=True, default=str))
-    return cache_root() / "probe" / (hashlib.sha256(json.dumps(key).encode()).hexdigest()[:32] + ".json")
+    model = files[predictor.manifest["model"]]
+    if not SHA256_HEX.fullmatch(str(model)):
+        raise UserError(f"{predictor.root}: manifest.json lists no sha256 for its model; rebuild the bundle")
+    key = [files.get(entry.get("file")), cpu_kind(), target, runtime, RULE, predictor.runner.info]
+    return cache_root() / "probe" / f"{model}.json", json.dumps(key, sort_keys=True, default=str)
 
 
 def _run(predictor, entry: dict) -> dict:

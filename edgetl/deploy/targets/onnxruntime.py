@@ -8,7 +8,6 @@ they change latency more than anything else on small CPUs.
 
 from __future__ import annotations
 
-import shutil
 import sys
 from pathlib import Path
 
@@ -177,6 +176,8 @@ class ORTTarget(RuntimeTarget):
             string_ops=text,
             config=config,
         )
+        import shutil  # compile only: a predict imports this module too
+
         shutil.rmtree(stage / "source", ignore_errors=True)  # the re-saved source of a model over 2 GiB
         if text:
             model.unlink()

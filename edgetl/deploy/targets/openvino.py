@@ -9,7 +9,6 @@ and a fixed frame size. Text models carry their tokenizer in the graph (`ov_toke
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -143,6 +142,8 @@ class OpenVINOTarget(RuntimeTarget):
             ov.save_model(model, str(stage / "model.xml"), compress_to_fp16=False)
             if p.extension:
                 (stage / "extensions").mkdir()
+                import shutil  # compile only: a predict imports this module too
+
                 shutil.copy2(p.extension, stage / settings["extension"])
             info = self._check_compiles(model, p.device, settings, fields["input"], p.extension)
             manifest = base.write_target_manifest(
