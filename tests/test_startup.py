@@ -74,6 +74,44 @@ def test_a_warm_text_run_imports_no_torch(tmp_path):
     assert run["cache"]["misses"] == 0 and run["cache"]["hits"] > 0
 
 
+def test_a_one_shot_command_starts_without_the_collector_and_with_one_blas_thread(monkeypatch):
+    """`edgetl predict` as the process's entry point: the cyclic garbage collector is off until its model is loaded
+    (`started`), numpy's OpenBLAS runs one thread (set before numpy loads in that process); a user's value stays."""
+    import gc
+
+    from edgetl.cli import started
+    from edgetl.cli.main import process_start
+
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    try:
+        process_start(["--debug", "predict", "b.tar.gz", "x.jpg"])
+        assert not gc.isenabled() and os.environ["OPENBLAS_NUM_THREADS"] == "1"
+        started()
+        assert gc.isenabled() and gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.enable()
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "3")
+    try:
+        process_start(["predict", "b.tar.gz", "x.jpg"])
+        assert os.environ["OPENBLAS_NUM_THREADS"] == "3"
+    finally:
+        gc.enable()
+
+
+def test_other_commands_and_scripts_keep_the_process_as_it_is(monkeypatch):
+    import gc
+
+    from edgetl.cli import started
+    from edgetl.cli.main import process_start
+
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    process_start(["train", "--cache-features"])
+    process_start(["--help"])
+    started()  # with the collector on (a script, a test calling main([...])): nothing frozen
+    assert gc.isenabled() and gc.get_freeze_count() == 0 and "OPENBLAS_NUM_THREADS" not in os.environ
+
+
 def test_a_bundle_opened_again_on_this_machine_is_neither_unpacked_nor_hashed(tmp_path):
     """The third predict of a bundle (the first unpacks it, the second hashes it all and records the stats, once the
     files are older than the racy window: edgetl.deploy.opened) loads no archive or hashing module."""

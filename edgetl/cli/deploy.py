@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from edgetl.cli import FINISHED
+from edgetl.cli import FINISHED, started
 from edgetl.contract import MAX_FRAME_SIDE, MIN_SIDE, PRECISIONS, TARGETS, TOKENIZER_PLACES
 from edgetl.deploy.targets.base import CompileOptions
 from edgetl.errors import UserError
@@ -197,6 +197,7 @@ def predict_cmd(
         raise UserError("predict: give image files or --text '...' (one of the two)")
     check_image_paths(images)  # a mistyped path fails before a runtime is loaded
     with Predictor(bundle, device) as predictor:
+        started()  # the start-up is over: the garbage collector back on for the images (edgetl.cli.main)
         info = predictor.info
         _stderr(f"{bundle}: {info['target']} on {info.get('device')}, precision {info.get('precision')}")
         for line in (predictor.fidelity_line(), predictor.auto_line()):
