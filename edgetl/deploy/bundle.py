@@ -145,7 +145,8 @@ def _unpacked(bundle: Path) -> tuple[Path, dict] | None:
             manifest = read_manifest(folder, bundle)
             files = opened.file_keys(folder, manifest, settled=True)
             verify(folder, manifest, bundle)
-            os.utime(folder)  # most recently used
+            with contextlib.suppress(OSError):  # a read-only cache is still read
+                os.utime(folder)  # most recently used
             opened.remember(root, bundle_key, folder, files)
             return folder, manifest
         except UserError:  # the cached copy changed on disk: unpack the bundle again

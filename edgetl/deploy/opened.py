@@ -74,9 +74,10 @@ def recall(root: Path, bundle: Path) -> tuple[Path, dict] | None:
         manifest = read_manifest(folder, bundle)
         if record["files"] != file_keys(folder, manifest):
             return None
-        os.utime(folder)  # most recently used
     except (OSError, ValueError, KeyError, TypeError, UserError):
         return None
+    with contextlib.suppress(OSError):  # a read-only cache is still read
+        os.utime(folder)  # most recently used
     return folder, manifest
 
 

@@ -152,3 +152,21 @@ def test_an_unwritable_cache_unpacks_to_a_temp_folder(bundle, tmp_path, monkeypa
         assert tmp_path not in p.root.parents and p.fidelity["faithful"]
         root = p.root
     assert not root.exists()  # the temp folder is removed with the predictor
+
+
+def test_a_cache_whose_times_cannot_be_set_is_still_read(bundle, cache, settle_at_once, monkeypatch):
+    """A read-only cache (a mounted image of a device's cache): marking a copy as recently used fails, opening does
+    not, on the stat path and on the hashing one."""
+    for _ in range(2):
+        with open_bundle(bundle):
+            pass
+
+    def refuse(*args, **kwargs):
+        raise PermissionError("read-only file system")
+
+    monkeypatch.setattr(os, "utime", refuse)
+    with open_bundle(bundle) as by_stat:
+        assert by_stat.content_addressed
+    shutil.rmtree(cache / "bundles" / opened.OPENED)
+    with open_bundle(bundle) as by_hash:
+        assert by_hash.root == by_stat.root
