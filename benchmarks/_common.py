@@ -103,15 +103,10 @@ def per_cpu(name: str) -> str:
     """The result name for a timing whose winner depends on the CPU's INT8 kernels: `name` on a CPU with a 32-bit
     INT8 dot product (VNNI/AMX: the published rows), `name.avx2` on an x86 CPU without one, `name.<arch>` elsewhere,
     so one CPU kind's run never overwrites another's (issue 33: the same table on every CPU kind)."""
-    from edgetl.machine import cpu_info, int8_dot
+    from edgetl.machine import cpu_class
 
-    cpu = cpu_info()
-    kind = int8_dot(cpu)
-    if kind == "vnni":
-        return name
-    if kind == "saturating":
-        return f"{name}.{'avx2' if 'avx2' in cpu['flags'] else 'x86'}"
-    return f"{name}.{cpu['machine']}"
+    kind = cpu_class()
+    return name if kind == "vnni" else f"{name}.{kind}"
 
 
 def bar_plot(

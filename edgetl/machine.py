@@ -75,6 +75,16 @@ def int8_dot(cpu: dict | None = None) -> str:
     return "vnni" if any(f in cpu["flags"] for f in INT8_DOT_FLAGS) else "saturating"
 
 
+def cpu_class(cpu: dict | None = None) -> str:
+    """What timings and INT8 results are grouped by: 'vnni' (a 32-bit INT8 dot product), 'avx2' or 'x86' (x86
+    without one, with or without AVX2), else the machine ('aarch64', ...)."""
+    cpu = cpu or cpu_info()
+    kind = int8_dot(cpu)
+    if kind == "saturating":
+        return "avx2" if "avx2" in cpu["flags"] else "x86"
+    return kind if kind == "vnni" else cpu["machine"]
+
+
 def cpu_line(cpu: dict | None = None) -> str:
     cpu = cpu or cpu_info()
     flags = " ".join(cpu["flags"]) or "none of " + " ".join(CPU_FLAGS)
@@ -82,14 +92,14 @@ def cpu_line(cpu: dict | None = None) -> str:
     return f"{cpu['model']} ({cpu['machine']}; {flags}{masked})"
 
 
-def cpu_kind(cpu: dict | None = None) -> list:
+def cpu_key(cpu: dict | None = None) -> list:
     """The CPU model, flags and machine: what results measured on one CPU kind are keyed by."""
     cpu = cpu or cpu_info()
     return [cpu["model"], cpu["flags"], cpu["machine"]]
 
 
 def cpu_id(cpu: dict | None = None) -> str:
-    """A short hash of `cpu_kind`, for keys and records that name the CPU kind in a few characters."""
+    """A short hash of `cpu_key`, for keys and records that name the CPU kind in a few characters."""
     import hashlib
 
-    return hashlib.sha256(json.dumps(cpu_kind(cpu)).encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps(cpu_key(cpu)).encode()).hexdigest()[:16]

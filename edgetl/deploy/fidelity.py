@@ -22,7 +22,7 @@ import numpy as np
 from edgetl.contract import LABEL, PROBS
 from edgetl.errors import UserError
 from edgetl.fileio import atomic_write_bytes
-from edgetl.machine import cpu_info, cpu_kind, cpu_line, int8_dot
+from edgetl.machine import cpu_info, cpu_key, cpu_line, int8_dot
 
 # Largest |probability difference| on any probe frame that counts as faithful. Measured with the digits bundles
 # of both layouts: OpenVINO (int8 + bf16 on an AVX-512 BF16 CPU) and ONNX Runtime at most 0.012 (0.025 at 224 px),
@@ -80,7 +80,7 @@ def _cached(predictor, entry: dict) -> tuple[Path, str]:
     model = files[predictor.manifest["model"]]
     if not SHA256_HEX.fullmatch(str(model)):
         raise UserError(f"{predictor.root}: manifest.json lists no sha256 for its model; rebuild the bundle")
-    key = [files.get(entry.get("file")), cpu_kind(), target, runtime, RULE, predictor.runner.info]
+    key = [files.get(entry.get("file")), cpu_key(), target, runtime, RULE, predictor.runner.info]
     return cache_root() / "probe" / f"{model}.json", json.dumps(key, sort_keys=True, default=str)
 
 

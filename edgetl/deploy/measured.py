@@ -42,11 +42,9 @@ WINNERS = {
 
 def cpu_kind(cpu: dict) -> str | None:
     """The WINNERS key of this CPU: 'vnni', 'avx2' (x86 without a 32-bit INT8 dot product), or None (unmeasured)."""
-    from edgetl.machine import int8_dot
+    from edgetl.machine import cpu_class
 
-    kind = int8_dot(cpu)
-    if kind == "saturating":
-        return "avx2" if "avx2" in cpu["flags"] else None
+    kind = cpu_class(cpu)
     return kind if kind in WINNERS else None
 
 

@@ -64,11 +64,11 @@ def test_another_cpu_kind_runs_the_probe_again_and_both_results_are_kept(bundle,
     """Two CPU kinds sharing a cache (a home folder on NFS) each run the probe once, not at every switch."""
     with Predictor(bundle):
         pass
-    here = fidelity.cpu_kind()
-    monkeypatch.setattr(fidelity, "cpu_kind", lambda: ["another-cpu", [], "x86_64"])
+    here = fidelity.cpu_key()
+    monkeypatch.setattr(fidelity, "cpu_key", lambda: ["another-cpu", [], "x86_64"])
     with Predictor(bundle) as other:
         assert "checked" not in other.fidelity
-    monkeypatch.setattr(fidelity, "cpu_kind", lambda: here)
+    monkeypatch.setattr(fidelity, "cpu_key", lambda: here)
     with Predictor(bundle) as back:
         assert back.fidelity["checked"] == "probe run earlier on this CPU"
     (kept,) = (cache / "probe").iterdir()

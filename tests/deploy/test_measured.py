@@ -70,3 +70,15 @@ def test_doctor_prints_the_advice_for_this_machine():
     got = CliRunner().invoke(cli, ["doctor"])
     assert got.exit_code == 0, got.output
     assert f"choose       {advice(cpu_info())}" in got.output
+
+
+def test_cpu_class_names_the_group_a_timing_belongs_to():
+    """benchmarks/_common.per_cpu suffixes result files with it and WINNERS is keyed by it: one rule for both."""
+    from edgetl.machine import cpu_class
+
+    x86 = {"model": "x", "machine": "x86_64"}
+    assert cpu_class({**x86, "flags": ["avx2", "avx512f", "avx512_vnni"]}) == "vnni"
+    assert cpu_class({**x86, "flags": ["avx2", "avx_vnni"]}) == "vnni"
+    assert cpu_class({**x86, "flags": ["avx2", "avx512f"]}) == "avx2"  # AVX-512 without VNNI saturates too
+    assert cpu_class({**x86, "flags": []}) == "x86"
+    assert cpu_class({"model": "Cortex-A78AE", "flags": [], "machine": "aarch64"}) == "aarch64"
