@@ -22,7 +22,9 @@ import time
 from pathlib import Path
 
 from edgetl.contract import MANIFEST
+from edgetl.deploy.artifact import read_manifest
 from edgetl.errors import UserError
+from edgetl.fileio import atomic_write_bytes
 
 OPENED = ".opened"
 RACY_NS = 2_000_000_000
@@ -63,8 +65,6 @@ def _record(root: Path, key: list[int]) -> Path:
 def recall(root: Path, bundle: Path) -> tuple[Path, dict] | None:
     """(folder, manifest) of `bundle` unpacked under `root`, where neither changed since both were hashed; else None
     (the caller hashes and verifies)."""
-    from edgetl.deploy.artifact import read_manifest
-
     try:
         key = stat_key(bundle)
         record = json.loads(_record(root, key).read_text())
@@ -85,8 +85,6 @@ def remember(root: Path, bundle_key: list[int] | None, folder: Path, files: dict
     """Record a bundle and its unpacked copy that were just hashed, from stat keys taken before the hashing (a write
     during it shows at the next open). Nothing is recorded where a key is too recent; a cache that cannot be
     written costs the next open the hashing, nothing else."""
-    from edgetl.fileio import atomic_write_bytes
-
     if bundle_key is None or files is None:
         return
     record = {"bundle": bundle_key, "folder": folder.name, "files": files}
